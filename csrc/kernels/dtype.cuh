@@ -1,0 +1,11 @@
+// Element loads shared by every kernel: storage type -> float32 for accumulation.
+#pragma once
+#include "simt/simt.h"  // must precede any CUDA header (under g++ it defines the keywords)
+
+namespace dk {
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+}  // namespace dk

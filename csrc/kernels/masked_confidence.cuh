@@ -1,0 +1,48 @@
+// Greedy masked confidence: one thread block per (batch, position) row; each thread
+// streams a strided slice of the vocabulary once, then the block merges statistics.
+#pragma once
+#include "simt/simt.h"  // first: under g++ it defines the CUDA keywords
+#include <cstdint>
+#include "kernels/dtype.cuh"
+#include "kernels/masked_confidence_params.h"
+#include "kernels/softmax_stats.cuh"
+
+namespace dk {
+
+template <typename T, int kThreads>
+__global__ void __launch_bounds__(kThreads) masked_confidence_kernel(MaskedConfidenceParams p) {
+  SIMT_SHARED(SoftmaxStats, scratch, [kThreads / 32]);
+  const int64_t rows = p.batch * p.seq;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t b = row / p.seq;
+    const int64_t l = row - b * p.seq;
+    const int64_t token = p.x[b * p.x_stride_b + l * p.x_stride_l];
+    if (token != p.mask_id) {  // uniform across the block: no thread reaches the barrier
+      if (threadIdx.x == 0) {
+        p.x0[row] = token;
+        p.confidence[row] = -INFINITY;
+      }
+      continue;
+    }
+    const T* logits = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
+    SoftmaxStats st = softmax_stats_empty();
+    // Four independent loads in flight per thread; indices stay increasing per thread.
+    int64_t j = threadIdx.x;
+    for (; j + 3 * kThreads < p.vocab; j += 4 * kThreads) {
+      const float v0 = to_float(logits[j]);
+      const float v1 = to_float(logits[j + kThreads]);
+      const float v2 = to_float(logits[j + 2 * kThreads]);
+      const float v3 = to_float(logits[j + 3 * kThreads]);
+      softmax_stats_push(st, v0, j);
+      softmax_stats_push(st, v1, j + kThreads);
+      softmax_stats_push(st, v2, j + 2 * kThreads);
+      softmax_stats_push(st, v3, j + 3 * kThreads);
+    }
+    for (; j < p.vocab; j += kThreads) softmax_stats_push(st, to_float(logits[j]), j);
+    st = block_merge<kThreads>(st, scratch);
+    if (threadIdx.x == 0) softmax_stats_finish(st, &p.x0[row], &p.confidence[row]);
+    __syncthreads();  // scratch is rewritten by the next row
+  }
+}
+
+}  // namespace dk

@@ -1,0 +1,27 @@
+// Argument checks whose messages name the argument, the expectation and what was given.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#define DK_CHECK_ARG(cond, name, ...) \
+  TORCH_CHECK_VALUE(cond, "diffusion_kernels: argument '", name, "' ", __VA_ARGS__)
+
+namespace dk {
+
+inline void check_dim(const at::Tensor& t, const char* name, int64_t dim, const char* layout) {
+  DK_CHECK_ARG(t.dim() == dim, name, "must have ", dim, " dimensions ", layout, ", got shape ",
+               t.sizes());
+}
+
+inline void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& ref,
+                              const char* ref_name) {
+  DK_CHECK_ARG(t.device() == ref.device(), name, "must be on the same device as '", ref_name,
+               "' (", ref.device(), "), got ", t.device());
+}
+
+inline void check_last_dim_contiguous(const at::Tensor& t, const char* name) {
+  DK_CHECK_ARG(t.size(-1) <= 1 || t.stride(-1) == 1, name,
+               "must have a contiguous last dimension (stride 1), got strides ", t.strides());
+}
+
+}  // namespace dk

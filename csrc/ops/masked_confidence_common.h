@@ -1,0 +1,17 @@
+// Checks and Params filling shared by the CPU and launcher entry points.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include "kernels/masked_confidence_params.h"
+
+namespace dk {
+
+struct MaskedConfidenceOutputs {
+  at::Tensor x0, confidence;
+};
+
+// Validates the arguments, allocates the outputs on the inputs' device and describes the call.
+MaskedConfidenceParams prepare_masked_confidence(const at::Tensor& logits, const at::Tensor& x,
+                                                 int64_t mask_id, MaskedConfidenceOutputs& out);
+
+}  // namespace dk

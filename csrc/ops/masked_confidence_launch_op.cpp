@@ -1,0 +1,18 @@
+// Torch-facing entry of the CUDA launcher; linked into the CUDA build of _C and into the
+// emulated module, which provide the launcher from nvcc and from g++ respectively.
+#include "kernels/launchers.h"
+#include "ops/masked_confidence.h"
+#include "ops/masked_confidence_common.h"
+
+namespace dk {
+
+std::tuple<at::Tensor, at::Tensor> masked_confidence_launcher(const at::Tensor& logits,
+                                                              const at::Tensor& x,
+                                                              int64_t mask_id, void* stream) {
+  MaskedConfidenceOutputs out;
+  const auto params = prepare_masked_confidence(logits, x, mask_id, out);
+  launch_masked_confidence(params, stream);
+  return {out.x0, out.confidence};
+}
+
+}  // namespace dk

@@ -1,0 +1,14 @@
+// Debug aid for the tests: with DK_POISON_OUTPUTS=1, freshly allocated outputs are filled with
+// values no kernel legitimately writes, so an element a kernel forgets to write fails the test.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+namespace dk {
+
+constexpr float kPoisonFloat = -1.2345e38f;
+constexpr int64_t kPoisonIndex = -0x0BADBAD;
+
+bool poison_outputs_enabled();  // reads the environment at each call: tests may toggle it
+void poison(at::Tensor& t);     // fills with the poison of t's dtype when enabled
+
+}  // namespace dk

@@ -1,0 +1,14 @@
+// Declares every op of torch.ops.diffusion_kernels and registers the CPU kernels.
+// CUDA kernels register in registration_cuda.cpp (CUDA build only).
+#include <torch/library.h>
+
+#include "ops/masked_confidence.h"
+#include "schemas.h"
+
+TORCH_LIBRARY(diffusion_kernels, m) {
+  m.def(DK_SCHEMA_MASKED_CONFIDENCE);
+}
+
+TORCH_LIBRARY_IMPL(diffusion_kernels, CPU, m) {
+  m.impl("masked_confidence", &dk::masked_confidence_cpu);
+}

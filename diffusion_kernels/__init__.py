@@ -1,0 +1,29 @@
+"""Fused CPU/CUDA kernels for diffusion language models.
+
+Ops live under ``torch.ops.diffusion_kernels``; the functions here are thin wrappers that
+normalise arguments and document them. Pure-PyTorch references of every op are in
+``diffusion_kernels.reference``.
+"""
+from ._version import __version__
+from . import _C  # noqa: F401  (registers torch.ops.diffusion_kernels.*)
+from .ops import masked_confidence
+
+__all__ = ["__version__", "build_info", "masked_confidence"]
+
+
+def build_info() -> dict:
+    """How the native extension was built: package version, the torch it was compiled against,
+    whether CUDA kernels were compiled (and for which archs), whether the SIMT-emulated test
+    module is present, and the torch running now."""
+    import torch
+
+    info = dict(_C.build_info())
+    info["cuda_archs"] = [a for a in info["cuda_archs"].split(";") if a]
+    try:
+        from . import _simt  # noqa: F401
+
+        info["emulator"] = True
+    except ImportError:
+        info["emulator"] = False
+    info["torch_runtime_version"] = torch.__version__
+    return info

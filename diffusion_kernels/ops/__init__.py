@@ -1,0 +1,3 @@
+from .confidence import masked_confidence
+
+__all__ = ["masked_confidence"]

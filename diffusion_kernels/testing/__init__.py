@@ -1,0 +1,1 @@
+"""Test helpers: the SIMT-emulated CUDA kernels (see emulated.py)."""

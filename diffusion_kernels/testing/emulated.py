@@ -1,0 +1,42 @@
+"""The CUDA kernels of this package executed on CPU tensors by the SIMT emulator.
+
+Built only with ``DK_BUILD_EMULATOR=1``. ``emulated.masked_confidence(...)`` has exactly the
+signature of :func:`diffusion_kernels.masked_confidence` but runs the CUDA launcher and kernel
+source compiled by g++. The thread resume order comes from the environment variables
+``SIMT_ORDER`` (forward, reverse, random) and ``SIMT_SEED``, read at every launch; use
+:func:`resume_order` to set them for a block of code.
+"""
+import contextlib
+import os
+
+import torch
+
+from ..ops._args import int64_arg
+
+try:
+    from .. import _simt  # noqa: F401  (registers torch.ops.dk_emulated.*)
+
+    AVAILABLE = True
+except ImportError:
+    AVAILABLE = False
+
+__all__ = ["AVAILABLE", "masked_confidence", "resume_order"]
+
+
+def masked_confidence(logits, x, mask_id):
+    return torch.ops.dk_emulated.masked_confidence.default(logits, x, int64_arg(mask_id, "mask_id"))
+
+
+@contextlib.contextmanager
+def resume_order(order: str, seed: int = 0):
+    """Run the emulated kernels with fibers resumed in `order` (forward, reverse or random)."""
+    saved = {k: os.environ.get(k) for k in ("SIMT_ORDER", "SIMT_SEED")}
+    os.environ["SIMT_ORDER"], os.environ["SIMT_SEED"] = order, str(seed)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

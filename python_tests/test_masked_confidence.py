@@ -1,0 +1,163 @@
+"""masked_confidence on CPU (the native kernel) against the pure-PyTorch reference."""
+import pytest
+import torch
+
+import diffusion_kernels as dk
+from confidence_cases import DTYPES, MASK_ID, SHAPES, assert_matches_reference, make_logits, make_tokens
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matches_reference(shape, dtype):
+    b, l, v = shape
+    assert_matches_reference(dk.masked_confidence, make_logits(b, l, v, dtype), make_tokens(b, l))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_non_contiguous_batch_and_row_strides(dtype):
+    b, l, v = 3, 6, 1001
+    # Rows strided inside a wider buffer, batch stride smaller than the row stride.
+    big = make_logits(l, b, v + 37, dtype)
+    logits = big[:, :, 5 : 5 + v].transpose(0, 1)
+    assert logits.stride(-1) == 1 and not logits.is_contiguous()
+    x = make_tokens(l, b).t()
+    assert not x.is_contiguous()
+    assert_matches_reference(dk.masked_confidence, logits, x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_zero_row_strides_broadcast(dtype):
+    logits = make_logits(1, 1, 777, dtype).expand(2, 5, 777)
+    assert_matches_reference(dk.masked_confidence, logits, make_tokens(2, 5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_ties_resolve_to_lowest_index(dtype):
+    v = 5000
+    logits = torch.zeros(1, 4, v, dtype=dtype)
+    for row, places in enumerate([(17, 4000), (4999, 3000, 3), (2048, 2049), (0, v - 1)]):
+        logits[0, row, list(places)] = 7.0
+    x = torch.full((1, 4), MASK_ID)
+    x0, _ = assert_matches_reference(dk.masked_confidence, logits, x)
+    assert x0[0].tolist() == [17, 3, 2048, 0]
+
+
+def test_all_equal_row():
+    logits = torch.ones(2, 3, 300)
+    x0, conf = dk.masked_confidence(logits, torch.full((2, 3), MASK_ID), MASK_ID)
+    assert (x0 == 0).all()
+    torch.testing.assert_close(conf, torch.full((2, 3), 1 / 300))
+
+
+def test_unmasked_rows_pass_tokens_through():
+    logits = make_logits(2, 4, 50, torch.float32)
+    x = torch.arange(8).reshape(2, 4) + 10
+    x0, conf = dk.masked_confidence(logits, x, MASK_ID)
+    assert torch.equal(x0, x)
+    assert torch.isneginf(conf).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nonfinite_policy(dtype):
+    """NaN and +-inf follow torch.argmax + softmax (see masked_confidence's docstring)."""
+    v = 2100  # spans two CPU chunks
+    logits = make_logits(1, 7, v, dtype)
+    logits[0, 0, [50, 2090]] = float("nan")            # first NaN wins, confidence NaN
+    logits[0, 1, [2099, 60]] = float("inf")            # first +inf wins, confidence NaN
+    logits[0, 2] = float("-inf")                        # all -inf: index 0, confidence NaN
+    logits[0, 3, :2000] = float("-inf")                 # -inf entries simply have zero mass
+    logits[0, 4, 7] = float("nan")
+    logits[0, 4, 8] = float("inf")                      # NaN beats +inf
+    logits[0, 5, 1000:] = float("-inf")
+    x = torch.full((1, 7), MASK_ID)
+    x0, conf = assert_matches_reference(dk.masked_confidence, logits, x)
+    assert x0[0, :3].tolist() == [50, 60, 0] and x0[0, 4] == 7
+    assert torch.isnan(conf[0, [0, 1, 2, 4]]).all()
+    assert torch.isfinite(conf[0, [3, 5, 6]]).all()
+
+
+def test_empty_batch_and_seq():
+    for b, l in [(0, 4), (2, 0)]:
+        x0, conf = dk.masked_confidence(torch.randn(b, l, 11), torch.zeros(b, l, dtype=torch.long), 0)
+        assert x0.shape == (b, l) and conf.shape == (b, l)
+
+
+def test_large_logits_no_overflow():
+    logits = torch.full((1, 1, 1000), 80.0)
+    logits[0, 0, 500] = 85.0
+    x0, conf = dk.masked_confidence(logits, torch.full((1, 1), MASK_ID), MASK_ID)
+    assert x0.item() == 500
+    expected = 1 / (1 + 999 * torch.exp(torch.tensor(-5.0, dtype=torch.float64)))
+    assert abs(conf.item() - expected.item()) < 1e-6
+
+
+class TestBadInputs:
+    def call(self, logits=None, x=None, mask_id=MASK_ID):
+        logits = torch.randn(2, 3, 10) if logits is None else logits
+        x = torch.zeros(2, 3, dtype=torch.long) if x is None else x
+        return dk.masked_confidence(logits, x, mask_id)
+
+    def test_logits_dtype(self):
+        with pytest.raises(ValueError, match="'logits'.*float32, float16 or bfloat16.*Long"):
+            self.call(logits=torch.zeros(2, 3, 10, dtype=torch.long))
+        with pytest.raises(ValueError, match="'logits'.*Double"):
+            self.call(logits=torch.zeros(2, 3, 10, dtype=torch.float64))
+
+    def test_x_dtype(self):
+        with pytest.raises(ValueError, match="'x'.*int64.*Int"):
+            self.call(x=torch.zeros(2, 3, dtype=torch.int32))
+
+    def test_rank(self):
+        with pytest.raises(ValueError, match="'logits'.*3 dimensions"):
+            self.call(logits=torch.randn(6, 10))
+        with pytest.raises(ValueError, match="'x'.*2 dimensions"):
+            self.call(x=torch.zeros(6, dtype=torch.long))
+
+    def test_shape_mismatch(self):
+        with pytest.raises(ValueError, match="'x'.*\\[2, 3\\]"):
+            self.call(x=torch.zeros(2, 4, dtype=torch.long))
+
+    def test_empty_vocab(self):
+        with pytest.raises(ValueError, match="'logits'.*non-empty vocabulary"):
+            self.call(logits=torch.randn(2, 3, 0))
+
+    def test_last_dim_not_contiguous(self):
+        with pytest.raises(ValueError, match="'logits'.*contiguous last dimension"):
+            self.call(logits=torch.randn(2, 10, 3).transpose(1, 2))
+
+    def test_mask_id_range(self):
+        with pytest.raises(ValueError, match="'mask_id'.*int64 range"):
+            self.call(mask_id=2**63)
+        with pytest.raises(TypeError, match="'mask_id'.*int"):
+            self.call(mask_id=1.5)
+
+    def test_device_mismatch(self):
+        with pytest.raises(RuntimeError, match="'x'.*same device as 'logits'"):
+            self.call(logits=torch.randn(2, 3, 10, device="meta"))
+
+
+def test_opcheck():
+    logits = make_logits(2, 5, 300, torch.bfloat16)
+    torch.library.opcheck(torch.ops.diffusion_kernels.masked_confidence.default, (logits, make_tokens(2, 5), MASK_ID))
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    def step(logits, x):
+        x0, conf = dk.masked_confidence(logits, x, MASK_ID)
+        return x0, conf * 2
+
+    logits, x = make_logits(2, 5, 300, torch.float32), make_tokens(2, 5)
+    compiled = torch.compile(step, fullgraph=True)
+    got, want = compiled(logits, x), step(logits, x)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_build_info():
+    info = dk.build_info()
+    assert info["version"] == dk.__version__
+    assert info["torch_version"].split("+")[0] == torch.__version__.split("+")[0]
+    assert isinstance(info["cuda"], bool) and isinstance(info["emulator"], bool)
+    if info["cuda"]:
+        assert info["cuda_archs"], "a CUDA build must report its archs"
+    else:
+        assert info["cuda_archs"] == []
