@@ -16,7 +16,7 @@ namespace dk::cpu {
 namespace {
 
 constexpr int64_t kChunk = 2048;  // floats: the staging buffer stays in L1
-static_assert(kChunk % kVecWidth == 0);
+static_assert(kChunk % (2 * kVecWidth) == 0);
 
 struct RowResult {
   int64_t token;
@@ -56,48 +56,40 @@ inline __attribute__((always_inline)) RowResult finite_row(const T* row, int64_t
   int64_t run_arg = 0;
   for (int64_t c0 = 0; c0 < vocab; c0 += kChunk) {
     const int64_t n = std::min(kChunk, vocab - c0);
-    const int64_t full = n / kVecWidth;
-    const int64_t nvec = (n + kVecWidth - 1) / kVecWidth;
+    const int64_t pairs = n / (2 * kVecWidth);
     vfloat m0 = splat(-std::numeric_limits<float>::infinity()), m1 = m0;
-    int64_t v = 0;
-    for (; v + 1 < full; v += 2) {
-      buf[v] = load_vec(row + c0 + v * kVecWidth);
-      buf[v + 1] = load_vec(row + c0 + (v + 1) * kVecWidth);
-      m0 = vmax(buf[v], m0);
-      m1 = vmax(buf[v + 1], m1);
+    for (int64_t q = 0; q < pairs; ++q) {
+      load_pair(row + c0 + q * 2 * kVecWidth, buf[2 * q], buf[2 * q + 1]);
+      m0 = vmax(buf[2 * q], m0);
+      m1 = vmax(buf[2 * q + 1], m1);
     }
-    for (; v < full; ++v) {
-      buf[v] = load_vec(row + c0 + v * kVecWidth);
-      m0 = vmax(buf[v], m0);
-    }
-    if (full < nvec) {  // ragged tail, padded with -inf
+    // Ragged tail: up to two vectors padded with -inf (each pad lane adds 2^-126 to the sum).
+    int64_t nvec = 2 * pairs;
+    for (int64_t i = nvec * kVecWidth; i < n; i += kVecWidth, ++nvec) {
       vfloat t = splat(-std::numeric_limits<float>::infinity());
-      for (int64_t i = full * kVecWidth; i < n; ++i) t[i - full * kVecWidth] = load(row, c0 + i);
-      buf[full] = t;
+      for (int64_t k = 0; k < kVecWidth && i + k < n; ++k) t[k] = load(row, c0 + i + k);
+      buf[nvec] = t;
       m0 = vmax(t, m0);
     }
     const float chunk_max = hmax(vmax(m0, m1));
     if (chunk_max > run_max) {  // strict: an equal max in a later chunk keeps the earlier index
-      const float* flat = reinterpret_cast<const float*>(buf);
       int64_t at = 0;
-      while (flat[at] != chunk_max) ++at;
+      while (load(row, c0 + at) != chunk_max) ++at;
       run_arg = c0 + at;
       run_sum *= std::exp(static_cast<double>(run_max) - chunk_max);
       run_max = chunk_max;
     }
-    const vfloat mx = splat(run_max);
+    // exp(v - max) = 2^(v log2e - max log2e): one fused multiply-add feeds the exponential.
+    const vfloat mx = splat(run_max * kLog2e);
     vfloat s0 = splat(0.f), s1 = s0, s2 = s0, s3 = s0;
-    for (v = 0; v + 3 < full; v += 4) {
-      s0 += vexp(buf[v] - mx);
-      s1 += vexp(buf[v + 1] - mx);
-      s2 += vexp(buf[v + 2] - mx);
-      s3 += vexp(buf[v + 3] - mx);
+    int64_t v = 0;
+    for (; v + 3 < nvec; v += 4) {
+      s0 += vexp2(buf[v] * kLog2e - mx);
+      s1 += vexp2(buf[v + 1] * kLog2e - mx);
+      s2 += vexp2(buf[v + 2] * kLog2e - mx);
+      s3 += vexp2(buf[v + 3] * kLog2e - mx);
     }
-    for (; v < full; ++v) s0 += vexp(buf[v] - mx);
-    if (full < nvec) {
-      const vfloat e = vexp(buf[full] - mx);
-      for (int64_t i = full * kVecWidth; i < n; ++i) run_sum += e[i - full * kVecWidth];
-    }
+    for (; v < nvec; ++v) s0 += vexp2(buf[v] * kLog2e - mx);
     run_sum += hsum((s0 + s1) + (s2 + s3));
   }
   // A NaN anywhere makes the sum NaN; an infinite max shows directly. Both go to the exact path.

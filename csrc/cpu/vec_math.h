@@ -11,26 +11,30 @@ constexpr int kVecWidth = 16;
 typedef float vfloat __attribute__((vector_size(4 * kVecWidth)));
 typedef int32_t vint __attribute__((vector_size(4 * kVecWidth)));
 typedef uint32_t vuint __attribute__((vector_size(4 * kVecWidth)));
-typedef uint16_t vhalfbits __attribute__((vector_size(2 * kVecWidth)));
 typedef _Float16 vhalf __attribute__((vector_size(2 * kVecWidth)));
 
 inline __attribute__((always_inline)) vfloat splat(float f) { return vfloat{} + f; }
 
-inline __attribute__((always_inline)) vfloat load_vec(const float* p) {
-  vfloat v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
+// Loads 2 * kVecWidth consecutive elements as two float vectors. The lanes may come out in
+// any order (callers only reduce over them), which lets bfloat16 skip a widening shuffle.
+inline __attribute__((always_inline)) void load_pair(const float* p, vfloat& a, vfloat& b) {
+  std::memcpy(&a, p, sizeof a);
+  std::memcpy(&b, p + kVecWidth, sizeof b);
 }
-inline __attribute__((always_inline)) vfloat load_vec(const _Float16* p) {
-  vhalf h;
-  std::memcpy(&h, p, sizeof h);
-  return __builtin_convertvector(h, vfloat);
+inline __attribute__((always_inline)) void load_pair(const _Float16* p, vfloat& a, vfloat& b) {
+  vhalf h0, h1;
+  std::memcpy(&h0, p, sizeof h0);
+  std::memcpy(&h1, p + kVecWidth, sizeof h1);
+  a = __builtin_convertvector(h0, vfloat);
+  b = __builtin_convertvector(h1, vfloat);
 }
-// bfloat16 is the top half of a float32.
-inline __attribute__((always_inline)) vfloat load_vec(const uint16_t* p) {
-  vhalfbits h;
-  std::memcpy(&h, p, sizeof h);
-  return (vfloat)(__builtin_convertvector(h, vuint) << 16);
+// bfloat16 is the top half of a float32: each 32-bit word holds an even element in its low
+// half and an odd element in its high half (little endian).
+inline __attribute__((always_inline)) void load_pair(const uint16_t* p, vfloat& a, vfloat& b) {
+  vuint w;
+  std::memcpy(&w, p, sizeof w);
+  a = (vfloat)(w << 16);
+  b = (vfloat)(w & 0xffff0000u);
 }
 
 inline __attribute__((always_inline)) float load_scalar(const float* p) { return *p; }
@@ -44,29 +48,31 @@ inline __attribute__((always_inline)) float load_scalar(const uint16_t* p) {
 
 inline __attribute__((always_inline)) vfloat vmax(vfloat a, vfloat b) { return a > b ? a : b; }
 
-// exp(x) to about 1 ulp for x in [-87.3, 88.7]; smaller x gives ~1e-38 instead of 0 (harmless
-// in a softmax sum that is >= 1); NaN propagates. Cody-Waite reduction x = k ln2 + r,
-// |r| <= ln2/2, then a degree-7 Taylor polynomial (truncation < 1e-8 relative there).
-inline __attribute__((always_inline)) vfloat vexp(vfloat x) {
-  x = x < splat(-87.3f) ? splat(-87.3f) : x;
-  x = x > splat(88.7f) ? splat(88.7f) : x;
+// 2^t to about 1 ulp for t in [-126, 127]; smaller t gives 2^-126 (~1e-38) instead of 0,
+// harmless in a softmax sum that is >= 1; NaN propagates. t = k + r with integer k and
+// |r| <= 1/2, then 2^r by a degree-6 polynomial fitted for relative error (2.6e-9 on the
+// interval, below float rounding), then the exponent bits of 2^k.
+inline __attribute__((always_inline)) vfloat vexp2(vfloat t) {
+  t = t < splat(-126.f) ? splat(-126.f) : t;
+  t = t > splat(127.f) ? splat(127.f) : t;
   // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits: no float -> int
   // conversion, which would be undefined for NaN.
   const vfloat shift = splat(12582912.f);
-  const vfloat t = x * 1.44269504088896341f + shift;
-  const vfloat k = t - shift;
-  const vint ki = (vint)t - (vint)shift;
-  const vfloat r = (x - k * 0.693145751953125f) - k * 1.428606765330187045e-06f;
-  vfloat p = splat(1.f / 5040.f);
-  p = p * r + 1.f / 720.f;
-  p = p * r + 1.f / 120.f;
-  p = p * r + 1.f / 24.f;
-  p = p * r + 1.f / 6.f;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
+  const vfloat biased = t + shift;
+  const vfloat k = biased - shift;
+  const vint ki = (vint)biased - (vint)shift;
+  const vfloat r = t - k;
+  vfloat p = splat(1.5345810970757157e-4f);
+  p = p * r + 1.3399930903688073e-3f;
+  p = p * r + 9.618489071726799e-3f;
+  p = p * r + 5.550328642129898e-2f;
+  p = p * r + 2.4022646248340607e-1f;
+  p = p * r + 6.931471824645996e-1f;
   p = p * r + 1.f;
   return p * (vfloat)((ki + 127) << 23);
 }
+
+constexpr float kLog2e = 1.44269504088896341f;
 
 inline __attribute__((always_inline)) float hmax(vfloat v) {
   float m = v[0];

@@ -1,0 +1,17 @@
+"""Smoke test of an installed wheel: the import comes from site-packages, the op runs and
+agrees with the reference."""
+import torch
+
+import diffusion_kernels as dk
+from diffusion_kernels import reference
+
+assert "site-packages" in dk.__file__, dk.__file__
+info = dk.build_info()
+print(info)
+logits = torch.randn(2, 5, 1003, dtype=torch.bfloat16)
+x = torch.tensor([[7, 1, 7, 2, 7], [7, 7, 7, 7, 7]])
+x0, conf = dk.masked_confidence(logits, x, 7)
+ref_x0, ref_conf = reference.masked_confidence(logits, x, 7)
+assert torch.equal(x0, ref_x0)
+torch.testing.assert_close(conf, ref_conf, rtol=1e-5, atol=1e-7)
+print("wheel smoke test: ok")
