@@ -10,107 +10,45 @@
 #include <cmath>
 #include <limits>
 
-#include "cpu/vec_math.h"
+#include "cpu/masked_confidence_rows.h"
 
 namespace dk::cpu {
 namespace {
 
-constexpr int64_t kChunk = 2048;  // floats: the staging buffer stays in L1
-static_assert(kChunk % (2 * kVecWidth) == 0);
-
-struct RowResult {
-  int64_t token;
-  float prob;
-};
-
-using bf16_bits = uint16_t;
-
-inline float load(const float* p, int64_t i) { return load_scalar(p + i); }
-inline float load(const _Float16* p, int64_t i) { return load_scalar(p + i); }
-inline float load(const bf16_bits* p, int64_t i) { return load_scalar(p + i); }
-
-// The reference policy for rows that are not all finite: mirrors torch.argmax + softmax.
-template <typename T>
-RowResult nonfinite_row(const T* row, int64_t vocab) {
-  float best = -std::numeric_limits<float>::infinity();
-  int64_t best_index = -1;
-  for (int64_t j = 0; j < vocab; ++j) {
-    const float v = load(row, j);
-    if (std::isnan(v)) return {j, std::numeric_limits<float>::quiet_NaN()};
-    if (v > best) best = v, best_index = j;
-  }
-  if (best_index < 0) return {0, std::numeric_limits<float>::quiet_NaN()};
-  if (std::isinf(best)) return {best_index, std::numeric_limits<float>::quiet_NaN()};
-  // Finite max with some -inf entries: exact two-pass softmax.
-  double sum = 0;
-  for (int64_t j = 0; j < vocab; ++j) sum += std::exp(static_cast<double>(load(row, j)) - best);
-  return {best_index, static_cast<float>(1.0 / sum)};
-}
-
-// Returns token -1 when the row is not all finite; the caller then takes the exact path.
-template <typename T>
-inline __attribute__((always_inline)) RowResult finite_row(const T* row, int64_t vocab) {
-  vfloat buf[kChunk / kVecWidth];
-  float run_max = -std::numeric_limits<float>::infinity();
-  double run_sum = 0.0;  // across chunks in double: float32 here cost ~1e-6 relative at V = 126464
-  int64_t run_arg = 0;
-  for (int64_t c0 = 0; c0 < vocab; c0 += kChunk) {
-    const int64_t n = std::min(kChunk, vocab - c0);
-    const int64_t pairs = n / (2 * kVecWidth);
-    vfloat m0 = splat(-std::numeric_limits<float>::infinity()), m1 = m0;
-    for (int64_t q = 0; q < pairs; ++q) {
-      load_pair(row + c0 + q * 2 * kVecWidth, buf[2 * q], buf[2 * q + 1]);
-      m0 = vmax(buf[2 * q], m0);
-      m1 = vmax(buf[2 * q + 1], m1);
-    }
-    // Ragged tail: up to two vectors padded with -inf (each pad lane adds 2^-126 to the sum).
-    int64_t nvec = 2 * pairs;
-    for (int64_t i = nvec * kVecWidth; i < n; i += kVecWidth, ++nvec) {
-      vfloat t = splat(-std::numeric_limits<float>::infinity());
-      for (int64_t k = 0; k < kVecWidth && i + k < n; ++k) t[k] = load(row, c0 + i + k);
-      buf[nvec] = t;
-      m0 = vmax(t, m0);
-    }
-    const float chunk_max = hmax(vmax(m0, m1));
-    if (chunk_max > run_max) {  // strict: an equal max in a later chunk keeps the earlier index
-      int64_t at = 0;
-      while (load(row, c0 + at) != chunk_max) ++at;
-      run_arg = c0 + at;
-      run_sum *= std::exp(static_cast<double>(run_max) - chunk_max);
-      run_max = chunk_max;
-    }
-    // exp(v - max) = 2^(v log2e - max log2e): one fused multiply-add feeds the exponential.
-    const vfloat mx = splat(run_max * kLog2e);
-    vfloat s0 = splat(0.f), s1 = s0, s2 = s0, s3 = s0;
-    int64_t v = 0;
-    for (; v + 3 < nvec; v += 4) {
-      s0 += vexp2(buf[v] * kLog2e - mx);
-      s1 += vexp2(buf[v + 1] * kLog2e - mx);
-      s2 += vexp2(buf[v + 2] * kLog2e - mx);
-      s3 += vexp2(buf[v + 3] * kLog2e - mx);
-    }
-    for (; v < nvec; ++v) s0 += vexp2(buf[v] * kLog2e - mx);
-    run_sum += hsum((s0 + s1) + (s2 + s3));
-  }
-  // A NaN anywhere makes the sum NaN; an infinite max shows directly. Both go to the exact path.
-  if (!std::isfinite(run_sum) || !std::isfinite(run_max)) return {-1, 0.f};
-  return {run_arg, static_cast<float>(1.0 / run_sum)};
-}
-
-// One clone per x86 level; the loader picks the best at run time (GNU ifunc).
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-#define DK_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// One build of the row loop per x86 level, chosen once at run time.
+#if defined(__x86_64__)
+#define DK_V3_TARGET __attribute__((target("arch=x86-64-v3")))
 #else
-#define DK_CPU_CLONES
+#define DK_V3_TARGET
 #endif
 
-DK_CPU_CLONES RowResult finite_row_f32(const float* row, int64_t vocab) { return finite_row(row, vocab); }
-DK_CPU_CLONES RowResult finite_row_f16(const _Float16* row, int64_t vocab) { return finite_row(row, vocab); }
-DK_CPU_CLONES RowResult finite_row_bf16(const bf16_bits* row, int64_t vocab) { return finite_row(row, vocab); }
+enum class Level { Base, V3, V4 };
 
-inline RowResult finite_row_any(const float* row, int64_t vocab) { return finite_row_f32(row, vocab); }
-inline RowResult finite_row_any(const _Float16* row, int64_t vocab) { return finite_row_f16(row, vocab); }
-inline RowResult finite_row_any(const bf16_bits* row, int64_t vocab) { return finite_row_bf16(row, vocab); }
+Level cpu_level() {
+#if defined(__x86_64__)
+  static const Level level = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+      return Level::V4;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+      return Level::V3;
+    return Level::Base;
+  }();
+  return level;
+#else
+  return Level::Base;
+#endif
+}
+
+template <typename T>
+RowResult finite_row_any(const T* row, int64_t vocab) {
+  switch (cpu_level()) {
+    case Level::V4: return finite_row_v4(row, vocab);
+    case Level::V3: return finite_row_v3(row, vocab);
+    default: return finite_row_base(row, vocab);
+  }
+}
 
 template <typename T>
 void run(const MaskedConfidenceParams& p) {
@@ -136,6 +74,17 @@ void run(const MaskedConfidenceParams& p) {
 }
 
 }  // namespace
+
+#define DK_DEFINE_ROW_FNS(level, target, T)                               \
+  target RowResult finite_row_##level(const T* row, int64_t vocab) {      \
+    return finite_row<Exp2Generic>(row, vocab);                           \
+  }
+DK_DEFINE_ROW_FNS(base, , float)
+DK_DEFINE_ROW_FNS(base, , _Float16)
+DK_DEFINE_ROW_FNS(base, , uint16_t)
+DK_DEFINE_ROW_FNS(v3, DK_V3_TARGET, float)
+DK_DEFINE_ROW_FNS(v3, DK_V3_TARGET, _Float16)
+DK_DEFINE_ROW_FNS(v3, DK_V3_TARGET, uint16_t)
 
 void masked_confidence(const MaskedConfidenceParams& params) {
   switch (params.logits_kind) {

@@ -1,3 +1,6 @@
+// Everything here has internal linkage: translation units built for different x86 levels
+// (masked_confidence_avx512.cpp) must never share an out-of-line copy.
+//
 // Fixed-width float vectors (GCC vector extensions) and the math the CPU kernels need on
 // them. Vector extensions give the same 16-lane code in every target_clones clone: one
 // AVX-512 register, two AVX2 registers or four SSE registers, with no intrinsics.
@@ -6,6 +9,7 @@
 #include <cstring>
 
 namespace dk::cpu {
+namespace {  // see above: no shared out-of-line copies
 
 constexpr int kVecWidth = 16;
 typedef float vfloat __attribute__((vector_size(4 * kVecWidth)));
@@ -74,6 +78,13 @@ inline __attribute__((always_inline)) vfloat vexp2(vfloat t) {
 
 constexpr float kLog2e = 1.44269504088896341f;
 
+// 2^t for t <= 0 (softmax terms): same polynomial, no upper clamp (callers never pass t > 0
+// except with an infinite or NaN maximum, which they detect afterwards).
+struct Exp2Generic {
+  static inline __attribute__((always_inline)) vfloat nonpositive(vfloat t) { return vexp2(t); }
+};
+
+
 inline __attribute__((always_inline)) float hmax(vfloat v) {
   float m = v[0];
   for (int i = 1; i < kVecWidth; ++i) m = v[i] > m ? v[i] : m;
@@ -86,4 +97,5 @@ inline __attribute__((always_inline)) double hsum(vfloat v) {
   return s;
 }
 
+}  // namespace
 }  // namespace dk::cpu
