@@ -15,7 +15,8 @@ namespace {
 // clamp only keeps -inf from turning r into NaN. Same polynomial as vexp2.
 struct Exp2Avx512 {
   static inline __attribute__((always_inline)) vfloat nonpositive(vfloat t) {
-    const __m512 x = _mm512_max_ps((__m512)t, _mm512_set1_ps(-150.f));
+    // vmaxps returns its second operand when either is NaN: t second, so NaN propagates.
+    const __m512 x = _mm512_max_ps(_mm512_set1_ps(-150.f), (__m512)t);
     const __m512 k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 r = _mm512_sub_ps(x, k);
     __m512 p = _mm512_set1_ps(1.5345810970757157e-4f);
