@@ -13,6 +13,19 @@ def test_matches_reference(shape, dtype):
     assert_matches_reference(dk.masked_confidence, make_logits(b, l, v, dtype), make_tokens(b, l))
 
 
+@pytest.mark.parametrize("isa", ["base", "v3", "v4"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_every_cpu_isa_build(dtype, isa, monkeypatch):
+    """The row loop is built once per x86 level; DK_CPU_ISA lowers the level picked at run time
+    (capped by what this CPU supports), so each build is checked here, non-finite rows included."""
+    monkeypatch.setenv("DK_CPU_ISA", isa)
+    logits = make_logits(2, 6, 5003, dtype)
+    logits[0, 1, 77] = float("nan")
+    logits[0, 2, 4000:] = float("-inf")
+    logits[1, 3, 9] = float("inf")
+    assert_matches_reference(dk.masked_confidence, logits, make_tokens(2, 6))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_non_contiguous_batch_and_row_strides(dtype):
     b, l, v = 3, 6, 1001

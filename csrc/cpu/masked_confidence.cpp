@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "cpu/masked_confidence_rows.h"
@@ -24,26 +26,33 @@ namespace {
 
 enum class Level { Base, V3, V4 };
 
-Level cpu_level() {
+Level detected_level() {
 #if defined(__x86_64__)
-  static const Level level = [] {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-      return Level::V4;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-      return Level::V3;
-    return Level::Base;
-  }();
-  return level;
-#else
-  return Level::Base;
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return Level::V4;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    return Level::V3;
 #endif
+  return Level::Base;
+}
+
+// The detected level, lowered by DK_CPU_ISA=base|v3 (read per call, so tests can cover every
+// build of the row loop on one machine).
+Level cpu_level() {
+  static const Level detected = detected_level();
+  const char* want = std::getenv("DK_CPU_ISA");
+  if (want == nullptr) return detected;
+  const Level asked = std::strcmp(want, "base") == 0 ? Level::Base
+                      : std::strcmp(want, "v3") == 0 ? Level::V3
+                                                     : Level::V4;
+  return std::min(asked, detected);
 }
 
 template <typename T>
-RowResult finite_row_any(const T* row, int64_t vocab) {
-  switch (cpu_level()) {
+RowResult finite_row_any(const T* row, int64_t vocab, Level level) {
+  switch (level) {
     case Level::V4: return finite_row_v4(row, vocab);
     case Level::V3: return finite_row_v3(row, vocab);
     default: return finite_row_base(row, vocab);
@@ -54,6 +63,7 @@ template <typename T>
 void run(const MaskedConfidenceParams& p) {
   const int64_t rows = p.batch * p.seq;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(p.vocab, 1));
+  const Level level = cpu_level();
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / p.seq;
@@ -65,7 +75,7 @@ void run(const MaskedConfidenceParams& p) {
         continue;
       }
       const T* row = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
-      RowResult res = finite_row_any(row, p.vocab);
+      RowResult res = finite_row_any(row, p.vocab, level);
       if (res.token < 0) res = nonfinite_row(row, p.vocab);
       p.x0[r] = res.token;
       p.confidence[r] = res.prob;
