@@ -59,10 +59,10 @@ DK_HOST_DEVICE uint32_t philox_bits(PhiloxKey key, uint32_t row, uint64_t column
   return philox_block(key, row, column).v[column & 3];
 }
 
-// Uniform in the open interval (0, 1): 24 random bits centred in their cell, so log(u) and
-// log(-log(u)) are always finite.
+// Uniform in the open interval (0, 1): 23 random bits centred in their cell (24 would round the
+// top cell to 1.0f), so log(u) and log(-log(u)) are always finite.
 DK_HOST_DEVICE float uniform_from_bits(uint32_t bits) {
-  return static_cast<float>(bits >> 8) * 5.9604644775390625e-08f + 2.98023223876953125e-08f;
+  return static_cast<float>(bits >> 9) * 1.1920928955078125e-07f + 5.9604644775390625e-08f;
 }
 
 DK_HOST_DEVICE float philox_uniform(PhiloxKey key, uint32_t row, uint64_t column) {
