@@ -106,7 +106,7 @@ def extensions():
     opt = ["-O0", "-g"] if env_flag("DK_DEBUG") else ["-O3", "-g0"]
     include_dirs = [str(CSRC), write_build_config(with_cuda, archs)]
     # at::parallel_for is inline OpenMP: without -fopenmp it silently runs on one thread.
-    cxx = opt + ["-std=c++20", "-fopenmp", "-include", "dk_build_config.h", "-Wall", "-Wno-unknown-pragmas"]
+    cxx = opt + ["-std=c++20", "-fopenmp", "-include", "dk_build_config.h", "-Wall", "-Wno-unknown-pragmas", "-Wno-psabi"]
     link = ["-fopenmp"]
 
     sources = [CSRC / "registration.cpp", CSRC / "bindings.cpp"]
@@ -122,7 +122,8 @@ def extensions():
         nvidia_inc = Path(torch.__file__).parent.parent / "nvidia" / "cu13" / "include"
         if nvidia_inc.is_dir():
             include_dirs.append(str(nvidia_inc))
-        nvcc = opt + ["-std=c++20", "--threads", "2", "-lineinfo", "-include", "dk_build_config.h"]
+        nvcc_opt = ["-O0", "-g"] if env_flag("DK_DEBUG") else ["-O3"]  # nvcc has no -g0
+        nvcc = nvcc_opt + ["-std=c++20", "--threads", "2", "-lineinfo", "-include", "dk_build_config.h"]
         exts.append(CUDAExtension("diffusion_kernels._C", rel(sources), include_dirs=include_dirs,
                                   extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=link))
     else:
