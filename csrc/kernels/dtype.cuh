@@ -1,6 +1,8 @@
 // Element loads shared by every kernel: storage type -> float32 for accumulation.
 #pragma once
 #include "simt/simt.h"  // must precede any CUDA header (under g++ it defines the keywords)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 namespace dk {
 
