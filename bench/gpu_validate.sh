@@ -15,8 +15,8 @@ for tool in memcheck racecheck; do
   echo "== compute-sanitizer --tool $tool =="
   "$SAN" --tool "$tool" --error-exitcode 1 --target-processes all python -m pytest -q -x python_tests -m cuda
 done
-if [ -f csrc/simt/ptx_test/gpu_compare.cu ]; then
-  echo "== emulated vs real mma/ldmatrix =="
-  nvcc -std=c++20 -arch="sm_${cap/./}" -I csrc csrc/simt/ptx_test/gpu_compare.cu -o /tmp/dk_gpu_compare
-  /tmp/dk_gpu_compare
-fi
+# The same driver the emulator tests run, now on the GPU: the layout test checks the hardware's
+# ldmatrix/mma against the PTX ISA formulas, the GEMMs compare tensor cores with FORCE_EMU.
+echo "== ptx wrappers on the GPU: tensor cores vs documented layouts vs shuffle emulation =="
+nvcc -std=c++20 -x cu -arch="sm_${cap/./}" -I csrc csrc/simt/ptx_test/ptx_test.cpp -o /tmp/dk_ptx_test
+/tmp/dk_ptx_test all
