@@ -1,0 +1,133 @@
+// Standalone driver that runs the package's CUDA launchers under the SIMT emulator, without
+// Python or torch, so the kernels can be built with ASan+UBSan or TSan (.ci/kernels_sanitize.sh).
+// Each case checks the kernel against a plain double-precision loop, and the output is hashed so
+// runs under different SIMT_ORDER/SIMT_SEED can be compared bitwise by the caller.
+//   kernels_driver            run every case, print "<case> <hash>" lines and a summary
+#include "simt/simt.h"  // first: the emulator's keywords
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "kernels/launchers.h"
+
+namespace {
+
+uint64_t fnv1a(const void* data, size_t bytes, uint64_t h = 1469598103934665603ull) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+uint16_t to_bf16_bits(float f) {  // round to nearest even
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float from_bf16_bits(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+int failures = 0;
+
+void expect(bool ok, const char* what, int64_t row) {
+  if (!ok) {
+    std::printf("FAIL %s at row %lld\n", what, static_cast<long long>(row));
+    ++failures;
+  }
+}
+
+// masked_confidence on [batch, seq, vocab] logits in bf16 or fp32, odd sizes, ties, non-finite rows.
+uint64_t masked_confidence_case(int64_t batch, int64_t seq, int64_t vocab, bool bf16, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 3.f);
+  const int64_t rows = batch * seq, mask_id = 3;
+  std::vector<float> logits(rows * vocab);
+  for (float& v : logits) v = normal(rng);
+  if (vocab > 10) {
+    logits[5] = logits[vocab - 1] = 40.f;                                            // tie in row 0
+    if (rows > 1) logits[vocab + 7] = std::numeric_limits<float>::quiet_NaN();        // NaN row
+    if (rows > 2)
+      for (int64_t j = 0; j < vocab; ++j) logits[2 * vocab + j] = -INFINITY;         // all -inf
+  }
+  std::vector<uint16_t> logits_bf16(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) {
+    logits_bf16[i] = to_bf16_bits(logits[i]);
+    if (bf16) logits[i] = from_bf16_bits(logits_bf16[i]);
+  }
+  std::vector<int64_t> x(rows);
+  for (int64_t r = 0; r < rows; ++r) x[r] = (r % 4 == 3) ? 10 + r : mask_id;
+  std::vector<int64_t> x0(rows, -7);
+  std::vector<float> conf(rows, -1.2345e38f);
+
+  dk::MaskedConfidenceParams p{};
+  p.logits = bf16 ? static_cast<const void*>(logits_bf16.data()) : logits.data();
+  p.logits_kind = bf16 ? dk::ScalarKind::BFloat16 : dk::ScalarKind::Float32;
+  p.batch = batch, p.seq = seq, p.vocab = vocab;
+  p.logits_stride_b = seq * vocab, p.logits_stride_l = vocab;
+  p.x = x.data(), p.x_stride_b = seq, p.x_stride_l = 1;
+  p.mask_id = mask_id;
+  p.x0 = x0.data(), p.confidence = conf.data();
+  dk::launch_masked_confidence(p, nullptr);
+
+  for (int64_t r = 0; r < rows; ++r) {
+    if (x[r] != mask_id) {
+      expect(x0[r] == x[r] && std::isinf(conf[r]) && conf[r] < 0, "masked_confidence: unmasked row", r);
+      continue;
+    }
+    const float* row = &logits[r * vocab];
+    int64_t first_nan = -1, arg = -1;
+    double best = -INFINITY;
+    for (int64_t j = 0; j < vocab; ++j) {
+      if (std::isnan(row[j])) { first_nan = j; break; }
+      if (row[j] > best) best = row[j], arg = j;
+    }
+    if (first_nan >= 0) {
+      expect(x0[r] == first_nan && std::isnan(conf[r]), "masked_confidence: NaN row", r);
+    } else if (arg < 0) {
+      expect(x0[r] == 0 && std::isnan(conf[r]), "masked_confidence: all -inf row", r);
+    } else {
+      double sum = 0;
+      for (int64_t j = 0; j < vocab; ++j) sum += std::exp(row[j] - best);
+      expect(x0[r] == arg, "masked_confidence: argmax", r);
+      expect(std::fabs(conf[r] - 1.0 / sum) <= 1e-5 / sum + 1e-7, "masked_confidence: probability", r);
+    }
+  }
+  return fnv1a(conf.data(), conf.size() * 4, fnv1a(x0.data(), x0.size() * 8));
+}
+
+}  // namespace
+
+int main() {
+  struct Case {
+    const char* name;
+    int64_t b, l, v;
+    bool bf16;
+  } cases[] = {
+      {"masked_confidence_f32_1x5x3001", 1, 5, 3001, false},
+      {"masked_confidence_bf16_2x3x50257", 2, 3, 50257, true},
+      {"masked_confidence_f32_3x1x1", 3, 1, 1, false},
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    try {
+      const uint64_t h = masked_confidence_case(c.b, c.l, c.v, c.bf16, 1234u + n);
+      std::printf("%s %016llx\n", c.name, static_cast<unsigned long long>(h));
+    } catch (const std::exception& e) {
+      std::printf("FAIL %s: %s\n", c.name, e.what());
+      ++failures;
+    }
+    ++n;
+  }
+  std::printf("%d passed, %d failed\n", n - (failures > 0 ? 1 : 0), failures > 0 ? 1 : 0);
+  return failures == 0 ? 0 : 1;
+}
