@@ -4,6 +4,8 @@ Ops live under ``torch.ops.diffusion_kernels``; the functions here are thin wrap
 normalise arguments and document them. Pure-PyTorch references of every op are in
 ``diffusion_kernels.reference``.
 """
+import torch  # noqa: F401  (first: _C links against libtorch/libc10, which importing torch loads)
+
 from ._version import __version__
 from . import _C  # noqa: F401  (registers torch.ops.diffusion_kernels.*)
 from .ops import masked_confidence
@@ -15,8 +17,6 @@ def build_info() -> dict:
     """How the native extension was built: package version, the torch it was compiled against,
     whether CUDA kernels were compiled (and for which archs), whether the SIMT-emulated test
     module is present, and the torch running now."""
-    import torch
-
     info = dict(_C.build_info())
     info["cuda_archs"] = [a for a in info["cuda_archs"].split(";") if a]
     try:

@@ -55,8 +55,13 @@ DK_HOST_DEVICE Uint4x32 philox_block(PhiloxKey key, uint32_t row, uint64_t colum
   return philox4x32_10(ctr, static_cast<uint32_t>(key.seed), static_cast<uint32_t>(key.seed >> 32));
 }
 
+// Selects rather than `.v[column & 3]`: a dynamic index would put the block in local memory.
 DK_HOST_DEVICE uint32_t philox_bits(PhiloxKey key, uint32_t row, uint64_t column) {
-  return philox_block(key, row, column).v[column & 3];
+  const Uint4x32 b = philox_block(key, row, column);
+  const uint32_t lane = static_cast<uint32_t>(column & 3);
+  const uint32_t lo = lane & 1 ? b.v[1] : b.v[0];
+  const uint32_t hi = lane & 1 ? b.v[3] : b.v[2];
+  return lane & 2 ? hi : lo;
 }
 
 // Uniform in the open interval (0, 1): 23 random bits centred in their cell (24 would round the
