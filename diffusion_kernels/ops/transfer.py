@@ -51,9 +51,10 @@ def select_transfer(confidence: torch.Tensor, *, k=None, threshold=None, eps=Non
       a guard for rows without candidates that this rule does not need.
     * ``factor=f`` (Fast-dLLM factor-based decoding, the rule as written in the paper): with the
       candidates sorted by confidence ``c_1 >= c_2 >= ...``, transfer the first ``n`` where ``n``
-      is the largest such that ``(m + 1) * (1 - c_m) < f`` holds for every ``m`` in ``2..n``
-      (``n >= 1`` when the row has a candidate), computed in float64. For probabilities the
-      left-hand side grows with ``m``, so this is "the largest n with (n + 1)(1 - c_n) < f".
+      is the largest with ``(n + 1) * (1 - c_n) < f``, and at least 1 when the row has a
+      candidate; computed in float64 (``c_n`` exact from float32). For ``f > 0`` the left-hand
+      side, once ``>= f``, stays ``>= f`` for every later rank, so the kernels scan for the first
+      failing rank.
       Fast-dLLM's code (``get_transfer_index_dynamic``) differs in one case: when only the
       last-ranked candidate fails, it transfers it anyway (an off-by-one); we do not.
 
@@ -112,11 +113,11 @@ def _select_transfer_fake(confidence, rule, k, k_value, threshold, eps, factor, 
     torch._check(rule in ("topk", "threshold", "threshold_rowmax", "factor"), lambda: f"unknown rule '{rule}'")
     if k is not None:
         torch._check(k.dim() == 1 and k.shape[0] == confidence.shape[0], lambda: "'k' must be [batch]")
-        torch._check(k.device == confidence.device, lambda: "'k' must be on the device of 'confidence'")
+        torch._check(k.device == confidence.device, lambda: "'k' must be on the same device as 'confidence'")
     torch._check((x is None) == (x0 is None), lambda: "'x' and 'x0' go together")
     for name, t in (("x", x), ("x0", x0)):
         if t is not None:
             torch._check(t.shape == confidence.shape, lambda: f"'{name}' must match 'confidence'")
             torch._check(t.dtype == torch.int64, lambda: f"'{name}' must be int64")
-            torch._check(t.device == confidence.device, lambda: f"'{name}' must be on the device of 'confidence'")
+            torch._check(t.device == confidence.device, lambda: f"'{name}' must be on the same device as 'confidence'")
     return torch.empty(confidence.shape, dtype=torch.bool, device=confidence.device)
