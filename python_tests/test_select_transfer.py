@@ -114,6 +114,13 @@ class TestHandComputed:
         conf = torch.tensor([[0.5, 0.96875, 0.5, 0.5]])
         assert dk.select_transfer(conf, factor=2.1)[0].tolist() == [True, True, True, False]
 
+    def test_factor_long_prefix(self):
+        """Hundreds of ranks pass: the CPU kernel orders the row in several growing slices."""
+        conf = 1 - torch.rand(2, 3000) * 1e-6
+        conf[1, ::3] = NEG_INF
+        mask = assert_matches_reference(dk.select_transfer, conf, factor=1e-3)
+        assert 100 < mask.sum(1).min() and mask.sum(1).max() < 2000
+
     def test_factor_differs_from_fast_dllm_only_at_the_last_rank(self):
         """Fast-dLLM transfers the last-ranked candidate even when it alone fails the rule."""
         def fast_dllm_count(sorted_conf, factor):

@@ -1,6 +1,6 @@
 // CPU select_transfer. Each row is independent: the threshold rules are two passes (best key,
 // then compare); top-k keeps the candidates' sort keys in a per-thread buffer and partitions them
-// with nth_element (O(L)); the factor rule needs the sorted prefix, so it sorts. The keys and the
+// with nth_element (O(L)); the factor rule orders a growing prefix until the rule fails. The keys and the
 // arithmetic come from kernels/select_transfer_keys.h, shared with the CUDA kernel.
 #include "cpu/select_transfer.h"
 
@@ -52,6 +52,7 @@ void threshold_row(const Row& row) {
 void sorted_row(const Row& row, std::vector<uint64_t>& keys) {
   const auto& p = row.p;
   keys.clear();
+  keys.reserve(static_cast<size_t>(p.seq));
   const PhiloxKey philox{p.seed, p.offset};
   const bool gumbel = p.rule == TransferRule::TopK && p.alg_temp > 0;
   for (int64_t i = 0; i < p.seq; ++i) {
@@ -66,10 +67,24 @@ void sorted_row(const Row& row, std::vector<uint64_t>& keys) {
     const int64_t k = p.k != nullptr ? p.k[row.b * p.k_stride] : p.k_value;
     n = std::clamp<int64_t>(k, 0, ncand);
     if (n > 0 && n < ncand) std::nth_element(keys.begin(), keys.begin() + (n - 1), keys.end(), std::greater<>());
-  } else {  // Factor: the longest prefix of the sorted candidates that passes, at least one
-    std::sort(keys.begin(), keys.end(), std::greater<>());
+  } else {
+    // Factor: the first failing rank ends the transfer, and it is usually small, so the row is
+    // ordered a growing prefix at a time (partition the rest, sort the new slice) instead of fully.
     n = std::min<int64_t>(ncand, 1);
-    while (n < ncand && factor_passes(n, key_value(keys[n]), p.factor)) ++n;
+    int64_t ordered = 0;
+    bool failed = false;
+    while (!failed && ordered < ncand) {
+      const int64_t upto = std::min(ncand, std::max<int64_t>(16, 4 * ordered));
+      if (upto < ncand) std::nth_element(keys.begin() + ordered, keys.begin() + (upto - 1), keys.end(), std::greater<>());
+      std::sort(keys.begin() + ordered, keys.begin() + upto, std::greater<>());
+      for (; n < upto; ++n) {
+        if (!factor_passes(n, key_value(keys[n]), p.factor)) {
+          failed = true;
+          break;
+        }
+      }
+      ordered = upto;
+    }
   }
   for (int64_t r = 0; r < n; ++r) row.transfer(key_index(keys[r]));
 }

@@ -1,9 +1,12 @@
 """Transfer selection: which masked positions a dLLM sampler commits at this step."""
 import torch
 
-from ._args import int64_arg
+from ._args import _INT64_MAX, _INT64_MIN, int64_arg
 
 __all__ = ["select_transfer"]
+
+_UPCAST = (torch.float16, torch.bfloat16)
+_op = torch.ops.diffusion_kernels.select_transfer.default  # resolved once: called every step
 
 
 def _key_arg(value, name: str) -> int:
@@ -70,40 +73,42 @@ def select_transfer(confidence: torch.Tensor, *, k=None, threshold=None, eps=Non
     On CUDA, negative entries of a ``k`` tensor transfer nothing (checking them would need a host
     sync); on CPU they raise.
     """
-    return torch.ops.diffusion_kernels.select_transfer.default(*select_transfer_args(
-        confidence, k=k, threshold=threshold, eps=eps, factor=factor, alg_temp=alg_temp, seed=seed,
-        offset=offset, x=x, x0=x0))
+    return _op(*select_transfer_args(confidence, k=k, threshold=threshold, eps=eps, factor=factor,
+                                     alg_temp=alg_temp, seed=seed, offset=offset, x=x, x0=x0))
 
 
 def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor=None, alg_temp=None,
                          seed=0, offset=0, x=None, x0=None) -> tuple:
-    """The op's positional arguments for :func:`select_transfer`'s keyword form."""
-    if confidence.dtype in (torch.float16, torch.bfloat16):
+    """The op's positional arguments for :func:`select_transfer`'s keyword form. Called at every
+    sampler step, so the common cases take few branches (the op itself checks the values)."""
+    if confidence.dtype in _UPCAST:
         confidence = confidence.float()
+    if seed.__class__ is not int or not _INT64_MIN <= seed <= _INT64_MAX:
+        seed = _key_arg(seed, "seed")
+    if offset.__class__ is not int or not _INT64_MIN <= offset <= _INT64_MAX:
+        offset = _key_arg(offset, "offset")
+    if k is not None and threshold is None and factor is None:
+        if eps is not None:
+            raise ValueError("diffusion_kernels: argument 'eps' is only used with 'threshold'")
+        if k.__class__ is int and _INT64_MIN <= k <= _INT64_MAX:
+            k_tensor, k_value = None, k
+        else:
+            k_tensor, k_value = _count_arg(k, confidence.shape[0] if confidence.dim() > 0 else 0)
+        return (confidence, "topk", k_tensor, k_value, 0.0, 0.0, 0.0, float(alg_temp) if alg_temp else 0.0,
+                seed, offset, x, x0)
     given = [name for name, v in (("k", k), ("threshold", threshold), ("factor", factor)) if v is not None]
     if len(given) != 1:
         raise ValueError("diffusion_kernels: select_transfer takes exactly one of 'k', 'threshold' or 'factor', "
                          f"got {given or 'none'}")
-    if eps is not None and threshold is None:
-        raise ValueError("diffusion_kernels: argument 'eps' is only used with 'threshold'")
-    if alg_temp is not None and k is None:
+    if alg_temp is not None:
         raise ValueError("diffusion_kernels: argument 'alg_temp' is only used with 'k'")
-    k_tensor, k_value = None, 0
-    if k is not None:
-        rule = "topk"
-        batch = confidence.shape[0] if confidence.dim() > 0 else 0
-        k_tensor, k_value = _count_arg(k, batch)
-    elif threshold is not None:
-        rule = "threshold" if eps is None else "threshold_rowmax"
-    else:
-        rule = "factor"
-    return (confidence, rule, k_tensor, k_value,
-            float(threshold) if threshold is not None else 0.0,
-            float(eps) if eps is not None else 0.0,
-            float(factor) if factor is not None else 0.0,
-            float(alg_temp) if alg_temp else 0.0,
-            _key_arg(seed, "seed"), _key_arg(offset, "offset"),
-            x, x0)
+    if threshold is not None:
+        if eps is None:
+            return (confidence, "threshold", None, 0, float(threshold), 0.0, 0.0, 0.0, seed, offset, x, x0)
+        return (confidence, "threshold_rowmax", None, 0, float(threshold), float(eps), 0.0, 0.0, seed, offset, x, x0)
+    if eps is not None:
+        raise ValueError("diffusion_kernels: argument 'eps' is only used with 'threshold'")
+    return (confidence, "factor", None, 0, 0.0, 0.0, float(factor), 0.0, seed, offset, x, x0)
 
 
 @torch.library.register_fake("diffusion_kernels::select_transfer")
