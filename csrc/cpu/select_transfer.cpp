@@ -28,20 +28,26 @@ struct Row {
 
 void threshold_row(const Row& row) {
   const auto& p = row.p;
-  uint64_t best = 0;
+  // The first maximal candidate is the best key's position (strict > keeps the first of a tie,
+  // and -0.0 == +0.0), without forming keys.
+  int64_t best = -1;
+  float best_value = 0.0f;
   for (int64_t i = 0; i < p.seq; ++i) {
     const float c = row.conf(i);
-    if (is_candidate(c)) best = std::max(best, transfer_key(c, i));
+    if (is_candidate(c) && (best < 0 || c > best_value)) {
+      best = i;
+      best_value = c;
+    }
   }
-  if (best == 0) return;  // no candidate
+  if (best < 0) return;  // no candidate
   if (p.rule == TransferRule::Threshold) {
-    row.transfer(key_index(best));
+    row.transfer(best);
     for (int64_t i = 0; i < p.seq; ++i) {
       const float c = row.conf(i);
       if (is_candidate(c) && c >= p.threshold) row.transfer(i);
     }
   } else {
-    const float bound = std::min(p.threshold, key_value(best) - p.eps);
+    const float bound = std::min(p.threshold, best_value - p.eps);
     for (int64_t i = 0; i < p.seq; ++i) {
       const float c = row.conf(i);
       if (is_candidate(c) && c >= bound) row.transfer(i);
