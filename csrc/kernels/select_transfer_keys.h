@@ -56,7 +56,12 @@ DK_HOST_DEVICE float key_value(uint64_t key) { return unsortable_bits(static_cas
 // alg_temp: Gumbel-top-k. confidence / alg_temp + Gumbel is formed in float64 (libm log differs
 // by an ulp between glibc and CUDA; the rounding to float32 absorbs it) and ordered as float32.
 DK_HOST_DEVICE float gumbel_key(float confidence, double alg_temp, PhiloxKey key, uint32_t row, uint64_t column) {
-  const double u = static_cast<double>(philox_uniform(key, row, column));
+  // The word is picked with selects: philox_bits' dynamic index into the 4-word block would put
+  // the block in local memory (a stack frame) in some kernels.
+  const Uint4x32 w = philox_block(key, row, column);
+  const uint64_t lane = column & 3;
+  const uint32_t bits = lane == 0 ? w.v[0] : lane == 1 ? w.v[1] : lane == 2 ? w.v[2] : w.v[3];
+  const double u = static_cast<double>(uniform_from_bits(bits));
   return static_cast<float>(static_cast<double>(confidence) / alg_temp - log(-log(u)));
 }
 
