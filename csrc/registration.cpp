@@ -3,12 +3,15 @@
 #include <torch/library.h>
 
 #include "ops/masked_confidence.h"
+#include "ops/select_transfer.h"
 #include "schemas.h"
 
 TORCH_LIBRARY(diffusion_kernels, m) {
   m.def(DK_SCHEMA_MASKED_CONFIDENCE);
+  m.def(DK_SCHEMA_SELECT_TRANSFER);
 }
 
 TORCH_LIBRARY_IMPL(diffusion_kernels, CPU, m) {
   m.impl("masked_confidence", &dk::masked_confidence_cpu);
+  m.impl("select_transfer", &dk::select_transfer_cpu);
 }

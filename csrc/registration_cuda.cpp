@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "ops/masked_confidence.h"
+#include "ops/select_transfer.h"
 
 namespace {
 
@@ -15,8 +16,19 @@ std::tuple<at::Tensor, at::Tensor> masked_confidence_cuda(const at::Tensor& logi
                                         c10::cuda::getCurrentCUDAStream().stream());
 }
 
+at::Tensor select_transfer_cuda(const at::Tensor& confidence, c10::string_view rule,
+                                const std::optional<at::Tensor>& k, int64_t k_value, double threshold,
+                                double eps, double factor, double alg_temp, int64_t seed, int64_t offset,
+                                const std::optional<at::Tensor>& x, const std::optional<at::Tensor>& x0) {
+  const c10::cuda::CUDAGuard guard(confidence.device());
+  return dk::select_transfer_launcher({confidence, std::string_view(rule.data(), rule.size()), k, k_value,
+                                       threshold, eps, factor, alg_temp, seed, offset, x, x0},
+                                      c10::cuda::getCurrentCUDAStream().stream());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(diffusion_kernels, CUDA, m) {
   m.impl("masked_confidence", &masked_confidence_cuda);
+  m.impl("select_transfer", &select_transfer_cuda);
 }

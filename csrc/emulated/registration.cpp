@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "ops/masked_confidence.h"
+#include "ops/select_transfer.h"
 #include "schemas.h"
 
 namespace {
@@ -13,14 +14,25 @@ std::tuple<at::Tensor, at::Tensor> masked_confidence_emulated(const at::Tensor& 
   return dk::masked_confidence_launcher(logits, x, mask_id, nullptr);
 }
 
+at::Tensor select_transfer_emulated(const at::Tensor& confidence, c10::string_view rule,
+                                    const std::optional<at::Tensor>& k, int64_t k_value, double threshold,
+                                    double eps, double factor, double alg_temp, int64_t seed, int64_t offset,
+                                    const std::optional<at::Tensor>& x, const std::optional<at::Tensor>& x0) {
+  return dk::select_transfer_launcher({confidence, std::string_view(rule.data(), rule.size()), k, k_value,
+                                       threshold, eps, factor, alg_temp, seed, offset, x, x0},
+                                      nullptr);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(dk_emulated, m) {
   m.def(DK_SCHEMA_MASKED_CONFIDENCE);
+  m.def(DK_SCHEMA_SELECT_TRANSFER);
 }
 
 TORCH_LIBRARY_IMPL(dk_emulated, CPU, m) {
   m.impl("masked_confidence", &masked_confidence_emulated);
+  m.impl("select_transfer", &select_transfer_emulated);
 }
 
 // Importing the module is what runs the registrations above.

@@ -1,3 +1,4 @@
 from .confidence import masked_confidence
+from .transfer import select_transfer
 
-__all__ = ["masked_confidence"]
+__all__ = ["masked_confidence", "select_transfer"]

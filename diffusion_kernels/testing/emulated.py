@@ -20,11 +20,18 @@ try:
 except ImportError:
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "masked_confidence", "resume_order"]
+__all__ = ["AVAILABLE", "masked_confidence", "resume_order", "select_transfer"]
 
 
 def masked_confidence(logits, x, mask_id):
     return torch.ops.dk_emulated.masked_confidence.default(logits, x, int64_arg(mask_id, "mask_id"))
+
+
+def select_transfer(confidence, **kwargs):
+    """:func:`diffusion_kernels.select_transfer` run by the CUDA kernel under the emulator."""
+    from ..ops.transfer import select_transfer_args
+
+    return torch.ops.dk_emulated.select_transfer.default(*select_transfer_args(confidence, **kwargs))
 
 
 @contextlib.contextmanager
