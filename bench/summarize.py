@@ -1,5 +1,6 @@
 """Print median times and speed-ups of 'ours' over every other impl, per benchmark group, from
-a pytest-benchmark JSON file."""
+a pytest-benchmark JSON file; where a benchmark records the bytes it reads, also GB/s (the
+'read bandwidth' group, when present, is the machine's streaming read rate)."""
 import json
 import sys
 from collections import defaultdict
@@ -7,15 +8,27 @@ from collections import defaultdict
 
 def main(path):
     groups = defaultdict(dict)
+    nbytes = {}
     for b in json.load(open(path))["benchmarks"]:
         groups[b["group"]][b["extra_info"]["impl"]] = b["stats"]["median"]
-    print("| case | " + " | ".join(["ours (ms)", "others (ms)", "speed-up of ours"]) + " |")
-    print("|---|---|---|---|")
+        if "bytes" in b["extra_info"]:
+            nbytes[b["group"]] = b["extra_info"]["bytes"]
+    read = groups.get("read bandwidth", {}).get("read")
+    peak = nbytes["read bandwidth"] / read / 1e9 if read else None
+    if peak:
+        print(f"read bandwidth: {peak:.1f} GB/s\n")
+    print("| case | ours (ms) | others (ms) | speed-up of ours | ours GB/s |")
+    print("|---|---|---|---|---|")
     for group, times in groups.items():
         ours = times.get("ours")
+        if ours is None:
+            continue
         others = ", ".join(f"{k} {v * 1e3:.2f}" for k, v in times.items() if k != "ours")
-        ratios = ", ".join(f"{v / ours:.1f}x vs {k}" for k, v in times.items() if k != "ours" and ours)
-        print(f"| {group} | {ours * 1e3:.3f} | {others} | {ratios} |")
+        ratios = ", ".join(f"{v / ours:.1f}x vs {k}" for k, v in times.items() if k != "ours")
+        gbs = f"{nbytes[group] / ours / 1e9:.1f}" if group in nbytes else ""
+        if gbs and peak:
+            gbs += f" ({100 * nbytes[group] / ours / 1e9 / peak:.0f}% of read)"
+        print(f"| {group} | {ours * 1e3:.3f} | {others} | {ratios} | {gbs} |")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@
 
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> masked_confidence_cuda(const at::Tensor& logits,
-                                                          const at::Tensor& x, int64_t mask_id) {
+dk::MaskedConfidenceResult masked_confidence_cuda(const at::Tensor& logits, const at::Tensor& x,
+                                                  int64_t mask_id, DK_MASKED_CONFIDENCE_OPTION_PARAMS) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  return dk::masked_confidence_launcher(logits, x, mask_id,
+  return dk::masked_confidence_launcher(logits, x, mask_id, DK_MASKED_CONFIDENCE_OPTION_ARGS,
                                         c10::cuda::getCurrentCUDAStream().stream());
 }
 

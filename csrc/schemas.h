@@ -2,10 +2,15 @@
 // one (dk_emulated) declare the same strings.
 #pragma once
 
-#define DK_SCHEMA_MASKED_CONFIDENCE \
-  "masked_confidence(Tensor logits, Tensor x, int mask_id) -> (Tensor x0, Tensor confidence)"
-
 // x is written in place (x[b, i] = x0[b, i] where transferred) when given.
 #define DK_SCHEMA_SELECT_TRANSFER                                                                  \
   "select_transfer(Tensor confidence, str rule, Tensor? k, int k_value, float threshold, float eps, " \
   "float factor, float alg_temp, int seed, int offset, Tensor(a!)? x, Tensor? x0) -> Tensor"
+#define DK_SCHEMA_MASKED_CONFIDENCE                                                                   \
+  "masked_confidence(Tensor logits, Tensor x, int mask_id, *, Tensor? temperature=None, "            \
+  "float temperature_value=0., Tensor? top_p=None, float top_p_value=1., Tensor? top_k=None, "        \
+  "int top_k_value=0, str confidence=\"prob\", bool confidence_from_logits=False, "                  \
+  "Tensor? block_start=None, int block_start_value=0, Tensor? block_end=None, "                      \
+  "int block_end_value=9223372036854775807, Tensor? suppress_ids=None, Tensor? seed=None, "         \
+  "int seed_value=0, Tensor? offset=None, int offset_value=0, bool return_lse=False) "               \
+  "-> (Tensor x0, Tensor confidence, Tensor lse)"

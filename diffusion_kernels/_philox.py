@@ -1,8 +1,9 @@
-"""Pure-torch mirror of csrc/kernels/philox.cuh (Philox4x32-10 keyed by (seed, offset), indexed
-by (row, column)), for references that must reproduce the kernels' random draws exactly.
+"""A pure-PyTorch mirror of csrc/kernels/philox.cuh, so references can reproduce the kernels'
+random draws exactly: same (seed, offset, row, column) -> same 32 bits.
 
-32-bit words are held in int64 tensors; the 32x32-bit products wrap modulo 2**64 in int64, which
-keeps every bit of the 64-bit product, so masking recovers the high and low words exactly."""
+Everything is int64 tensor arithmetic on values below 2**32 (torch has no uint32 multiply), so a
+32x32-bit product is split into 16-bit halves to stay below 2**63.
+"""
 import torch
 
 _M32 = 0xFFFFFFFF
@@ -10,32 +11,50 @@ _MUL0, _MUL1 = 0xD2511F53, 0xCD9E8D57
 _WEYL0, _WEYL1 = 0x9E3779B9, 0xBB67AE85
 
 
-def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
-    """The block function on int64 tensors holding uint32 words; returns the 4 output words."""
+def _mulhilo(a: int, b: torch.Tensor):
+    """(hi, lo) 32-bit words of the 64-bit product of the constant a and the tensor b."""
+    p1 = (a >> 16) * b  # < 2**48
+    p0 = (a & 0xFFFF) * b
+    hi = (p1 + (p0 >> 16)) >> 16
+    lo = (((p1 & 0xFFFF) << 16) + p0) & _M32
+    return hi, lo
+
+
+def philox4x32_10(ctr, k0: int, k1: int):
+    """The block function on four int64 tensors of counter words (broadcastable); returns four."""
+    c0, c1, c2, c3 = ctr
     for _ in range(10):
-        p0 = c0 * _MUL0
-        p1 = c2 * _MUL1
-        hi0, lo0 = (p0 >> 32) & _M32, p0 & _M32
-        hi1, lo1 = (p1 >> 32) & _M32, p1 & _M32
+        hi0, lo0 = _mulhilo(_MUL0, c0)
+        hi1, lo1 = _mulhilo(_MUL1, c2)
         c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-        k0, k1 = (k0 + _WEYL0) & _M32, (k1 + _WEYL1) & _M32
+        k0 = (k0 + _WEYL0) & _M32
+        k1 = (k1 + _WEYL1) & _M32
     return c0, c1, c2, c3
 
 
-def philox_bits(seed: int, offset: int, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """uint32 words (as int64) for every (row, column) pair of the broadcast of rows and columns."""
-    rows, columns = torch.broadcast_tensors(rows.to(torch.int64), columns.to(torch.int64))
+def philox_bits(seed: int, offset: int, row: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+    """32 random bits (as int64) for each broadcast (row, column) pair; see philox.cuh."""
     seed &= (1 << 64) - 1
     offset &= (1 << 64) - 1
-    c0 = (columns >> 2) & _M32
-    c1 = rows & _M32
-    c2 = torch.full_like(c0, offset & _M32)
-    c3 = torch.full_like(c0, offset >> 32)
-    words = torch.stack(philox4x32_10(c0, c1, c2, c3, seed & _M32, seed >> 32), dim=-1)
-    return words.gather(-1, (columns & 3).unsqueeze(-1)).squeeze(-1)
+    row = torch.as_tensor(row, dtype=torch.int64) & _M32
+    column = torch.as_tensor(column, dtype=torch.int64)
+    row, column = torch.broadcast_tensors(row, column)
+    ctr = (column >> 2, row, torch.full_like(row, offset & _M32), torch.full_like(row, offset >> 32))
+    words = torch.stack(philox4x32_10(ctr, seed & _M32, seed >> 32), dim=-1)
+    return words.gather(-1, (column & 3).unsqueeze(-1)).squeeze(-1)
 
 
-def philox_uniform(seed: int, offset: int, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """float32 uniforms in (0, 1), bit-identical to dk::philox_uniform (the value is exact)."""
-    bits = philox_bits(seed, offset, rows, columns)
+def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
+    """The header's mapping to (0, 1): (bits >> 9 + 1/2) * 2**-23, exact in float32."""
     return ((bits >> 9).to(torch.float64) * 2.0**-23 + 2.0**-24).to(torch.float32)
+
+
+def philox_uniform(seed: int, offset: int, row, column) -> torch.Tensor:
+    return uniform_from_bits(philox_bits(seed, offset, row, column))
+
+
+def philox_gumbel(seed: int, offset: int, row, column) -> torch.Tensor:
+    """Standard Gumbel noise in float64 from the float32 uniform (the kernels compute the two
+    logarithms in float32, so they agree with this to a few float32 ulps)."""
+    u = philox_uniform(seed, offset, row, column).double()
+    return -torch.log(-torch.log(u))

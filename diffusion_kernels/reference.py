@@ -2,23 +2,100 @@
 native kernels are tested against."""
 import torch
 
-__all__ = ["masked_confidence", "select_transfer"]
+from . import _philox
+
+__all__ = ["masked_confidence", "select_transfer", "RANDOM_CONFIDENCE_COLUMN"]
+
+# The Philox column of the `random` confidence draw: above every vocabulary id, so it never
+# reuses a Gumbel draw of the same row (csrc/kernels/sampling.cuh).
+RANDOM_CONFIDENCE_COLUMN = 2**33
+CONFIDENCE_KINDS = ("prob", "margin", "neg_entropy", "random")
 
 
-def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int):
-    """Reference of :func:`diffusion_kernels.masked_confidence` (greedy form).
+def _per_row(value, batch, dtype):
+    """A scalar or a [batch] tensor as a [batch] tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.reshape(-1).to(dtype).expand(batch) if value.numel() == 1 else value.to(dtype)
+    return torch.full((batch,), value, dtype=dtype)
 
-    argmax and softmax in float32 over the vocabulary (float64 for float64 logits, which the tests
-    use as the high-precision reference); torch.argmax returns the first maximal index, and its
-    NaN/inf behaviour is the policy the kernels reproduce.
+
+def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int, *, temperature=0.0,
+                      top_p=1.0, top_k=0, confidence="prob", confidence_from="sampling",
+                      block_start=0, block_end=None, suppress_ids=None, seed=0, offset=0,
+                      return_lse=False):
+    """Reference of :func:`diffusion_kernels.masked_confidence` (see its docstring for the
+    semantics). Everything is computed in float32 (float64 for float64 logits, which the tests use
+    as the high-precision reference) with a full sort of the vocabulary; the Gumbel noise comes from
+    the Python mirror of the kernels' Philox stream, in float64.
     """
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    masked = x == mask_id
-    argmax = logits.argmax(dim=-1)
-    prob = torch.softmax(logits, dim=-1).gather(-1, argmax.unsqueeze(-1)).squeeze(-1)
-    x0 = torch.where(masked, argmax, x)
-    confidence = torch.where(masked, prob, torch.full_like(prob, float("-inf")))
-    return x0, confidence
+    B, L, V = logits.shape
+    work = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if suppress_ids is not None and len(suppress_ids) > 0:
+        work = work.clone()
+        work[..., torch.as_tensor(suppress_ids, dtype=torch.long)] = float("-inf")
+    dt = work.dtype
+    T = _per_row(temperature, B, dt)[:, None, None]
+    p = _per_row(top_p, B, dt)[:, None]
+    k = _per_row(top_k, B, torch.int64)[:, None]
+    bs = _per_row(block_start, B, torch.int64)[:, None]
+    be = _per_row(L if block_end is None else block_end, B, torch.int64)[:, None]
+    pos = torch.arange(L)[None, :]
+    active = (x == mask_id) & (pos >= bs) & (pos < be)
+
+    sampled = (T > 0) & torch.isfinite(1 / T.float())  # 1/T overflowing float32: the argmax limit
+    z = torch.where(sampled, work / torch.where(sampled, T, 1), work)
+    m = z.amax(-1, keepdim=True)
+    e = torch.exp(z - m)
+    zs = z.sort(-1, descending=True).values
+    cum = torch.exp(zs - m).cumsum(-1)
+    # top-p: the first value (descending) whose cumulative mass exceeds p keeps itself and all
+    # values above it; ties with it are kept too.
+    cross = cum > p[..., None] * cum[..., -1:]
+    first = cross.int().argmax(-1, keepdim=True)
+    tau_p = torch.where((p[..., None] < 1) & cross.any(-1, keepdim=True), zs.gather(-1, first), float("-inf"))
+    use_k = (k > 0) & (k < V)
+    tau_k = torch.where(use_k[..., None], zs.gather(-1, (k.clamp(1, V) - 1)[..., None].expand(B, L, 1)), float("-inf"))
+    kept = z >= torch.maximum(tau_p, tau_k)
+    q = torch.where(kept, e, 0)
+    q = q / q.sum(-1, keepdim=True)
+
+    rows = (torch.arange(B)[:, None] * L + torch.arange(L)[None, :])[..., None]
+    greedy_x0 = work.argmax(-1)
+    if bool(sampled.any()):
+        g = _philox.philox_gumbel(int(seed), int(offset), rows, torch.arange(V)[None, None, :])
+        score = torch.where(kept, z.double() + g, float("-inf"))
+        x0 = torch.where(sampled[..., 0], score.argmax(-1), greedy_x0)
+    else:
+        x0 = greedy_x0
+
+    if confidence == "random":
+        conf = _philox.philox_uniform(int(seed), int(offset), rows[..., 0], RANDOM_CONFIDENCE_COLUMN).to(dt)
+    else:
+        dist = q if confidence_from == "sampling" else torch.softmax(work, -1)
+        if confidence == "prob":
+            conf = dist.gather(-1, x0[..., None])[..., 0]
+        elif confidence == "margin":
+            top2 = dist.topk(min(2, V), -1).values
+            conf = top2[..., 0] - (top2[..., 1] if V > 1 else 0)
+        elif confidence == "neg_entropy":
+            conf = torch.xlogy(dist, dist).sum(-1)
+        else:
+            raise ValueError(f"unknown confidence kind {confidence!r}")
+
+    # Rows that are not all finite: torch.argmax's index, confidence NaN (the greedy policy).
+    has_nan = torch.isnan(work).any(-1)
+    raw_max = torch.where(torch.isnan(work), float("-inf"), work).amax(-1)
+    bad = has_nan | torch.isinf(raw_max)
+    x0 = torch.where(has_nan | (raw_max == float("inf")), greedy_x0, x0)
+    x0 = torch.where(raw_max == float("-inf"), 0, x0)
+    conf = torch.where(bad, float("nan"), conf)
+
+    x0 = torch.where(active, x0, x)
+    conf = torch.where(active, conf, float("-inf")).to(torch.float32 if dt != torch.float64 else dt)
+    if not return_lse:
+        return x0, conf
+    lse = torch.where(active, torch.logsumexp(work, -1), float("-inf"))
+    return x0, conf, lse.to(conf.dtype)
 
 
 def select_transfer(confidence, *, k=None, threshold=None, eps=None, factor=None, alg_temp=None,

@@ -51,3 +51,14 @@ def test_opcheck_and_compile():
 def test_device_mismatch():
     with pytest.raises(ValueError, match="'x'.*same device"):
         dk.masked_confidence(torch.randn(1, 2, 5, device="cuda"), torch.zeros(1, 2, dtype=torch.long), 0)
+
+
+def test_block_restriction_and_lse():
+    from sampling_cases import run_and_compare
+
+    logits, x = make_logits(3, 6, 1001, torch.bfloat16), make_tokens(3, 6)
+    def op(logits, x, mask_id, **kw):
+        kw = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        return tuple(t.cpu() for t in dk.masked_confidence(logits.cuda(), x.cuda(), mask_id, **kw))
+
+    run_and_compare(op, logits, x, block_start=torch.tensor([0, 2, 6]), block_end=4, return_lse=True)

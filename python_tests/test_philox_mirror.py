@@ -13,7 +13,7 @@ def test_known_answers():
              ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), 0xA4093822, 0x299F31D0,
               (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
     for ctr, k0, k1, want in cases:
-        got = _philox.philox4x32_10(*(t(c) for c in ctr), k0, k1)
+        got = _philox.philox4x32_10(tuple(t(c) for c in ctr), k0, k1)
         assert [int(w) for w in got] == list(want)
 
 

@@ -11,8 +11,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 
 #include "cpu/masked_confidence_rows.h"
+#include "cpu/masked_confidence_sample.h"
 
 namespace dk::cpu {
 namespace {
@@ -60,7 +62,50 @@ RowResult finite_row_any(const T* row, int64_t vocab, Level level) {
 }
 
 template <typename T>
+SampleRowResult sample_row_any(const T* row, const SampleRowArgs& a, Level level) {
+  switch (level) {
+    case Level::V4: return sample_row_v4(row, a);
+    case Level::V3: return sample_row_v3(row, a);
+    default: return sample_row_base(row, a);
+  }
+}
+
+// Rows with any setting beyond the greedy default (masked_confidence_sample.h).
+template <typename T>
+void run_general(const MaskedConfidenceParams& p) {
+  const int64_t rows = p.batch * p.seq;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(p.vocab, 1));
+  const Level level = cpu_level();
+  const PhiloxKey key = philox_key(p);
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    std::unique_ptr<float[]> scratch;
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / p.seq;
+      const int64_t l = r - b * p.seq;
+      const int64_t token = p.x[b * p.x_stride_b + l * p.x_stride_l];
+      if (!row_active(p, b, l, token)) {
+        p.x0[r] = token;
+        p.confidence[r] = -std::numeric_limits<float>::infinity();
+        if (p.lse) p.lse[r] = -std::numeric_limits<float>::infinity();
+        continue;
+      }
+      if (!scratch) scratch.reset(new float[4 * p.vocab]);
+      SampleRowArgs a{p.vocab, row_settings(p, b), p.kind, p.confidence_from_logits, p.lse != nullptr,
+                      p.suppress_ids, p.num_suppress, key, static_cast<uint32_t>(r),
+                      scratch.get(), scratch.get() + p.vocab, scratch.get() + 2 * p.vocab,
+                      reinterpret_cast<int32_t*>(scratch.get() + 3 * p.vocab)};
+      const T* row = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
+      const SampleRowResult res = sample_row_any(row, a, level);
+      p.x0[r] = res.token;
+      p.confidence[r] = res.conf;
+      if (p.lse) p.lse[r] = res.lse;
+    }
+  });
+}
+
+template <typename T>
 void run(const MaskedConfidenceParams& p) {
+  if (p.general()) return run_general<T>(p);
   const int64_t rows = p.batch * p.seq;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(p.vocab, 1));
   const Level level = cpu_level();
@@ -69,9 +114,10 @@ void run(const MaskedConfidenceParams& p) {
       const int64_t b = r / p.seq;
       const int64_t l = r - b * p.seq;
       const int64_t token = p.x[b * p.x_stride_b + l * p.x_stride_l];
-      if (token != p.mask_id) {
+      if (!row_active(p, b, l, token)) {
         p.x0[r] = token;
         p.confidence[r] = -std::numeric_limits<float>::infinity();
+        if (p.lse) p.lse[r] = -std::numeric_limits<float>::infinity();
         continue;
       }
       const T* row = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
@@ -79,6 +125,7 @@ void run(const MaskedConfidenceParams& p) {
       if (res.token < 0) res = nonfinite_row(row, p.vocab);
       p.x0[r] = res.token;
       p.confidence[r] = res.prob;
+      if (p.lse) p.lse[r] = res.lse;
     }
   });
 }
@@ -95,6 +142,17 @@ DK_DEFINE_ROW_FNS(base, , uint16_t)
 DK_DEFINE_ROW_FNS(v3, DK_V3_TARGET, float)
 DK_DEFINE_ROW_FNS(v3, DK_V3_TARGET, _Float16)
 DK_DEFINE_ROW_FNS(v3, DK_V3_TARGET, uint16_t)
+
+#define DK_DEFINE_SAMPLE_FNS(level, target, T)                                     \
+  target SampleRowResult sample_row_##level(const T* row, const SampleRowArgs& a) { \
+    return sample_row<Exp2Generic>(row, a);                                         \
+  }
+DK_DEFINE_SAMPLE_FNS(base, , float)
+DK_DEFINE_SAMPLE_FNS(base, , _Float16)
+DK_DEFINE_SAMPLE_FNS(base, , uint16_t)
+DK_DEFINE_SAMPLE_FNS(v3, DK_V3_TARGET, float)
+DK_DEFINE_SAMPLE_FNS(v3, DK_V3_TARGET, _Float16)
+DK_DEFINE_SAMPLE_FNS(v3, DK_V3_TARGET, uint16_t)
 
 void masked_confidence(const MaskedConfidenceParams& params) {
   switch (params.logits_kind) {

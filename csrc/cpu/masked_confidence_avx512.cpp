@@ -6,6 +6,7 @@
 #endif
 
 #include "cpu/masked_confidence_rows.h"
+#include "cpu/masked_confidence_sample.h"
 
 namespace dk::cpu {
 namespace {
@@ -38,5 +39,9 @@ using Exp2Avx512 = Exp2Generic;  // never selected off x86
 RowResult finite_row_v4(const float* row, int64_t vocab) { return finite_row<Exp2Avx512>(row, vocab); }
 RowResult finite_row_v4(const _Float16* row, int64_t vocab) { return finite_row<Exp2Avx512>(row, vocab); }
 RowResult finite_row_v4(const uint16_t* row, int64_t vocab) { return finite_row<Exp2Avx512>(row, vocab); }
+
+SampleRowResult sample_row_v4(const float* row, const SampleRowArgs& a) { return sample_row<Exp2Avx512>(row, a); }
+SampleRowResult sample_row_v4(const _Float16* row, const SampleRowArgs& a) { return sample_row<Exp2Avx512>(row, a); }
+SampleRowResult sample_row_v4(const uint16_t* row, const SampleRowArgs& a) { return sample_row<Exp2Avx512>(row, a); }
 
 }  // namespace dk::cpu

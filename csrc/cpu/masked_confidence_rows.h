@@ -14,6 +14,7 @@ namespace dk::cpu {
 struct RowResult {
   int64_t token;
   float prob;
+  float lse;  // log-sum-exp of the row
 };
 
 // The fast path for each x86 level; the v4 ones live in masked_confidence_avx512.cpp.
@@ -43,15 +44,15 @@ RowResult nonfinite_row(const T* row, int64_t vocab) {
   int64_t best_index = -1;
   for (int64_t j = 0; j < vocab; ++j) {
     const float v = load(row, j);
-    if (std::isnan(v)) return {j, std::numeric_limits<float>::quiet_NaN()};
+    if (std::isnan(v)) return {j, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::quiet_NaN()};
     if (v > best) best = v, best_index = j;
   }
-  if (best_index < 0) return {0, std::numeric_limits<float>::quiet_NaN()};
-  if (std::isinf(best)) return {best_index, std::numeric_limits<float>::quiet_NaN()};
+  if (best_index < 0) return {0, std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()};
+  if (std::isinf(best)) return {best_index, std::numeric_limits<float>::quiet_NaN(), best};
   // Finite max with some -inf entries: exact two-pass softmax.
   double sum = 0;
   for (int64_t j = 0; j < vocab; ++j) sum += std::exp(static_cast<double>(load(row, j)) - best);
-  return {best_index, static_cast<float>(1.0 / sum)};
+  return {best_index, static_cast<float>(1.0 / sum), static_cast<float>(best + std::log(sum))};
 }
 
 // Returns token -1 when the row is not all finite; the caller then takes the exact path.
@@ -109,8 +110,8 @@ inline __attribute__((always_inline)) RowResult finite_row(const T* row, int64_t
     run_sum += hsum((s0 + s1) + (s2 + s3));
   }
   // A NaN anywhere makes the sum NaN; an infinite max shows directly. Both go to the exact path.
-  if (!std::isfinite(run_sum) || !std::isfinite(run_max)) return {-1, 0.f};
-  return {run_arg, static_cast<float>(1.0 / run_sum)};
+  if (!std::isfinite(run_sum) || !std::isfinite(run_max)) return {-1, 0.f, 0.f};
+  return {run_arg, static_cast<float>(1.0 / run_sum), static_cast<float>(run_max + std::log(run_sum))};
 }
 
 }  // namespace

@@ -9,9 +9,9 @@
 
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> masked_confidence_emulated(const at::Tensor& logits,
-                                                              const at::Tensor& x, int64_t mask_id) {
-  return dk::masked_confidence_launcher(logits, x, mask_id, nullptr);
+dk::MaskedConfidenceResult masked_confidence_emulated(const at::Tensor& logits, const at::Tensor& x,
+                                                      int64_t mask_id, DK_MASKED_CONFIDENCE_OPTION_PARAMS) {
+  return dk::masked_confidence_launcher(logits, x, mask_id, DK_MASKED_CONFIDENCE_OPTION_ARGS, nullptr);
 }
 
 at::Tensor select_transfer_emulated(const at::Tensor& confidence, c10::string_view rule,

@@ -1,10 +1,12 @@
-// Greedy masked confidence: one thread block per (batch, position) row; each thread
+// Greedy masked confidence (block restriction and log-sum-exp included; the sampling options
+// are CPU-only for now, see the launcher): one thread block per (batch, position) row; each thread
 // streams a strided slice of the vocabulary once, then the block merges statistics.
 #pragma once
 #include "simt/simt.h"  // first: under g++ it defines the CUDA keywords
 #include <cstdint>
 #include "kernels/dtype.cuh"
 #include "kernels/masked_confidence_params.h"
+#include "kernels/sampling_row.cuh"
 #include "kernels/softmax_stats.cuh"
 
 namespace dk {
@@ -17,10 +19,11 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_kernel(MaskedConfi
     const int64_t b = row / p.seq;
     const int64_t l = row - b * p.seq;
     const int64_t token = p.x[b * p.x_stride_b + l * p.x_stride_l];
-    if (token != p.mask_id) {  // uniform across the block: no thread reaches the barrier
+    if (!row_active(p, b, l, token)) {  // uniform across the block: no thread reaches the barrier
       if (threadIdx.x == 0) {
         p.x0[row] = token;
         p.confidence[row] = -INFINITY;
+        if (p.lse) p.lse[row] = -INFINITY;
       }
       continue;
     }
@@ -40,7 +43,7 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_kernel(MaskedConfi
     }
     for (; j < p.vocab; j += kThreads) softmax_stats_push(st, to_float(logits[j]), j);
     st = block_merge<kThreads>(st, scratch);
-    if (threadIdx.x == 0) softmax_stats_finish(st, &p.x0[row], &p.confidence[row]);
+    if (threadIdx.x == 0) softmax_stats_finish(st, &p.x0[row], &p.confidence[row], p.lse ? &p.lse[row] : nullptr);
     __syncthreads();  // scratch is rewritten by the next row
   }
 }

@@ -2,12 +2,20 @@
 // csrc/emulated/ compiles this same file with g++ against the SIMT emulator.
 #include "simt/simt.h"
 #include <algorithm>
+#include <stdexcept>
 #include "kernels/launchers.h"
 #include "kernels/masked_confidence.cuh"
 
 namespace dk {
 
 void launch_masked_confidence(const MaskedConfidenceParams& p, void* stream) {
+  // Not yet written for CUDA: temperature, top-p/top-k, suppressed ids and the non-prob kinds.
+  // A clear error rather than a silently greedy result.
+  if (p.general())
+    throw std::invalid_argument(
+        "diffusion_kernels: masked_confidence with temperature, top_p, top_k, suppress_ids or a "
+        "confidence other than 'prob' is implemented on CPU only so far; the CUDA kernel covers the "
+        "greedy proposal (with block_start/block_end and return_lse)");
   const int64_t rows = p.batch * p.seq;
   if (rows == 0) return;
   constexpr int kThreads = 256;

@@ -7,6 +7,9 @@ namespace dk {
 
 enum class ScalarKind : int32_t { Float32 = 0, Float16 = 1, BFloat16 = 2 };
 
+// What `confidence` holds at a computed row (diffusion_kernels.masked_confidence documents them).
+enum class ConfidenceKind : int32_t { Prob = 0, Margin = 1, NegEntropy = 2, Random = 3 };
+
 struct MaskedConfidenceParams {
   const void* logits;        // [batch, seq, vocab], last dim contiguous
   ScalarKind logits_kind;
@@ -17,6 +20,38 @@ struct MaskedConfidenceParams {
   int64_t mask_id;
   int64_t* x0;               // [batch, seq], contiguous
   float* confidence;         // [batch, seq], contiguous
+
+  // Per-batch-row arguments: a [batch] tensor (pointer non-null, read on the device) or a value.
+  const float* temperature = nullptr;  // > 0 samples; anything else (0, < 0, NaN) is argmax
+  float temperature_value = 0.f;
+  const float* top_p = nullptr;        // filters when < 1
+  float top_p_value = 1.f;
+  const int64_t* top_k = nullptr;      // filters when 0 < k < vocab
+  int64_t top_k_value = 0;
+  const int64_t* block_start = nullptr;  // rows l outside [start, end) are not computed
+  int64_t block_start_value = 0;
+  const int64_t* block_end = nullptr;
+  int64_t block_end_value = INT64_MAX;
+
+  const int64_t* suppress_ids = nullptr;  // vocabulary ids treated as -inf logits (checked in range)
+  int64_t num_suppress = 0;
+
+  // Philox key: one-element int64 tensors (CUDA-graph safe) or values.
+  const int64_t* seed = nullptr;
+  uint64_t seed_value = 0;
+  const int64_t* offset = nullptr;
+  uint64_t offset_value = 0;
+
+  ConfidenceKind kind = ConfidenceKind::Prob;
+  bool confidence_from_logits = false;  // LLaDA: plain softmax of the logits, not the sampled one
+  float* lse = nullptr;                 // [batch, seq] contiguous, or nullptr
+
+  // Any of the above differs from the greedy defaults (temperature tensor, filters, kinds, ...).
+  bool general() const {
+    return temperature != nullptr || temperature_value > 0.f || top_p != nullptr || top_p_value < 1.f ||
+           top_k != nullptr || (top_k_value > 0 && top_k_value < vocab) || num_suppress > 0 ||
+           kind != ConfidenceKind::Prob;
+  }
 };
 
 }  // namespace dk

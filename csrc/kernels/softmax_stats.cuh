@@ -80,22 +80,29 @@ __device__ __forceinline__ SoftmaxStats block_merge(SoftmaxStats st, SoftmaxStat
   return st;
 }
 
-// The op's result for a row from its statistics: token and probability of that token.
+// The op's result for a row from its statistics: token, probability of that token and the
+// row's log-sum-exp (`lse` may be null).
 __device__ __forceinline__ void softmax_stats_finish(const SoftmaxStats& st, int64_t* token,
-                                                     float* prob) {
+                                                     float* prob, float* lse) {
+  float l;
   if (st.first_nan != kNoIndex) {           // torch.argmax picks the first NaN; softmax is NaN
     *token = st.first_nan;
     *prob = NAN;
+    l = NAN;
   } else if (st.max == -INFINITY) {         // all -inf: argmax 0, softmax 0/0
     *token = 0;
     *prob = NAN;
+    l = -INFINITY;
   } else if (st.max == INFINITY) {          // softmax is inf/inf
     *token = st.argmax;
     *prob = NAN;
+    l = INFINITY;
   } else {
     *token = st.argmax;
     *prob = 1.f / st.sum;                   // exp(max - max) / sum
+    l = st.max + logf(st.sum);
   }
+  if (lse) *lse = l;
 }
 
 }  // namespace dk

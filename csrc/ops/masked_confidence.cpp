@@ -5,12 +5,12 @@
 
 namespace dk {
 
-std::tuple<at::Tensor, at::Tensor> masked_confidence_cpu(const at::Tensor& logits,
-                                                         const at::Tensor& x, int64_t mask_id) {
+MaskedConfidenceResult masked_confidence_cpu(const at::Tensor& logits, const at::Tensor& x, int64_t mask_id,
+                                             DK_MASKED_CONFIDENCE_OPTION_PARAMS) {
   MaskedConfidenceOutputs out;
-  const auto params = prepare_masked_confidence(logits, x, mask_id, out);
+  const auto params = prepare_masked_confidence(logits, x, mask_id, DK_MASKED_CONFIDENCE_OPTION_ARGS, out);
   cpu::masked_confidence(params);
-  return {out.x0, out.confidence};
+  return {out.x0, out.confidence, out.lse};
 }
 
 }  // namespace dk

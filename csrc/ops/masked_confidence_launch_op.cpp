@@ -6,13 +6,13 @@
 
 namespace dk {
 
-std::tuple<at::Tensor, at::Tensor> masked_confidence_launcher(const at::Tensor& logits,
-                                                              const at::Tensor& x,
-                                                              int64_t mask_id, void* stream) {
+MaskedConfidenceResult masked_confidence_launcher(const at::Tensor& logits, const at::Tensor& x,
+                                                  int64_t mask_id, DK_MASKED_CONFIDENCE_OPTION_PARAMS,
+                                                  void* stream) {
   MaskedConfidenceOutputs out;
-  const auto params = prepare_masked_confidence(logits, x, mask_id, out);
+  const auto params = prepare_masked_confidence(logits, x, mask_id, DK_MASKED_CONFIDENCE_OPTION_ARGS, out);
   launch_masked_confidence(params, stream);
-  return {out.x0, out.confidence};
+  return {out.x0, out.confidence, out.lse};
 }
 
 }  // namespace dk

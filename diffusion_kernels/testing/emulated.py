@@ -11,7 +11,6 @@ import os
 
 import torch
 
-from ..ops._args import int64_arg
 
 try:
     from .. import _simt  # noqa: F401  (registers torch.ops.dk_emulated.*)
@@ -23,8 +22,11 @@ except ImportError:
 __all__ = ["AVAILABLE", "masked_confidence", "resume_order", "select_transfer"]
 
 
-def masked_confidence(logits, x, mask_id):
-    return torch.ops.dk_emulated.masked_confidence.default(logits, x, int64_arg(mask_id, "mask_id"))
+def masked_confidence(logits, x, mask_id, **options):
+    """Same arguments and results as :func:`diffusion_kernels.masked_confidence`."""
+    from ..ops import confidence
+
+    return confidence.masked_confidence(logits, x, mask_id, _op=torch.ops.dk_emulated.masked_confidence.default, **options)
 
 
 def select_transfer(confidence, **kwargs):

@@ -1,0 +1,105 @@
+// Vector math of the CPU sampling path (internal linkage, like vec_math.h: translation units
+// built for different x86 levels must never share an out-of-line copy): natural log, Philox
+// for 16 consecutive counters at once, and the Gumbel noise of 64 consecutive vocabulary ids.
+#pragma once
+#include <cstdint>
+
+#include "cpu/vec_math.h"
+#include "kernels/philox.cuh"
+
+namespace dk::cpu {
+namespace {
+
+#define DK_AI inline __attribute__((always_inline))
+
+typedef uint64_t vu64 __attribute__((vector_size(4 * kVecWidth)));  // 8 lanes
+
+// log(x) for positive normal x, to about 1 ulp: x = 2^e m with m in [sqrt(1/2), sqrt(2)), then
+// log(1 + f) by the classic degree-9 minimax polynomial (Cephes logf).
+DK_AI vfloat vlog(vfloat x) {
+  vint bits = (vint)x;
+  vint e = (bits >> 23) - 127;
+  vfloat m = (vfloat)((bits & 0x007fffff) | 0x3f800000);  // [1, 2)
+  const vint big = m > splat(1.41421356f);
+  m = big ? m * 0.5f : m;
+  e = e - big;  // big lanes are -1
+  const vfloat f = m - 1.f;
+  const vfloat f2 = f * f;
+  vfloat p = splat(7.0376836292e-2f);
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  const vfloat ef = __builtin_convertvector(e, vfloat);
+  vfloat y = f * f2 * p;
+  y = y + ef * -2.12194440e-4f;
+  y = y - 0.5f * f2;
+  return (f + y) + ef * 0.693359375f;
+}
+
+// High and low words of a * b for 16 lanes: even and odd lanes through 64-bit products.
+DK_AI void vmulhilo(uint32_t a, vuint b, vuint& hi, vuint& lo) {
+#if defined(__AVX512F__)
+  // GCC turns the generic form into vpmullq (3 uops); vpmuludq is the 32 x 32 -> 64 multiply.
+  const __m512i bi = (__m512i)b, av = _mm512_set1_epi32(static_cast<int>(a));
+  const __m512i even = _mm512_mul_epu32(bi, av);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(bi, 32), av);
+  hi = (vuint)_mm512_or_si512(_mm512_srli_epi64(even, 32),
+                              _mm512_and_si512(odd, _mm512_set1_epi64(static_cast<long long>(0xffffffff00000000ull))));
+  lo = b * a;
+#else
+  const vu64 w = (vu64)b;
+  const vu64 even = (w & 0xffffffffu) * a;
+  const vu64 odd = (w >> 32) * a;
+  hi = (vuint)((even >> 32) | (odd & 0xffffffff00000000ull));
+  lo = b * a;
+#endif
+}
+
+// philox4x32_10 for counters (c0 + lane, row, offset lo, offset hi), lane = 0..15.
+DK_AI void vphilox(PhiloxKey key, uint32_t row, uint32_t c0, vuint out[4]) {
+  vuint x0 = vuint{} + c0, x1 = vuint{} + row;
+  for (int i = 0; i < kVecWidth; ++i) x0[i] += static_cast<uint32_t>(i);
+  vuint x2 = vuint{} + static_cast<uint32_t>(key.offset), x3 = vuint{} + static_cast<uint32_t>(key.offset >> 32);
+  uint32_t k0 = static_cast<uint32_t>(key.seed), k1 = static_cast<uint32_t>(key.seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    vuint hi0, lo0, hi1, lo1;
+    vmulhilo(0xD2511F53u, x0, hi0, lo0);
+    vmulhilo(0xCD9E8D57u, x2, hi1, lo1);
+    x0 = hi1 ^ x1 ^ k0;
+    x1 = lo1;
+    x2 = hi0 ^ x3 ^ k1;
+    x3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  out[0] = x0, out[1] = x1, out[2] = x2, out[3] = x3;
+}
+
+// Gumbel noise for vocabulary ids [col0, col0 + 64) of `row` (col0 a multiple of 4), in column
+// order: g[q][i] is column col0 + 16 q + i. Same formula as philox_gumbel, vector logs.
+DK_AI void gumbel64(PhiloxKey key, uint32_t row, uint64_t col0, vfloat g[4]) {
+  vuint w[4];
+  vphilox(key, row, static_cast<uint32_t>(col0 >> 2), w);
+  vfloat t[4];
+  for (int q = 0; q < 4; ++q) {
+    const vfloat u = __builtin_convertvector(w[q] >> 9, vfloat) * 1.1920928955078125e-07f + 5.9604644775390625e-08f;
+    t[q] = -vlog(-vlog(u));
+  }
+  // Word q of lane c is column 4c + q: a 4 x 16 transpose.
+  const vfloat ab_lo = __builtin_shufflevector(t[0], t[1], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const vfloat ab_hi = __builtin_shufflevector(t[0], t[1], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const vfloat cd_lo = __builtin_shufflevector(t[2], t[3], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const vfloat cd_hi = __builtin_shufflevector(t[2], t[3], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  g[0] = __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+  g[1] = __builtin_shufflevector(ab_lo, cd_lo, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+  g[2] = __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+  g[3] = __builtin_shufflevector(ab_hi, cd_hi, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+}
+
+}  // namespace
+}  // namespace dk::cpu
