@@ -273,11 +273,15 @@ inline int __mulhi(int a, int b) { return static_cast<int>((static_cast<long lon
 inline unsigned __umulhi(unsigned a, unsigned b) {
   return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32);
 }
+namespace simt::detail {
+__extension__ typedef __int128 int128;  // __extension__: no -Wpedantic noise in users' builds
+__extension__ typedef unsigned __int128 uint128;
+}  // namespace simt::detail
 inline long long __mul64hi(long long a, long long b) {
-  return static_cast<long long>((static_cast<__int128>(a) * b) >> 64);
+  return static_cast<long long>((static_cast<simt::detail::int128>(a) * b) >> 64);
 }
 inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
-  return static_cast<unsigned long long>((static_cast<unsigned __int128>(a) * b) >> 64);
+  return static_cast<unsigned long long>((static_cast<simt::detail::uint128>(a) * b) >> 64);
 }
 
 // ------------------------------------------------------------------------------- min / max -----

@@ -39,8 +39,8 @@ struct SharedSlot {
 };
 
 // The first thread of a block that reaches a SIMT_SHARED declaration allocates the block's copy.
-inline void* shared_slot(SharedSlot& slot, size_t bytes, size_t align, const char* name,
-                         const char* file, unsigned line) {
+SIMT_NOINLINE inline void* shared_slot(SharedSlot& slot, size_t bytes, size_t align,
+                                       const char* name, const char* file, unsigned line) {
   san::Ignore ig;
   Fiber& f = current_fiber("SIMT_SHARED");
   Launch& L = *f.launch;
@@ -183,9 +183,10 @@ struct AlignedDelete {
   void operator()(unsigned char* p) const { ::operator delete(p, std::align_val_t(128)); }
 };
 
-inline void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, void (*thunk)(void*),
-                     void* ctx) {
-  if (tl_fiber) throw KernelError("simt: simt::launch called from a kernel (dynamic parallelism is not emulated)");
+SIMT_NOINLINE inline void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem,
+                                   void (*thunk)(void*), void* ctx) {
+  if (tl_fiber)
+    throw KernelError("simt: simt::launch called from a kernel (dynamic parallelism is not emulated)");
   check_dims(grid, block);
   std::lock_guard<std::mutex> lock(launch_mutex());
   check_dynamic_smem(kernel, smem);

@@ -15,7 +15,6 @@
 #include <cstring>
 #include <exception>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <optional>
 #include <source_location>
@@ -25,6 +24,12 @@
 #include "simt/detail/common.h"
 #include "simt/detail/emu_context.h"
 #include "simt/detail/emu_sanitizers.h"
+
+// The emulator's runtime functions are large; inlining them into every sync point of every kernel
+// would only slow down compilation (a sync point costs a context switch anyway).
+#ifndef SIMT_NOINLINE
+#define SIMT_NOINLINE __attribute__((noinline))
+#endif
 
 namespace simt {
 
@@ -81,7 +86,7 @@ inline uint64_t env_uint(const char* name, uint64_t fallback) {
 
 }  // namespace detail
 
-inline Config current_config() {
+SIMT_NOINLINE inline Config current_config() {
   using detail::env_string;
   const Options& o = options();
   Config c;
@@ -423,7 +428,7 @@ inline void report_running_thread() {
 // -------------------------------------------------------------------------------- scheduler ----
 
 // "threads 0-15 wait in __shfl_sync(mask 0x0000ffff) at k.cuh:12", one line per run of threads.
-inline std::string deadlock_report(const Launch& L) {
+SIMT_NOINLINE inline std::string deadlock_report(const Launch& L) {
   auto describe = [&](const Fiber& f) -> std::string {
     if (f.state == State::Done) return "";
     if (f.state == State::Ready) return "are runnable";
@@ -446,7 +451,7 @@ inline std::string deadlock_report(const Launch& L) {
   return out;
 }
 
-inline void abort_block(Launch& L) {
+SIMT_NOINLINE inline void abort_block(Launch& L) {
   L.cancelling = true;
   for (Fiber& f : L.fibers)
     if (f.started && f.state != State::Done) resume(L, f);  // unwinds it with Cancelled
@@ -466,7 +471,7 @@ inline void shuffle_order(Launch& L) {
 }
 
 // Frees the block's SIMT_SHARED arrays; a damaged canary means some thread wrote past an array.
-inline void end_block_smem(Launch& L) {
+SIMT_NOINLINE inline void end_block_smem(Launch& L) {
   auto intact = [](const unsigned char* p) {
     for (size_t i = 0; i < kCanaryBytes; ++i)
       if (p[i] != kCanaryByte) return false;

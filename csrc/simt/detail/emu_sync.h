@@ -85,7 +85,7 @@ inline int shuffle_source(WarpOp op, unsigned lane, int arg, int width) {
 }
 
 // Runs in the fiber of the lane that arrived last; errors name the lane they concern.
-inline void complete_group(Launch& L, unsigned warp, WarpGroup& g) {
+SIMT_NOINLINE inline void complete_group(Launch& L, unsigned warp, WarpGroup& g) {
   Fiber* lanes = &L.fibers[warp * 32];
   const unsigned mask = g.mask;
   uint32_t ballot = 0;
@@ -168,8 +168,8 @@ inline void complete_group(Launch& L, unsigned warp, WarpGroup& g) {
 // whatever their call site (legal since Volta), but they must call the same intrinsic with the
 // same width. Two different masks that overlap at the same call site mean the lanes disagree
 // about the mask, which is undefined behaviour.
-inline uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, uint64_t* out,
-                        const std::source_location& loc) {
+SIMT_NOINLINE inline uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width,
+                                      uint64_t* out, const std::source_location& loc) {
   Fiber* fp;
   WarpGroup* gp;
   unsigned gen;
