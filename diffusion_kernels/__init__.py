@@ -6,9 +6,9 @@ normalise arguments and document them. Pure-PyTorch references of every op are i
 """
 from ._version import __version__
 from . import _C  # noqa: F401  (registers torch.ops.diffusion_kernels.*)
-from .ops import masked_confidence
+from .ops import attention_with_kv_cache, masked_confidence
 
-__all__ = ["__version__", "build_info", "masked_confidence"]
+__all__ = ["__version__", "build_info", "masked_confidence", "attention_with_kv_cache"]
 
 
 def build_info() -> dict:
