@@ -202,7 +202,6 @@ DK_INLINE void attend_task(const AttentionParams& p, const AttnTask& t, const At
 
   const T* kc = static_cast<const T*>(p.k_cache) + t.b * p.kc_sb + t.hkv0 * p.kc_sh;
   const T* vc = static_cast<const T*>(p.v_cache) + t.b * p.vc_sb + t.hkv0 * p.vc_sh;
-  const int64_t kspan = (t.nheads - 1) * p.kc_sh + d, vspan = (t.nheads - 1) * p.vc_sh + d;
   for (int64_t c0 = 0; c0 < t.nkeys; c0 += kKeyChunk) {
     const int64_t n = std::min(kKeyChunk, t.nkeys - c0), n4 = round_up(n, 4);
     const int64_t next = c0 + kKeyChunk, n_next = std::max<int64_t>(0, std::min(kKeyChunk, t.nkeys - next));
@@ -212,9 +211,9 @@ DK_INLINE void attend_task(const AttentionParams& p, const AttnTask& t, const At
       float* mh = w.m + hh * kRowBlock;
       float* lh = w.l + hh * kRowBlock;
       for (int64_t j = 0; j < n4; ++j) {
-        if (hh == 0 && j < n_next) {  // the next chunk's rows, all heads of the group
-          prefetch_row(kc + t.keys[next + j] * p.kc_sl, kspan);
-          prefetch_row(vc + t.keys[next + j] * p.vc_sl, vspan);
+        if (j < n_next) {  // this head's rows of the next chunk, spread over the work
+          prefetch_row(kc + t.keys[next + j] * p.kc_sl + hh * p.kc_sh, d);
+          prefetch_row(vc + t.keys[next + j] * p.vc_sl + hh * p.vc_sh, d);
         }
         if (j < n) {
           const int64_t key = t.keys[c0 + j];

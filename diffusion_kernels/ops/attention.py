@@ -76,7 +76,7 @@ def _attention_with_kv_cache_fake(q, k_cache, v_cache, k_new, v_new, write_start
         if t is not None:
             torch._check(t.dim() == 4, lambda: f"'{name}' must be [batch, seq, heads, head_dim]")
             torch._check(t.dtype == q.dtype, lambda: f"'{name}' must have the dtype of 'q'")
-            torch._check(t.device == q.device, lambda: f"'{name}' must be on the device of 'q'")
+            torch._check(t.device == q.device, lambda: f"'{name}' must be on the same device as 'q'")
     torch._check(k_cache.shape == v_cache.shape, lambda: "'v_cache' must have the shape of 'k_cache'")
     torch._check(k_cache.shape[0] == q.shape[0] and k_cache.shape[3] == q.shape[3],
                  lambda: "'k_cache' must match q's batch and head_dim")
