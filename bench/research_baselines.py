@@ -16,3 +16,18 @@ def llada_greedy_confidence(logits, x, mask_id):
     x0 = torch.where(mask_index, x0, x)
     confidence = torch.where(mask_index, x0_p, -np.inf)
     return x0, confidence
+
+
+def fast_dllm_dual_cache_attention(q, k_cache, v_cache, k_new, v_new, start):
+    """Fast-dLLM's dual-cache attention step (modeling_llada.py): scatter the block's fresh K/V
+    into the full-length cache in place, then SDPA of the block's queries over every key, no
+    mask. Layout [batch, seq, heads, head_dim] viewed as SDPA's [batch, heads, seq, head_dim]."""
+    end = start + k_new.shape[1]
+    k_cache[:, start:end] = k_new
+    v_cache[:, start:end] = v_new
+    return F.scaled_dot_product_attention(q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2)).transpose(1, 2)
+
+
+def full_recompute_attention(q_all, k_all, v_all):
+    """No cache: every position's query attends over every key (the step a cache avoids)."""
+    return F.scaled_dot_product_attention(q_all.transpose(1, 2), k_all.transpose(1, 2), v_all.transpose(1, 2)).transpose(1, 2)

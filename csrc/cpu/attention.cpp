@@ -122,7 +122,6 @@ constexpr float kLn2 = 0.69314718055994531f;
 
 template <typename T>
 void run(const AttentionParams& p) {
-  write_cache(p, sizeof(T));
   const int64_t group = p.heads_q / p.heads_kv;
   const int64_t stacked = group * p.q_len;
   if (p.batch == 0 || stacked == 0) return;
@@ -233,7 +232,11 @@ void run(const AttentionParams& p) {
 DK_DEFINE_ATTEND_FNS(base, )
 DK_DEFINE_ATTEND_FNS(v3, DK_V3_TARGET)
 
-void attention_with_kv_cache(const AttentionParams& params) {
+void write_kv_cache(const AttentionParams& params) {
+  write_cache(params, params.kind == ScalarKind::Float32 ? 4 : 2);
+}
+
+void attend(const AttentionParams& params) {
   switch (params.kind) {
     case ScalarKind::Float32: return run<float>(params);
     case ScalarKind::Float16: return run<_Float16>(params);

@@ -3,7 +3,10 @@
 
 namespace dk::cpu {
 
-// Native CPU implementation: writes the new rows into the caches, then attends (float32 math).
-void attention_with_kv_cache(const AttentionParams& params);
+// Copies k_new / v_new into the caches (the range was validated by the op).
+void write_kv_cache(const AttentionParams& params);
+
+// Native CPU attention over the valid keys of the (already written) caches, float32 math.
+void attend(const AttentionParams& params);
 
 }  // namespace dk::cpu
