@@ -124,7 +124,13 @@ def test_left_padding_invariance(dtype, cpu_path):
     if cpu_path == "native":
         torch.testing.assert_close(padded[0], plain[0], rtol=0, atol=0)
     else:
-        torch.testing.assert_close(padded[0], plain[0])
+        # ATen's path rounds P to the dtype before P @ V, the native kernel keeps it in float32:
+        # each result is within flash-attn's bound of the float64 truth, so they are within twice it.
+        args = dict(q=q, k_cache=k, v_cache=v, k_new=kn, v_new=vn, write_start=30)
+        ref = reference.attention_with_kv_cache(**clone_args(args, torch.float64))
+        pt = reference.attention_with_kv_cache(**clone_args(args), upcast=False)
+        bound = 2 * (pt.double() - ref).abs().max() + 2 * (ref.to(dtype).double() - ref).abs().max() + 1e-6
+        assert (padded[0].double() - plain[0].double()).abs().max() <= 2 * bound
 
 
 def test_rows_without_valid_keys_are_zero():
