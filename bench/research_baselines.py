@@ -118,3 +118,16 @@ def dream_sample_tokens(logits, x, mask_id, temperature, top_p=0.95):
     x0_full = x.clone()
     x0_full[mask_index] = x0
     return x0_full, full_confidence
+def fast_dllm_dual_cache_attention(q, k_cache, v_cache, k_new, v_new, start):
+    """Fast-dLLM's dual-cache attention step (modeling_llada.py): scatter the block's fresh K/V
+    into the full-length cache in place, then SDPA of the block's queries over every key, no
+    mask. Layout [batch, seq, heads, head_dim] viewed as SDPA's [batch, heads, seq, head_dim]."""
+    end = start + k_new.shape[1]
+    k_cache[:, start:end] = k_new
+    v_cache[:, start:end] = v_new
+    return F.scaled_dot_product_attention(q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2)).transpose(1, 2)
+
+
+def full_recompute_attention(q_all, k_all, v_all):
+    """No cache: every position's query attends over every key (the step a cache avoids)."""
+    return F.scaled_dot_product_attention(q_all.transpose(1, 2), k_all.transpose(1, 2), v_all.transpose(1, 2)).transpose(1, 2)

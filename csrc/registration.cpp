@@ -2,6 +2,7 @@
 // CUDA kernels register in registration_cuda.cpp (CUDA build only).
 #include <torch/library.h>
 
+#include "ops/attention.h"
 #include "ops/masked_confidence.h"
 #include "ops/select_transfer.h"
 #include "schemas.h"
@@ -9,9 +10,11 @@
 TORCH_LIBRARY(diffusion_kernels, m) {
   m.def(DK_SCHEMA_MASKED_CONFIDENCE);
   m.def(DK_SCHEMA_SELECT_TRANSFER);
+  m.def(DK_SCHEMA_ATTENTION_WITH_KV_CACHE);
 }
 
 TORCH_LIBRARY_IMPL(diffusion_kernels, CPU, m) {
   m.impl("masked_confidence", &dk::masked_confidence_cpu);
   m.impl("select_transfer", &dk::select_transfer_cpu);
+  m.impl("attention_with_kv_cache", &dk::attention_with_kv_cache_cpu);
 }

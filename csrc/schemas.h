@@ -14,3 +14,10 @@
   "int block_end_value=9223372036854775807, Tensor? suppress_ids=None, Tensor? seed=None, "         \
   "int seed_value=0, Tensor? offset=None, int offset_value=0, bool return_lse=False) "               \
   "-> (Tensor x0, Tensor confidence, Tensor lse)"
+
+// k_cache / v_cache are written in place (rows [write_start, write_start + new_len) of each
+// batch row); lse is empty ([0, heads_q, q_len]) unless return_lse.
+#define DK_SCHEMA_ATTENTION_WITH_KV_CACHE                                                     \
+  "attention_with_kv_cache(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? k_new, " \
+  "Tensor? v_new, int write_start, Tensor? write_starts, Tensor? key_padding_mask, "          \
+  "Tensor? key_lengths, float? scale, bool return_lse) -> (Tensor out, Tensor lse)"

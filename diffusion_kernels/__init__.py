@@ -8,10 +8,11 @@ import torch  # noqa: F401  (first: _C links against libtorch/libc10, which impo
 
 from ._version import __version__
 from . import _C  # noqa: F401  (registers torch.ops.diffusion_kernels.*)
-from .ops import masked_confidence, select_transfer
+from .ops import attention_with_kv_cache, masked_confidence, select_transfer
 from . import schedules
 
-__all__ = ["__version__", "build_info", "masked_confidence", "schedules", "select_transfer"]
+__all__ = ["__version__", "build_info", "attention_with_kv_cache", "masked_confidence", "schedules",
+           "select_transfer"]
 
 
 def build_info() -> dict:

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 namespace dk {
 
@@ -12,7 +13,9 @@ bool poison_outputs_enabled() {
 
 void poison(at::Tensor& t) {
   if (!poison_outputs_enabled()) return;
-  if (t.is_floating_point()) {
+  if (t.scalar_type() == at::kHalf) {
+    t.fill_(std::numeric_limits<float>::quiet_NaN());  // kPoisonFloat overflows float16
+  } else if (t.is_floating_point()) {
     t.fill_(kPoisonFloat);
   } else {
     t.fill_(kPoisonIndex);

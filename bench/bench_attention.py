@@ -1,0 +1,49 @@
+"""attention_with_kv_cache on CPU: one Fast-dLLM dual-cache step (block of 32 queries over the
+whole sequence, the block's K/V rewritten in place) against full recompute (all L queries over
+all L keys, SDPA) and against Fast-dLLM's own dual-cache step (scatter + SDPA).
+LLaDA-8B attention shapes: 32 heads x 128.
+
+    pytest bench/bench_attention.py --benchmark-json=bench/results/attention.json
+    python bench/summarize.py bench/results/attention.json
+
+The target is a dual-cache step at least 0.7 x (L / 32) times faster than full recompute.
+"""
+import pytest
+import torch
+
+import diffusion_kernels as dk
+from research_baselines import fast_dllm_dual_cache_attention, full_recompute_attention
+
+HEADS, HEAD_DIM, BLOCK = 32, 128, 32
+
+
+def _inputs(batch, length, dtype):
+    g = torch.Generator().manual_seed(0)
+    mk = lambda *s: torch.randn(*s, generator=g).to(dtype)  # noqa: E731
+    q_all = mk(batch, length, HEADS, HEAD_DIM)
+    k_all, v_all = mk(batch, length, HEADS, HEAD_DIM), mk(batch, length, HEADS, HEAD_DIM)
+    start = length // 2  # a block in the middle: prefix and suffix both cached
+    return q_all, k_all, v_all, start
+
+
+@pytest.mark.parametrize("impl", ["ours", "fast_dllm", "full_recompute"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("length", [512, 1024])
+def test_dual_cache_step(benchmark, impl, dtype, batch, length):
+    q_all, k_all, v_all, start = _inputs(batch, length, dtype)
+    q = q_all[:, start:start + BLOCK].contiguous()
+    k_new = k_all[:, start:start + BLOCK].contiguous()
+    v_new = v_all[:, start:start + BLOCK].contiguous()
+    k_cache, v_cache = k_all.clone(), v_all.clone()
+    if impl == "ours":
+        fn, args = dk.attention_with_kv_cache, (q, k_cache, v_cache, k_new, v_new, start)
+    elif impl == "fast_dllm":
+        fn, args = fast_dllm_dual_cache_attention, (q, k_cache, v_cache, k_new, v_new, start)
+    else:
+        fn, args = full_recompute_attention, (q_all, k_all, v_all)
+    fn(*args)  # warm-up
+    benchmark.group = f"dual-cache step B={batch} L={length} {HEADS}x{HEAD_DIM} block {BLOCK} {dtype}".replace("torch.", "")
+    benchmark.extra_info.update(impl=impl, batch=batch, length=length, dtype=str(dtype), target=0.7 * length / BLOCK)
+    slow = impl == "full_recompute"
+    benchmark.pedantic(fn, args=args, rounds=7 if slow else 30, iterations=1, warmup_rounds=1)

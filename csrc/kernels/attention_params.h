@@ -1,0 +1,40 @@
+// Plain description of one attention_with_kv_cache call: no torch, no CUDA, shared by the
+// torch-facing code, the CPU kernel, the CUDA launcher and the emulator.
+#pragma once
+#include <cstdint>
+
+#include "kernels/masked_confidence_params.h"  // ScalarKind
+
+namespace dk {
+
+struct AttentionParams {
+  ScalarKind kind;  // of q, the caches and the new rows (all the same)
+  int64_t batch, q_len, heads_q, heads_kv, head_dim;
+  int64_t cache_len;  // Lc: rows of k_cache / v_cache
+  int64_t new_len;    // rows of k_new / v_new (0: no write)
+  float scale;        // softmax scale applied to q.k
+
+  // [batch, len, heads, head_dim] tensors, strides in elements, head_dim contiguous.
+  const void* q;
+  int64_t q_sb, q_sl, q_sh;
+  void* k_cache;
+  void* v_cache;
+  int64_t kc_sb, kc_sl, kc_sh, vc_sb, vc_sl, vc_sh;
+  const void* k_new;
+  const void* v_new;
+  int64_t kn_sb, kn_sl, kn_sh, vn_sb, vn_sl, vn_sh;
+
+  // Where the new rows go: write_starts[b] if non-null, else write_start for every row.
+  int64_t write_start;
+  const int64_t* write_starts;  // [batch] (device memory on CUDA: range-checked in the kernel)
+
+  // Valid keys: mask[b, j] != 0 (if non-null) and j < key_lengths[b] (if non-null).
+  const bool* key_mask;
+  int64_t km_sb, km_sl;
+  const int64_t* key_lengths;  // [batch]
+
+  void* out;   // [batch, q_len, heads_q, head_dim], contiguous, dtype of q
+  float* lse;  // [batch, heads_q, q_len], contiguous float32, or null (not requested)
+};
+
+}  // namespace dk
