@@ -58,3 +58,17 @@ def test_loads_a_hugging_face_style_checkpoint(tmp_path):
     (tmp_path / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(ValueError, match="missing"):
         LLaDAModel.from_pretrained(str(tmp_path))
+
+
+def test_training_path_matches_the_op_and_has_gradients():
+    m = tiny_llada(seed=3).train()
+    x = torch.randint(0, 30, (2, 8))
+    am = torch.ones(2, 8)
+    am[0, :3] = 0
+    with torch.no_grad():
+        want = m(x, attention_mask=am)
+    got = m(x, attention_mask=am)  # grad enabled: the SDPA path
+    torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[0, 3:], want[0, 3:], atol=1e-5, rtol=1e-5)
+    got[:, 3:].sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())

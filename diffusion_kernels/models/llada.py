@@ -83,6 +83,16 @@ def _rope(x, cos, sin):
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
 
+def _sdpa_for_training(q, k, v, key_mask):
+    """Differentiable attention for training: the package's attention op has no backward yet."""
+    rep = q.shape[2] // k.shape[2]
+    k, v = k.repeat_interleave(rep, 2), v.repeat_interleave(rep, 2)
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    o = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                   attn_mask=mask)
+    return o.transpose(1, 2)
+
+
 class Block(nn.Module):
     def __init__(self, c: LLaDAConfig):
         super().__init__()
@@ -105,7 +115,9 @@ class Block(nn.Module):
         q = _rope(self.q_proj(a).view(B, T, c.n_heads, c.head_dim), cos, sin)
         k = _rope(self.k_proj(a).view(B, T, c.kv_heads, c.head_dim), cos, sin)
         v = self.v_proj(a).view(B, T, c.kv_heads, c.head_dim)
-        if k_cache is None:  # no cache: attend over the fresh K/V themselves, no write
+        if k_cache is None and torch.is_grad_enabled() and q.requires_grad:
+            o = _sdpa_for_training(q, k, v, key_mask)
+        elif k_cache is None:  # no cache: attend over the fresh K/V themselves, no write
             o = attention_with_kv_cache(q, k, v, key_padding_mask=key_mask)
         else:
             o = attention_with_kv_cache(q, k_cache, v_cache, k, v, write_start=start, key_padding_mask=key_mask)
