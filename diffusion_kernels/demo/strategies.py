@@ -46,6 +46,6 @@ def format_table(rows) -> str:
              "|---|---|---|---|---|---|"]
     for name, r in rows:
         acc = "-" if r["accuracy"] != r["accuracy"] else f"{100 * r['accuracy']:.1f}%"
-        lines.append(f"| {name} | {r['tokens_per_s']:.0f} | {r['speedup']:.2f}x | {r['nfe']} | {acc} | "
+        lines.append(f"| {name} | {r['tokens_per_s']:.3g} | {r['speedup']:.2f}x | {r['nfe']} | {acc} | "
                      f"{100 * r['agree']:.1f}% |")
     return "\n".join(lines)
