@@ -10,9 +10,11 @@ from ._version import __version__
 from . import _C  # noqa: F401  (registers torch.ops.diffusion_kernels.*)
 from .ops import attention_with_kv_cache, masked_confidence, select_transfer
 from . import schedules
+from .generate import GenerateOutput, generate
+from . import models
 
 __all__ = ["__version__", "build_info", "attention_with_kv_cache", "masked_confidence", "schedules",
-           "select_transfer"]
+           "select_transfer", "generate", "GenerateOutput", "models"]
 
 
 def build_info() -> dict:

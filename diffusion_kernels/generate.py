@@ -1,0 +1,204 @@
+"""The sampler: LLaDA's semi-autoregressive block schedule with Dream's proposal/confidence
+options, Fast-dLLM's prefix/dual KV caches and threshold/factor decoding, CFG and EOS handling,
+built from the package's ops (``masked_confidence`` + ``select_transfer``).
+
+Host synchronisation: with a fixed schedule (``threshold`` and ``factor`` unset) the step loop
+never reads a device value; the only sync is one boolean per block for EOS early stop. The
+adaptive rules (threshold/factor) read one boolean per step, "is the block finished", because
+the number of steps is not known in advance.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .ops import masked_confidence, select_transfer
+from .schedules import llada_num_transfer_tokens
+from ._progress import progress_bar
+
+__all__ = ["generate", "GenerateOutput", "StepInfo"]
+
+
+@dataclass
+class StepInfo:
+    """What a ``callback`` receives after every step (tensors are live views: copy to keep)."""
+    step: int              # global step (NFE index), 0-based
+    block: int             # block index
+    x: torch.Tensor        # [B, L] current sequence (prompt + generation)
+    transferred: torch.Tensor  # [B, L] bool: positions committed at this step
+    prompt_length: int
+
+
+@dataclass
+class GenerateOutput:
+    sequences: torch.Tensor   # [B, gen_length] generated tokens
+    order: torch.Tensor       # [B, gen_length] int64: step that committed each token (-1: EOS fill)
+    nfe: int                  # forward passes (function evaluations), CFG counting once
+
+
+def _logits_of(out):
+    return out.logits if hasattr(out, "logits") else out
+
+
+def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_length: int = 128, steps: int = 128,
+             *, mask_id: int, temperature: float = 0.0, remasking: str = "low_confidence",
+             confidence: str = "prob", confidence_from: Optional[str] = None, threshold: Optional[float] = None,
+             factor: Optional[float] = None, cache: Optional[str] = None, cfg_scale: float = 0.0,
+             top_p: Optional[float] = None, top_k: Optional[int] = None, eos_id: Optional[int] = None,
+             suppress_eos: bool = False, stop_at_eos: bool = False, attention_mask: Optional[torch.Tensor] = None,
+             shift_logits: bool = False, seed: Optional[int] = None, callback: Optional[Callable] = None,
+             progress: Optional[bool] = None, return_dict: bool = False):
+    """Generate ``gen_length`` tokens after ``prompt_ids`` with a masked diffusion LM.
+
+    The answer starts fully masked and is split into ``gen_length // block_length`` blocks
+    decoded left to right (LLaDA's semi-autoregressive schedule; one block = pure diffusion).
+    Each step runs the model, proposes a token and a confidence for every masked position of
+    the current block (:func:`masked_confidence`), and commits some of them
+    (:func:`select_transfer`): the LLaDA schedule's count (``steps // num_blocks`` steps per
+    block, remainder first), or with ``threshold`` every proposal with confidence ``>= tau``
+    (at least one), or with ``factor`` Fast-dLLM's factor rule. Committed tokens are final.
+
+    Args:
+        model: ``model(x, attention_mask=None) -> logits`` (or an object with ``.logits``) of
+            shape ``[B, L, vocab]``; any Hugging Face LLaDA/Dream model works with ``cache=None``.
+            ``cache='prefix'|'dual'`` needs a model with ``init_cache`` (e.g.
+            :class:`diffusion_kernels.models.LLaDAModel`).
+        prompt_ids: ``[B, Lp]`` int64, left-padded when the rows' prompts differ in length.
+        mask_id: the ``[MASK]`` token id (LLaDA 126336, Dream 151666).
+        temperature, top_p, top_k: proposal sampling (Gumbel-max with the package's Philox
+            generator keyed by ``seed``; 0 = argmax).
+        remasking: ``'low_confidence'`` (commit the most confident) or ``'random'``.
+        confidence: ``'prob'`` | ``'margin'`` | ``'neg_entropy'`` (Dream's maskgit_plus /
+            topk_margin / entropy).
+        confidence_from: ``'logits'`` (LLaDA: probability under the untempered softmax) or
+            ``'sampling'`` (Dream: under the tempered, filtered distribution). Default: LLaDA's
+            for ``'prob'``, Dream's otherwise.
+        threshold, factor: Fast-dLLM's adaptive parallel decoding (``steps`` is then ignored).
+        cache: ``None`` (every step runs the whole sequence), ``'prefix'`` (the K/V before the
+            block are computed at the block's first step and reused; each step runs the block
+            and everything after it) or ``'dual'`` (all K/V from the block's first step reused;
+            each step runs only the block). Both are Fast-dLLM's approximations.
+        cfg_scale: LLaDA's classifier-free guidance ``un + (w + 1) (cond - un)``; the
+            unconditional input masks the prompt. Doubles the batch of each forward.
+        eos_id: end-of-sequence id. ``suppress_eos`` never proposes it (LLaDA ``logits_eos_inf``);
+            ``stop_at_eos`` stops after the first block at whose end every row has committed an
+            EOS, and fills the rest with EOS.
+        attention_mask: ``[B, Lp]`` (1 = token, 0 = left pad). Each row then generates what it
+            would generate alone (at temperature 0 with ``low_confidence``; random draws are
+            indexed by the row's position in the batch).
+        shift_logits: Dream's convention (logits at ``i`` predict token ``i + 1``).
+        seed: Philox key of all random draws (default 0); step ``s`` uses offset ``s``.
+        callback: called with a :class:`StepInfo` after every step (streaming).
+        progress: show a progress bar (default: when stderr is a terminal).
+        return_dict: return a :class:`GenerateOutput` instead of the ``[B, gen_length]`` tokens.
+    """
+    if remasking not in ("low_confidence", "random"):
+        raise ValueError(f"diffusion_kernels: argument 'remasking' must be 'low_confidence' or 'random', got {remasking!r}")
+    if cache not in (None, "prefix", "dual"):
+        raise ValueError(f"diffusion_kernels: argument 'cache' must be None, 'prefix' or 'dual', got {cache!r}")
+    if threshold is not None and factor is not None:
+        raise ValueError("diffusion_kernels: give at most one of 'threshold' and 'factor'")
+    if prompt_ids.dim() != 2:
+        raise ValueError(f"diffusion_kernels: argument 'prompt_ids' must be [batch, prompt_len], got {tuple(prompt_ids.shape)}")
+    if gen_length < 1 or block_length < 1 or gen_length % block_length:
+        raise ValueError(f"diffusion_kernels: 'gen_length' ({gen_length}) must be a positive multiple of 'block_length' ({block_length})")
+    num_blocks = gen_length // block_length
+    adaptive = threshold is not None or factor is not None
+    if not adaptive and (steps < num_blocks or steps % num_blocks):
+        raise ValueError(f"diffusion_kernels: 'steps' ({steps}) must be a positive multiple of the number of blocks ({num_blocks})")
+    if cache is not None and not hasattr(model, "init_cache"):
+        raise ValueError(f"diffusion_kernels: cache={cache!r} needs a model with init_cache() "
+                         "(diffusion_kernels.models.LLaDAModel); use cache=None for other models")
+    if cache is not None and (cfg_scale or shift_logits):
+        raise ValueError("diffusion_kernels: the KV caches support neither cfg_scale nor shift_logits")
+    if (suppress_eos or stop_at_eos) and eos_id is None:
+        raise ValueError("diffusion_kernels: 'suppress_eos'/'stop_at_eos' need 'eos_id'")
+    if confidence_from is None:
+        confidence_from = "logits" if confidence == "prob" else "sampling"
+    conf_kind = "random" if remasking == "random" else confidence
+    steps_per_block = 1 if adaptive else steps // num_blocks
+    seed = 0 if seed is None else seed
+
+    B, Lp = prompt_ids.shape
+    L = Lp + gen_length
+    device = prompt_ids.device
+    x = torch.full((B, L), mask_id, dtype=torch.int64, device=device)
+    x[:, :Lp] = prompt_ids
+    full_mask = None
+    if attention_mask is not None:
+        full_mask = torch.cat([attention_mask.to(device=device, dtype=torch.bool),
+                               torch.ones(B, gen_length, dtype=torch.bool, device=device)], dim=1)
+    order = torch.full((B, L), -1, dtype=torch.int64, device=device)
+    suppress = [eos_id] if suppress_eos else None
+    prompt_index = x != mask_id
+    kv = model.init_cache(B, L) if cache is not None else None
+
+    def forward(step_in_block, start, end):
+        """Logits [B, q_len, V] for positions [q0, q1) of x and q0."""
+        if kv is not None:
+            if step_in_block == 0:  # full forward: refreshes every cached K/V (Fast-dLLM)
+                return _logits_of(model(x, attention_mask=full_mask, kv_cache=kv, start=0)), 0
+            q0, q1 = (start, L) if cache == "prefix" else (start, end)
+            return _logits_of(model(x[:, q0:q1], attention_mask=full_mask, kv_cache=kv, start=q0)), q0
+        if cfg_scale:
+            un_x = torch.where(prompt_index, mask_id, x)
+            m2 = None if full_mask is None else torch.cat([full_mask, full_mask])
+            both = _logits_of(model(torch.cat([x, un_x]), attention_mask=m2))
+            cond, un = both.chunk(2)
+            logits = un + (cfg_scale + 1) * (cond - un)
+        else:
+            logits = _logits_of(model(x, attention_mask=full_mask))
+        if shift_logits:
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits, 0
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = progress_bar(total=None if adaptive else steps, enabled=show, unit="step")
+    nfe = 0
+    try:
+        with torch.inference_mode():
+            for blk in range(num_blocks):
+                start, end = Lp + blk * block_length, Lp + (blk + 1) * block_length
+                if not adaptive:
+                    counts = llada_num_transfer_tokens(x[:, start:end] == mask_id, steps_per_block)
+                i = 0
+                while True:
+                    logits, q0 = forward(i, start, end)
+                    xq = x[:, q0:q0 + logits.shape[1]]
+                    x0, conf = masked_confidence(
+                        logits, xq, mask_id, temperature=temperature, top_p=top_p, top_k=top_k,
+                        confidence=conf_kind, confidence_from=confidence_from, block_start=start - q0,
+                        block_end=end - q0, suppress_ids=suppress, seed=seed, offset=nfe)
+                    if adaptive:
+                        rule = {"threshold": threshold} if threshold is not None else {"factor": factor}
+                    else:
+                        rule = {"k": counts[:, i]}
+                    # select_transfer writes x0 into the view xq, i.e. into x, in place.
+                    moved = select_transfer(conf, x=xq, x0=x0, **rule)
+                    order[:, q0:q0 + logits.shape[1]].masked_fill_(moved, nfe)
+                    nfe += 1
+                    bar.update(1)
+                    if callback is not None:
+                        full_moved = torch.zeros_like(x, dtype=torch.bool)
+                        full_moved[:, q0:q0 + moved.shape[1]] = moved
+                        callback(StepInfo(step=nfe - 1, block=blk, x=x, transferred=full_moved, prompt_length=Lp))
+                    i += 1
+                    if adaptive:
+                        if not bool((x[:, start:end] == mask_id).any()):  # the one sync per step
+                            break
+                    elif i == steps_per_block:
+                        break
+                if stop_at_eos and blk + 1 < num_blocks:
+                    has_eos = (x[:, Lp:end] == eos_id).any(dim=1)
+                    if bool(has_eos.all()):  # the one sync per block
+                        x[:, end:] = eos_id
+                        break
+    finally:
+        bar.close()
+    seq = x[:, Lp:]
+    if return_dict:
+        return GenerateOutput(sequences=seq, order=order[:, Lp:], nfe=nfe)
+    return seq

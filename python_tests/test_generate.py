@@ -1,0 +1,157 @@
+import pytest
+import torch
+
+from diffusion_kernels import generate
+from diffusion_kernels.schedules import llada_num_transfer_tokens
+
+from generate_models import HFLike, llada_generate, tiny_llada
+
+MASK = 37
+
+
+def _prompt(B, Lp, seed=1):
+    return torch.randint(0, MASK, (B, Lp), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("gen_length,block_length,steps", [(16, 4, 8), (12, 12, 5), (15, 5, 9), (8, 8, 8)])
+@pytest.mark.parametrize("B", [1, 3])
+def test_matches_llada_loop(gen_length, block_length, steps, B):
+    model = tiny_llada(seed=gen_length + steps)
+    prompt = _prompt(B, 6, seed=steps)
+    want = llada_generate(model, prompt, steps, gen_length, block_length, MASK)
+    got = generate(model, prompt, gen_length, block_length, steps, mask_id=MASK, progress=False)
+    assert torch.equal(got, want)
+    assert len(set(want.flatten().tolist())) > 2  # the model really varies its predictions
+
+
+def test_matches_llada_loop_cfg_and_hf_style_model():
+    model = tiny_llada(seed=5)
+    prompt = _prompt(2, 5)
+    want = llada_generate(model, prompt, 8, 16, 8, MASK, cfg_scale=0.7)
+    got = generate(HFLike(model), prompt, 16, 8, 8, mask_id=MASK, cfg_scale=0.7, progress=False)
+    assert torch.equal(got, want)
+
+
+def test_schedule_and_order():
+    model = tiny_llada(seed=2)
+    out = generate(model, _prompt(3, 4), 15, 5, 6, mask_id=MASK, progress=False, return_dict=True)
+    assert out.nfe == 6 and not (out.sequences == MASK).any()
+    per_step = torch.stack([(out.order == s).sum(1) for s in range(6)], 1)  # [B, steps]
+    want = llada_num_transfer_tokens(torch.full((3,), 5), 2).repeat(1, 3)
+    assert torch.equal(per_step, want)
+    # blocks are decoded left to right: every token of block b is committed before block b+1 starts
+    blocks = out.order.view(3, 3, 5)
+    assert (blocks[:, :-1].amax(-1) < blocks[:, 1:].amin(-1)).all()
+
+
+def test_left_padded_batch_equals_rows_alone():
+    model = tiny_llada(seed=3)
+    lengths = [7, 3, 5]
+    prompts = [_prompt(1, n, seed=n)[0] for n in lengths]
+    Lp = max(lengths)
+    batch = torch.zeros(3, Lp, dtype=torch.long)
+    mask = torch.zeros(3, Lp, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        batch[i, Lp - len(p):] = p
+        mask[i, Lp - len(p):] = 1
+    for cache in (None, "prefix", "dual"):
+        got = generate(model, batch, 12, 4, 6, mask_id=MASK, attention_mask=mask, cache=cache, progress=False)
+        for i, p in enumerate(prompts):
+            alone = generate(model, p[None], 12, 4, 6, mask_id=MASK, cache=cache, progress=False)
+            assert torch.equal(got[i], alone[0]), (cache, i)
+    want = llada_generate(model, batch, 6, 12, 4, MASK, attention_mask=mask)
+    assert torch.equal(generate(model, batch, 12, 4, 6, mask_id=MASK, attention_mask=mask, progress=False), want)
+
+
+def test_cached_forward_equals_full_forward_on_same_tokens():
+    # Mechanics of the caches: after a full forward wrote every K/V, running a slice against the
+    # cache gives the full forward's logits on that slice (up to float32 rounding).
+    model = tiny_llada(seed=4)
+    x = _prompt(2, 20)
+    with torch.no_grad():
+        kv = model.init_cache(2, 20)
+        full = model(x, kv_cache=kv, start=0)
+        assert torch.allclose(full, model(x), atol=1e-5, rtol=1e-5)
+        for q0, q1 in ((8, 20), (8, 12)):  # prefix mode, dual mode
+            part = model(x[:, q0:q1], kv_cache=kv, start=q0)
+            torch.testing.assert_close(part, full[:, q0:q1], atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_cache_exact_with_one_step_per_block(cache):
+    # The block's first step is a full forward, so with one step per block the caches are exact.
+    model = tiny_llada(seed=6)
+    prompt = _prompt(2, 5)
+    ref = generate(model, prompt, 12, 3, 4, mask_id=MASK, progress=False)
+    assert torch.equal(generate(model, prompt, 12, 3, 4, mask_id=MASK, cache=cache, progress=False), ref)
+
+
+def test_threshold_limits():
+    model = tiny_llada(seed=7)
+    prompt = _prompt(2, 5)
+    one = generate(model, prompt, 12, 4, 12, mask_id=MASK, threshold=1.5, progress=False, return_dict=True)
+    assert one.nfe == 12  # nothing passes: the best token only, one per step
+    assert torch.equal(one.sequences, generate(model, prompt, 12, 4, 12, mask_id=MASK, progress=False))
+    allin = generate(model, prompt, 12, 4, 12, mask_id=MASK, threshold=0.0, progress=False, return_dict=True)
+    assert allin.nfe == 3  # everything passes: one step per block
+    for cache in (None, "dual"):
+        out = generate(model, prompt, 12, 4, 1, mask_id=MASK, threshold=0.3, cache=cache, progress=False,
+                       return_dict=True)
+        assert not (out.sequences == MASK).any() and 3 <= out.nfe <= 12
+        out = generate(model, prompt, 12, 4, 1, mask_id=MASK, factor=1.0, cache=cache, progress=False,
+                       return_dict=True)
+        assert not (out.sequences == MASK).any() and 3 <= out.nfe <= 12
+
+
+def test_random_remasking_and_sampling_are_seeded():
+    model = tiny_llada(seed=8)
+    prompt = _prompt(2, 5)
+    kw = dict(mask_id=MASK, remasking="random", temperature=0.8, top_k=5, progress=False)
+    a = generate(model, prompt, 12, 4, 6, seed=3, **kw)
+    assert torch.equal(a, generate(model, prompt, 12, 4, 6, seed=3, **kw))
+    assert not torch.equal(a, generate(model, prompt, 12, 4, 6, seed=4, **kw))
+    assert not (a == MASK).any()
+
+
+def test_callback_streams_every_commit_and_eos_options():
+    model = tiny_llada(seed=9)
+    prompt = _prompt(2, 5)
+    seen = []
+    out = generate(model, prompt, 12, 4, 6, mask_id=MASK, progress=False, return_dict=True,
+                   callback=lambda s: seen.append((s.step, s.transferred.clone(), s.x.clone())))
+    assert [s for s, _, _ in seen] == list(range(6))
+    committed = torch.stack([t for _, t, _ in seen]).sum(0)
+    assert torch.equal(committed[:, 5:], torch.ones(2, 12, dtype=torch.long))
+    assert torch.equal(seen[-1][2][:, 5:], out.sequences)
+    # suppress_eos: the most frequent token can never be proposed
+    eos = int(out.sequences.flatten().mode().values)
+    assert not (generate(model, prompt, 12, 4, 6, mask_id=MASK, eos_id=eos, suppress_eos=True,
+                         progress=False) == eos).any()
+
+
+def test_stop_at_eos_stops_after_the_block():
+    model = tiny_llada(seed=10)
+    prompt = _prompt(1, 5)
+    ref = generate(model, prompt, 12, 3, 4, mask_id=MASK, progress=False, return_dict=True)
+    eos = int(ref.sequences[0, 1])  # committed in the first block
+    out = generate(model, prompt, 12, 3, 4, mask_id=MASK, eos_id=eos, stop_at_eos=True, progress=False,
+                   return_dict=True)
+    assert out.nfe == 1 and torch.equal(out.sequences[0, :3], ref.sequences[0, :3])
+    assert (out.sequences[0, 3:] == eos).all()
+
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(remasking="lowest"), "remasking"), (dict(cache="full"), "cache"), (dict(steps=5), "steps"),
+    (dict(gen_length=10), "gen_length"), (dict(threshold=0.9, factor=1.0), "threshold"),
+    (dict(stop_at_eos=True), "eos_id"),
+])
+def test_bad_arguments_name_the_argument(kw, name):
+    args = dict(gen_length=12, block_length=4, steps=6)
+    args.update(kw)
+    with pytest.raises(ValueError, match=name):
+        generate(tiny_llada(), _prompt(1, 3), mask_id=MASK, progress=False, **args)
+
+
+def test_cache_needs_a_cache_capable_model():
+    with pytest.raises(ValueError, match="init_cache"):
+        generate(HFLike(tiny_llada()), _prompt(1, 3), 8, 4, 4, mask_id=MASK, cache="dual", progress=False)
