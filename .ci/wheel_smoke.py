@@ -15,3 +15,16 @@ ref_x0, ref_conf = reference.masked_confidence(logits, x, 7)
 assert torch.equal(x0, ref_x0)
 torch.testing.assert_close(conf, ref_conf, rtol=1e-5, atol=1e-7)
 print("wheel smoke test: ok")
+
+# The embedded demo model ships as package data and decodes correctly from the installed wheel.
+import os
+import subprocess
+import sys
+
+from diffusion_kernels import demo
+
+assert os.path.isfile(demo.WEIGHTS), demo.WEIGHTS
+out = subprocess.run([sys.executable, "-m", "diffusion_kernels", "demo", "503912"], capture_output=True, text=True)
+print(out.stdout[-300:])
+assert out.returncode == 0 and "012359" in out.stdout and "correct" in out.stdout, out.stdout + out.stderr
+print("wheel demo: ok")
