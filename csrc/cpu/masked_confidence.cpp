@@ -15,42 +15,10 @@
 
 #include "cpu/masked_confidence_rows.h"
 #include "cpu/masked_confidence_sample.h"
+#include "cpu/isa_level.h"
 
 namespace dk::cpu {
 namespace {
-
-// One build of the row loop per x86 level, chosen once at run time.
-#if defined(__x86_64__)
-#define DK_V3_TARGET __attribute__((target("arch=x86-64-v3")))
-#else
-#define DK_V3_TARGET
-#endif
-
-enum class Level { Base, V3, V4 };
-
-Level detected_level() {
-#if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-    return Level::V4;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return Level::V3;
-#endif
-  return Level::Base;
-}
-
-// The detected level, lowered by DK_CPU_ISA=base|v3 (read per call, so tests can cover every
-// build of the row loop on one machine).
-Level cpu_level() {
-  static const Level detected = detected_level();
-  const char* want = std::getenv("DK_CPU_ISA");
-  if (want == nullptr) return detected;
-  const Level asked = std::strcmp(want, "base") == 0 ? Level::Base
-                      : std::strcmp(want, "v3") == 0 ? Level::V3
-                                                     : Level::V4;
-  return std::min(asked, detected);
-}
 
 template <typename T>
 RowResult finite_row_any(const T* row, int64_t vocab, Level level) {

@@ -1,0 +1,19 @@
+// Which build of a CPU kernel's inner loop to run: each hot loop is compiled once per x86 level
+// (portable, x86-64-v3 = AVX2+FMA, x86-64-v4 = AVX-512) and picked at run time.
+#pragma once
+
+#if defined(__x86_64__)
+#define DK_V3_TARGET __attribute__((target("arch=x86-64-v3")))
+#else
+#define DK_V3_TARGET
+#endif
+
+namespace dk::cpu {
+
+enum class Level { Base, V3, V4 };
+
+// What this CPU supports, lowered by DK_CPU_ISA=base|v3 (read at every call, so the tests can
+// cover every build on one machine).
+Level cpu_level();
+
+}  // namespace dk::cpu
