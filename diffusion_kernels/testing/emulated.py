@@ -36,12 +36,11 @@ def select_transfer(confidence, **kwargs):
     return torch.ops.dk_emulated.select_transfer.default(*select_transfer_args(confidence, **kwargs))
 
 
-def attention_with_kv_cache(q, k_cache, v_cache, **kwargs):
+def attention_with_kv_cache(*args, **kwargs):
     """:func:`diffusion_kernels.attention_with_kv_cache` run by the CUDA kernels under the emulator."""
     from ..ops import attention
 
-    return attention.attention_with_kv_cache(q, k_cache, v_cache, _op=torch.ops.dk_emulated.attention_with_kv_cache.default,
-                                             **kwargs)
+    return attention.attention_with_kv_cache(*args, _op=torch.ops.dk_emulated.attention_with_kv_cache.default, **kwargs)
 
 
 @contextlib.contextmanager
