@@ -28,6 +28,14 @@
 #include <string>
 #endif
 
+// Full unrolling keeps the fragment arrays in registers (a dynamic index would put them in local
+// memory); g++ (the emulator) does not know the pragma.
+#if defined(__CUDACC__)
+#define DK_UNROLL _Pragma("unroll")
+#else
+#define DK_UNROLL
+#endif
+
 namespace dk {
 namespace attn {
 
@@ -169,14 +177,14 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   // Q fragments of rows g and g+8 of the warp's 16, as (query head, position): held in registers
   // for the whole loop. Rows past the end are zero.
   uint32_t qf[kKSteps][4];
-#pragma unroll
+  DK_UNROLL
   for (int h = 0; h < 2; ++h) {
     const int64_t r = warp_row0 + g + 8 * h;
     const bool ok = r < rows;
     const int rr = ok ? int(r) : 0;
     const T* const qrow = static_cast<const T*>(p.q) + b * p.q_sb + int64_t(rr % q_len) * p.q_sl +
                           (hk * group + rr / q_len) * p.q_sh + 2 * t;
-#pragma unroll
+    DK_UNROLL
     for (int kk = 0; kk < kKSteps; ++kk) {
       qf[kk][h] = ok ? load_b32(qrow + kk * 16) : 0u;
       qf[kk][h + 2] = ok ? load_b32(qrow + kk * 16 + 8) : 0u;
@@ -200,7 +208,7 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
     int64_t key = int64_t(tile) * kBlockN + my_row;
     const T* kp = k_col + key * p.kc_sl;
     const T* vp = v_col + key * p.vc_sl;
-#pragma unroll
+    DK_UNROLL
     for (int r = my_row; r < kBlockN; r += kRowStep) {
       const bool ok = key_valid(key);  // a masked row is zero-filled and its source never read
       simt::ptx::cp_async_16_zfill(ks + tile_offset<D>(r, my_chunk), ok ? kp : k_col, ok ? 16 : 0);
@@ -213,9 +221,9 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   };
 
   float o[kOTiles][4];
-#pragma unroll
+  DK_UNROLL
   for (int j = 0; j < kOTiles; ++j)
-#pragma unroll
+    DK_UNROLL
     for (int e = 0; e < 4; ++e) o[j][e] = 0.f;
   float m[2] = {-INFINITY, -INFINITY};  // running max of the log2-domain scores, per row half
   float l[2] = {0.f, 0.f};              // this thread's part of the running sum
@@ -241,15 +249,15 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
       const float* const bs = bias + stage * kBlockN;
 
       float s[kSTiles][4];
-#pragma unroll
+      DK_UNROLL
       for (int j = 0; j < kSTiles; ++j)
-#pragma unroll
+        DK_UNROLL
         for (int e = 0; e < 4; ++e) s[j][e] = 0.f;
       // ldmatrix x4 over keys [16jp, 16jp+16) x dims [16kk, 16kk+16): matrices (keys lo, dims lo),
       // (keys lo, dims hi), (keys hi, dims lo), (keys hi, dims hi) = B fragments of n-tiles 2jp, 2jp+1.
-#pragma unroll
+      DK_UNROLL
       for (int kk = 0; kk < kKSteps; ++kk) {
-#pragma unroll
+        DK_UNROLL
         for (int jp = 0; jp < kSTiles / 2; ++jp) {
           uint32_t kb[4];
           const int r = jp * 16 + (lane & 7) + ((lane >> 4) & 1) * 8;
@@ -264,15 +272,15 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
       // four lanes of a quad share a row, so row reductions are two xor shuffles (symmetric:
       // every lane gets the same bits).
       float mx[2] = {m[0], m[1]};
-#pragma unroll
+      DK_UNROLL
       for (int j = 0; j < kSTiles; ++j)
-#pragma unroll
+        DK_UNROLL
         for (int e = 0; e < 4; ++e) {
           s[j][e] = fmaf(s[j][e], scale_log2, bs[8 * j + 2 * t + (e & 1)]);
           mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
         }
       float m_use[2];
-#pragma unroll
+      DK_UNROLL
       for (int h = 0; h < 2; ++h) {
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
@@ -280,15 +288,15 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
         const float alpha = exp2f(m[h] - m_use[h]);
         m[h] = mx[h];
         l[h] *= alpha;
-#pragma unroll
+        DK_UNROLL
         for (int j = 0; j < kOTiles; ++j) {
           o[j][2 * h] *= alpha;
           o[j][2 * h + 1] *= alpha;
         }
       }
-#pragma unroll
+      DK_UNROLL
       for (int j = 0; j < kSTiles; ++j)
-#pragma unroll
+        DK_UNROLL
         for (int e = 0; e < 4; ++e) {
           s[j][e] = exp2f(s[j][e] - m_use[e >> 1]);
           l[e >> 1] += s[j][e];
@@ -297,12 +305,12 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
       // O += P V. P's A fragment for keys [16kk, 16kk+16) is the C fragments of n-tiles 2kk and
       // 2kk+1; V^T's B fragments come from ldmatrix.trans of the V rows: matrices (keys lo, dims lo),
       // (keys hi, dims lo), (keys lo, dims hi), (keys hi, dims hi) = n-tiles 2dp, 2dp+1.
-#pragma unroll
+      DK_UNROLL
       for (int kk = 0; kk < kBlockN / 16; ++kk) {
         const uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
                                pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
+        DK_UNROLL
         for (int dp = 0; dp < kOTiles / 2; ++dp) {
           uint32_t vb[4];
           const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
@@ -318,7 +326,7 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
 
   if (!warp_active) return;
   float inv[2], lse[2];
-#pragma unroll
+  DK_UNROLL
   for (int h = 0; h < 2; ++h) {
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
@@ -326,7 +334,7 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
     inv[h] = l[h] > 0.f ? 1.f / l[h] : 0.f;
     lse[h] = l[h] > 0.f ? (m[h] + log2f(l[h])) * kLn2 : -INFINITY;
   }
-#pragma unroll
+  DK_UNROLL
   for (int h = 0; h < 2; ++h) {
     const int64_t r = warp_row0 + g + 8 * h;
     if (r >= rows) continue;
@@ -335,7 +343,7 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
     if (p.num_splits > 1) {
       const int64_t split_row = int64_t(blockIdx.z) * p.batch * p.heads_q * p.q_len + lse_row;
       float* const dst = p.o_partial + split_row * D;
-#pragma unroll
+      DK_UNROLL
       for (int j = 0; j < kOTiles; ++j) {
         dst[8 * j + 2 * t] = o[j][2 * h] * inv[h];
         dst[8 * j + 2 * t + 1] = o[j][2 * h + 1] * inv[h];
@@ -343,7 +351,7 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
       if (t == 0) p.lse_partial[split_row] = lse[h];
     } else {
       T* const dst = static_cast<T*>(p.out) + ((b * p.q_len + pos) * p.heads_q + head) * D;
-#pragma unroll
+      DK_UNROLL
       for (int j = 0; j < kOTiles; ++j)
         store_b32(dst + 8 * j + 2 * t, pack2<T>(o[j][2 * h] * inv[h], o[j][2 * h + 1] * inv[h]));
       if (t == 0 && p.lse != nullptr) p.lse[lse_row] = lse[h];
