@@ -4,6 +4,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "ops/attention.h"
 #include "ops/masked_confidence.h"
 #include "ops/select_transfer.h"
 
@@ -26,9 +27,15 @@ at::Tensor select_transfer_cuda(const at::Tensor& confidence, c10::string_view r
                                       c10::cuda::getCurrentCUDAStream().stream());
 }
 
+std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache_cuda(DK_ATTENTION_ARGS) {
+  const c10::cuda::CUDAGuard guard(q.device());
+  return dk::attention_with_kv_cache_launcher(DK_ATTENTION_ARG_NAMES, c10::cuda::getCurrentCUDAStream().stream());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(diffusion_kernels, CUDA, m) {
   m.impl("masked_confidence", &masked_confidence_cuda);
   m.impl("select_transfer", &select_transfer_cuda);
+  m.impl("attention_with_kv_cache", &attention_with_kv_cache_cuda);
 }

@@ -3,6 +3,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "ops/attention.h"
 #include "ops/masked_confidence.h"
 #include "ops/select_transfer.h"
 #include "schemas.h"
@@ -23,16 +24,22 @@ at::Tensor select_transfer_emulated(const at::Tensor& confidence, c10::string_vi
                                       nullptr);
 }
 
+std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache_emulated(DK_ATTENTION_ARGS) {
+  return dk::attention_with_kv_cache_launcher(DK_ATTENTION_ARG_NAMES, nullptr);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(dk_emulated, m) {
   m.def(DK_SCHEMA_MASKED_CONFIDENCE);
   m.def(DK_SCHEMA_SELECT_TRANSFER);
+  m.def(DK_SCHEMA_ATTENTION_WITH_KV_CACHE);
 }
 
 TORCH_LIBRARY_IMPL(dk_emulated, CPU, m) {
   m.impl("masked_confidence", &masked_confidence_emulated);
   m.impl("select_transfer", &select_transfer_emulated);
+  m.impl("attention_with_kv_cache", &attention_with_kv_cache_emulated);
 }
 
 // Importing the module is what runs the registrations above.

@@ -35,6 +35,13 @@ struct AttentionParams {
 
   void* out;   // [batch, q_len, heads_q, head_dim], contiguous, dtype of q
   float* lse;  // [batch, heads_q, q_len], contiguous float32, or null (not requested)
+
+  // CUDA split-KV (set by the launcher's caller): with num_splits > 1 each split writes its
+  // normalised partial output [split, batch, heads_q, q_len, head_dim] and its lse
+  // [split, batch, heads_q, q_len] (float32 workspace), merged by a second launch.
+  int64_t num_splits = 1;
+  float* o_partial = nullptr;
+  float* lse_partial = nullptr;
 };
 
 }  // namespace dk

@@ -8,7 +8,7 @@ __all__ = ["attention_with_kv_cache"]
 
 
 def attention_with_kv_cache(q, k_cache, v_cache, k_new=None, v_new=None, write_start=0,
-                            key_padding_mask=None, key_lengths=None, scale=None, return_lse=False):
+                            key_padding_mask=None, key_lengths=None, scale=None, return_lse=False, _op=None):
     """Write new K/V rows into the caches in place, then attend every query over the valid keys.
 
     1. ``k_cache[b, s_b : s_b + new_len] = k_new[b]`` (and the same for V), where ``s_b`` is
@@ -60,7 +60,8 @@ def attention_with_kv_cache(q, k_cache, v_cache, k_new=None, v_new=None, write_s
         key_lengths = key_lengths.to(torch.int64)
     if scale is not None:
         scale = float(scale)
-    out, lse = torch.ops.diffusion_kernels.attention_with_kv_cache.default(
+    op = torch.ops.diffusion_kernels.attention_with_kv_cache.default if _op is None else _op  # _op: emulated twin
+    out, lse = op(
         q, k_cache, v_cache, k_new, v_new, write_start, starts, key_padding_mask, key_lengths, scale,
         bool(return_lse))
     return (out, lse) if return_lse else out

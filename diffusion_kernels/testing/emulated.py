@@ -19,7 +19,7 @@ try:
 except ImportError:
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "masked_confidence", "resume_order", "select_transfer"]
+__all__ = ["AVAILABLE", "attention_with_kv_cache", "masked_confidence", "resume_order", "select_transfer"]
 
 
 def masked_confidence(logits, x, mask_id, **options):
@@ -34,6 +34,13 @@ def select_transfer(confidence, **kwargs):
     from ..ops.transfer import select_transfer_args
 
     return torch.ops.dk_emulated.select_transfer.default(*select_transfer_args(confidence, **kwargs))
+
+
+def attention_with_kv_cache(*args, **kwargs):
+    """:func:`diffusion_kernels.attention_with_kv_cache` run by the CUDA kernels under the emulator."""
+    from ..ops import attention
+
+    return attention.attention_with_kv_cache(*args, _op=torch.ops.dk_emulated.attention_with_kv_cache.default, **kwargs)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,392 @@
+// CUDA kernels of attention_with_kv_cache, flash-attention-2 style (design: DESIGN.md, issue 6).
+//
+//   attention_cache_write_kernel: copies k_new/v_new into the caches at each batch row's start,
+//       after checking the start on the device (no host sync for a CUDA write_starts tensor).
+//   attention_kernel: one block = 64 query rows of one (batch, kv head) and one slice of the keys.
+//       The rows of a block are the (query head of the GQA group, query position) pairs of that kv
+//       head, so a group of query heads shares every K/V tile it loads. 4 warps x 16 rows; each
+//       warp keeps its Q fragments in registers for the whole loop. K/V tiles of 64 keys go through
+//       shared memory with cp.async, double buffered (tile t+1 is in flight while tile t is used),
+//       swizzled so ldmatrix reads are free of bank conflicts. S = Q K^T and O += P V run on
+//       mma.sync m16n8k16 with fp32 accumulators; the softmax is online, in the log2 domain.
+//   attention_merge_kernel: with split-KV, combines the per-split outputs by their lse in split
+//       order (fixed, hence deterministic).
+// Invalid keys (mask, key_lengths, past the cache) are zero-filled in shared memory (so a NaN in a
+// padded row never reaches the mma, where 0 * NaN would be NaN) and get a -inf score.
+#pragma once
+#include "simt/simt.h"
+#include "simt/ptx.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/attention_params.h"
+
+#if SIMT_EMULATED
+#include <string>
+#endif
+
+// Full unrolling keeps the fragment arrays in registers (a dynamic index would put them in local
+// memory); g++ (the emulator) does not know the pragma.
+#if defined(__CUDACC__)
+#define DK_UNROLL _Pragma("unroll")
+#else
+#define DK_UNROLL
+#endif
+
+namespace dk {
+namespace attn {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kBlockM = 16 * kWarps;  // query rows per block
+constexpr int kBlockN = 64;           // keys per tile
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+template <int D>
+constexpr int kTileBytes = kBlockN * D * 2;
+// K[2 stages], V[2 stages], then the per-key score bias of each stage (0 or -inf).
+template <int D>
+constexpr int kSmemBytes = 4 * kTileBytes<D> + 2 * kBlockN * int(sizeof(float));
+
+// Byte offset of 16-byte chunk `c` of tile row `r`. The chunk index is XORed with r % 8: the 8 rows
+// one ldmatrix matrix reads then sit in 8 different bank groups (rows are 128 or 256 bytes apart,
+// which would otherwise put them all on the same banks).
+template <int D>
+__device__ __forceinline__ int tile_offset(int r, int c) {
+  return (r * (D / 8) + (c ^ (r & 7))) * 16;
+}
+
+__device__ __forceinline__ uint32_t load_b32(const void* p) {
+#if SIMT_EMULATED
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+#else
+  return *static_cast<const uint32_t*>(p);
+#endif
+}
+
+__device__ __forceinline__ void store_b32(void* p, uint32_t v) {
+#if SIMT_EMULATED
+  std::memcpy(p, &v, 4);
+#else
+  *static_cast<uint32_t*>(p) = v;
+#endif
+}
+
+template <class T>
+__device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint32_t b0, const uint32_t b1) {
+  const uint32_t b[2] = {b0, b1};
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    simt::ptx::mma_m16n8k16_bf16(d, a, b, d);
+  else
+    simt::ptx::mma_m16n8k16_f16(d, a, b, d);
+}
+
+template <class T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return simt::ptx::pack_bf16x2(lo, hi);
+  else
+    return simt::ptx::pack_f16x2(lo, hi);
+}
+
+// A start outside the cache must not write: the GPU traps (the launch fails, as a device-side
+// assert would), the emulator raises a KernelError.
+__device__ __forceinline__ void bad_write_start() {
+#if defined(__CUDA_ARCH__)
+  __trap();
+#elif SIMT_EMULATED
+  simt::fail("attention_with_kv_cache: write_starts puts a write range outside the cache rows");
+#endif
+}
+
+__device__ __forceinline__ int64_t key_end(const AttentionParams& p, int64_t b) {
+  int64_t end = p.cache_len;
+  if (p.key_lengths != nullptr) {
+    const int64_t len = p.key_lengths[b];
+    end = len < 0 ? 0 : (len < end ? len : end);
+  }
+  return end;
+}
+
+}  // namespace attn
+
+// One thread per element of the new rows (16-bit copies: any strides, any alignment; the write
+// is Lq rows, small next to the attention that follows).
+__global__ void attention_cache_write_kernel(const AttentionParams p) {
+  const int64_t per_batch = p.new_len * p.heads_kv * p.head_dim;
+  const int64_t total = p.batch * per_batch;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = e / per_batch;
+    int64_t rest = e - b * per_batch;
+    const int64_t i = rest / (p.heads_kv * p.head_dim);
+    rest -= i * (p.heads_kv * p.head_dim);
+    const int64_t h = rest / p.head_dim, d = rest - h * p.head_dim;
+    const int64_t start = p.write_starts != nullptr ? p.write_starts[b] : p.write_start;
+    if (start < 0 || start > p.cache_len - p.new_len) {
+      attn::bad_write_start();
+      return;
+    }
+    const int64_t row = start + i;
+    uint16_t* kc = static_cast<uint16_t*>(p.k_cache);
+    uint16_t* vc = static_cast<uint16_t*>(p.v_cache);
+    const uint16_t* kn = static_cast<const uint16_t*>(p.k_new);
+    const uint16_t* vn = static_cast<const uint16_t*>(p.v_new);
+    kc[b * p.kc_sb + row * p.kc_sl + h * p.kc_sh + d] = kn[b * p.kn_sb + i * p.kn_sl + h * p.kn_sh + d];
+    vc[b * p.vc_sb + row * p.vc_sl + h * p.vc_sh + d] = vn[b * p.vn_sb + i * p.vn_sl + h * p.vn_sh + d];
+  }
+}
+
+// grid (row tiles, batch * heads_kv, num_splits), kThreads threads, kSmemBytes<D> dynamic shared
+// memory. q, k_cache and v_cache rows must be 16-byte aligned (base and strides; the caller copies
+// otherwise).
+template <class T, int D>
+__global__ void __launch_bounds__(attn::kThreads) attention_kernel(const AttentionParams p) {
+  using namespace attn;
+  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
+  constexpr int kChunks = D / 8;          // 16-byte chunks per K/V row
+  constexpr int kKSteps = D / 16;         // k-steps of Q K^T
+  constexpr int kSTiles = kBlockN / 8;    // n-tiles of S
+  constexpr int kOTiles = D / 8;          // n-tiles of O
+  SIMT_DYNAMIC_SHARED(unsigned char, smem);
+  unsigned char* const k_tiles = smem;
+  unsigned char* const v_tiles = smem + 2 * kTileBytes<D>;
+  float* const bias = reinterpret_cast<float*>(smem + 4 * kTileBytes<D>);
+
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
+  // Divisions in 32 bits (a 64-bit one is a subroutine call with a stack frame): the launcher
+  // guarantees group * q_len and the key-tile count fit in int32. Addresses stay 64-bit.
+  const int group = int(p.heads_q / p.heads_kv), q_len = int(p.q_len), heads_kv = int(p.heads_kv);
+  const int64_t rows = int64_t(group) * q_len;
+  const int64_t b = int(blockIdx.y) / heads_kv, hk = int(blockIdx.y) % heads_kv;
+  const int64_t warp_row0 = int64_t(blockIdx.x) * kBlockM + warp * 16;
+  const bool warp_active = warp_row0 < rows;  // warp-uniform: idle warps still copy and sync
+
+  // This block's slice of the key tiles: the tiles are cut from the valid prefix of the row.
+  const int64_t n_end = key_end(p, b);
+  const int n_tiles = int((n_end + kBlockN - 1) / kBlockN);
+  const int per_split = (n_tiles + int(p.num_splits) - 1) / int(p.num_splits);
+  const int tile_begin = int(blockIdx.z) * per_split;
+  const int tile_end = tile_begin + per_split < n_tiles ? tile_begin + per_split : n_tiles;
+
+  // Q fragments of rows g and g+8 of the warp's 16, as (query head, position): held in registers
+  // for the whole loop. Rows past the end are zero.
+  uint32_t qf[kKSteps][4];
+  DK_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    const int64_t r = warp_row0 + g + 8 * h;
+    const bool ok = r < rows;
+    const int rr = ok ? int(r) : 0;
+    const T* const qrow = static_cast<const T*>(p.q) + b * p.q_sb + int64_t(rr % q_len) * p.q_sl +
+                          (hk * group + rr / q_len) * p.q_sh + 2 * t;
+    DK_UNROLL
+    for (int kk = 0; kk < kKSteps; ++kk) {
+      qf[kk][h] = ok ? load_b32(qrow + kk * 16) : 0u;
+      qf[kk][h + 2] = ok ? load_b32(qrow + kk * 16 + 8) : 0u;
+    }
+  }
+
+  // Each thread copies one fixed 16-byte column chunk of rows my_row, my_row + kRowStep, ...
+  constexpr int kRowStep = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && kBlockN % kRowStep == 0, "copy layout");
+  const int my_chunk = tid % kChunks, my_row = tid / kChunks;
+  const T* const k_col = static_cast<const T*>(p.k_cache) + b * p.kc_sb + hk * p.kc_sh + my_chunk * 8;
+  const T* const v_col = static_cast<const T*>(p.v_cache) + b * p.vc_sb + hk * p.vc_sh + my_chunk * 8;
+  const bool* const mask_row = p.key_mask != nullptr ? p.key_mask + b * p.km_sb : nullptr;
+  auto key_valid = [&](int64_t key) { return key < n_end && (mask_row == nullptr || mask_row[key * p.km_sl]); };
+
+  // Pointers walk down the rows (rather than one address per row kept live across the loop: at
+  // head_dim 128 that costs the registers the accumulators need).
+  auto load_tile = [&](int tile, int stage) {
+    unsigned char* const ks = k_tiles + stage * kTileBytes<D>;
+    unsigned char* const vs = v_tiles + stage * kTileBytes<D>;
+    int64_t key = int64_t(tile) * kBlockN + my_row;
+    const T* kp = k_col + key * p.kc_sl;
+    const T* vp = v_col + key * p.vc_sl;
+    DK_UNROLL
+    for (int r = my_row; r < kBlockN; r += kRowStep) {
+      const bool ok = key_valid(key);  // a masked row is zero-filled and its source never read
+      simt::ptx::cp_async_16_zfill(ks + tile_offset<D>(r, my_chunk), ok ? kp : k_col, ok ? 16 : 0);
+      simt::ptx::cp_async_16_zfill(vs + tile_offset<D>(r, my_chunk), ok ? vp : v_col, ok ? 16 : 0);
+      key += kRowStep;
+      kp += kRowStep * p.kc_sl;
+      vp += kRowStep * p.vc_sl;
+    }
+    if (tid < kBlockN) bias[stage * kBlockN + tid] = key_valid(int64_t(tile) * kBlockN + tid) ? 0.f : -INFINITY;
+  };
+
+  float o[kOTiles][4];
+  DK_UNROLL
+  for (int j = 0; j < kOTiles; ++j)
+    DK_UNROLL
+    for (int e = 0; e < 4; ++e) o[j][e] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY};  // running max of the log2-domain scores, per row half
+  float l[2] = {0.f, 0.f};              // this thread's part of the running sum
+  const float scale_log2 = p.scale * kLog2e;
+
+  if (tile_begin < tile_end) {
+    load_tile(tile_begin, 0);
+    simt::ptx::cp_async_commit();
+  }
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    const int stage = (tile - tile_begin) & 1;
+    if (tile + 1 < tile_end) {
+      load_tile(tile + 1, stage ^ 1);  // the other stage was released by the last barrier
+      simt::ptx::cp_async_commit();
+      simt::ptx::cp_async_wait<1>();
+    } else {
+      simt::ptx::cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (warp_active) {
+      const unsigned char* const ks = k_tiles + stage * kTileBytes<D>;
+      const unsigned char* const vs = v_tiles + stage * kTileBytes<D>;
+      const float* const bs = bias + stage * kBlockN;
+
+      float s[kSTiles][4];
+      DK_UNROLL
+      for (int j = 0; j < kSTiles; ++j)
+        DK_UNROLL
+        for (int e = 0; e < 4; ++e) s[j][e] = 0.f;
+      // ldmatrix x4 over keys [16jp, 16jp+16) x dims [16kk, 16kk+16): matrices (keys lo, dims lo),
+      // (keys lo, dims hi), (keys hi, dims lo), (keys hi, dims hi) = B fragments of n-tiles 2jp, 2jp+1.
+      DK_UNROLL
+      for (int kk = 0; kk < kKSteps; ++kk) {
+        DK_UNROLL
+        for (int jp = 0; jp < kSTiles / 2; ++jp) {
+          uint32_t kb[4];
+          const int r = jp * 16 + (lane & 7) + ((lane >> 4) & 1) * 8;
+          const int ch = kk * 2 + ((lane >> 3) & 1);
+          simt::ptx::ldmatrix_x4(kb, ks + tile_offset<D>(r, ch));
+          mma<T>(s[2 * jp], qf[kk], kb[0], kb[1]);
+          mma<T>(s[2 * jp + 1], qf[kk], kb[2], kb[3]);
+        }
+      }
+
+      // Online softmax. s[j][e] holds row g (e < 2) or g+8 (e >= 2), key 8j + 2t + (e & 1); the
+      // four lanes of a quad share a row, so row reductions are two xor shuffles (symmetric:
+      // every lane gets the same bits).
+      float mx[2] = {m[0], m[1]};
+      DK_UNROLL
+      for (int j = 0; j < kSTiles; ++j)
+        DK_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          s[j][e] = fmaf(s[j][e], scale_log2, bs[8 * j + 2 * t + (e & 1)]);
+          mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+        }
+      float m_use[2];
+      DK_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+        m_use[h] = mx[h] == -INFINITY ? 0.f : mx[h];  // no valid key yet: keep every exp at 0
+        const float alpha = exp2f(m[h] - m_use[h]);
+        m[h] = mx[h];
+        l[h] *= alpha;
+        DK_UNROLL
+        for (int j = 0; j < kOTiles; ++j) {
+          o[j][2 * h] *= alpha;
+          o[j][2 * h + 1] *= alpha;
+        }
+      }
+      DK_UNROLL
+      for (int j = 0; j < kSTiles; ++j)
+        DK_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          s[j][e] = exp2f(s[j][e] - m_use[e >> 1]);
+          l[e >> 1] += s[j][e];
+        }
+
+      // O += P V. P's A fragment for keys [16kk, 16kk+16) is the C fragments of n-tiles 2kk and
+      // 2kk+1; V^T's B fragments come from ldmatrix.trans of the V rows: matrices (keys lo, dims lo),
+      // (keys hi, dims lo), (keys lo, dims hi), (keys hi, dims hi) = n-tiles 2dp, 2dp+1.
+      DK_UNROLL
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+        const uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                               pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                               pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        DK_UNROLL
+        for (int dp = 0; dp < kOTiles / 2; ++dp) {
+          uint32_t vb[4];
+          const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+          const int ch = dp * 2 + (lane >> 4);
+          simt::ptx::ldmatrix_x4_trans(vb, vs + tile_offset<D>(r, ch));
+          mma<T>(o[2 * dp], a, vb[0], vb[1]);
+          mma<T>(o[2 * dp + 1], a, vb[2], vb[3]);
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with this stage before the next iteration refills it
+  }
+
+  if (!warp_active) return;
+  float inv[2], lse[2];
+  DK_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    // A row with no valid key (l == 0) outputs 0 and lse -inf.
+    inv[h] = l[h] > 0.f ? 1.f / l[h] : 0.f;
+    lse[h] = l[h] > 0.f ? (m[h] + log2f(l[h])) * kLn2 : -INFINITY;
+  }
+  DK_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    const int64_t r = warp_row0 + g + 8 * h;
+    if (r >= rows) continue;
+    const int64_t head = hk * group + int(r) / q_len, pos = int(r) % q_len;
+    const int64_t lse_row = (b * p.heads_q + head) * p.q_len + pos;  // [batch, heads_q, q_len]
+    if (p.num_splits > 1) {
+      const int64_t split_row = int64_t(blockIdx.z) * p.batch * p.heads_q * p.q_len + lse_row;
+      float* const dst = p.o_partial + split_row * D;
+      DK_UNROLL
+      for (int j = 0; j < kOTiles; ++j) {
+        dst[8 * j + 2 * t] = o[j][2 * h] * inv[h];
+        dst[8 * j + 2 * t + 1] = o[j][2 * h + 1] * inv[h];
+      }
+      if (t == 0) p.lse_partial[split_row] = lse[h];
+    } else {
+      T* const dst = static_cast<T*>(p.out) + ((b * p.q_len + pos) * p.heads_q + head) * D;
+      DK_UNROLL
+      for (int j = 0; j < kOTiles; ++j)
+        store_b32(dst + 8 * j + 2 * t, pack2<T>(o[j][2 * h] * inv[h], o[j][2 * h + 1] * inv[h]));
+      if (t == 0 && p.lse != nullptr) p.lse[lse_row] = lse[h];
+    }
+  }
+}
+
+// One block of D threads per output row (batch, head, position); thread d owns dimension d.
+// The splits are combined in index order, so the result does not depend on scheduling.
+template <class T, int D>
+__global__ void __launch_bounds__(D) attention_merge_kernel(const AttentionParams p) {
+  const int64_t n_rows = p.batch * p.heads_q * p.q_len;
+  const int64_t split_stride = n_rows;
+  const int d = int(threadIdx.x);
+  for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
+    float mx = -INFINITY;
+    for (int64_t s = 0; s < p.num_splits; ++s) mx = fmaxf(mx, p.lse_partial[s * split_stride + row]);
+    float sum = 0.f, acc = 0.f;
+    if (mx != -INFINITY) {
+      for (int64_t s = 0; s < p.num_splits; ++s) {
+        const float w = expf(p.lse_partial[s * split_stride + row] - mx);
+        sum += w;
+        acc += w * p.o_partial[(s * split_stride + row) * D + d];
+      }
+    }
+    const int64_t bh = row / p.q_len, i = row - bh * p.q_len;
+    const int64_t b = bh / p.heads_q, h = bh - b * p.heads_q;
+    const float v = mx != -INFINITY ? acc / sum : 0.f;
+    T* const out = static_cast<T*>(p.out);
+    if constexpr (std::is_same_v<T, __nv_bfloat16>)
+      out[((b * p.q_len + i) * p.heads_q + h) * D + d] = __float2bfloat16_rn(v);
+    else
+      out[((b * p.q_len + i) * p.heads_q + h) * D + d] = __float2half_rn(v);
+    if (d == 0 && p.lse != nullptr) p.lse[row] = mx != -INFINITY ? mx + logf(sum) : -INFINITY;
+  }
+}
+
+}  // namespace dk

@@ -1,0 +1,100 @@
+// Host launchers of attention_with_kv_cache. nvcc builds them for the GPU; csrc/emulated/ compiles
+// this same file with g++ against the SIMT emulator.
+#include "simt/simt.h"
+#include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include "kernels/attention.cuh"
+#include "kernels/launchers.h"
+
+namespace dk {
+namespace {
+
+constexpr int64_t kMaxGridX = (int64_t{1} << 31) - 1;
+constexpr int64_t kMaxGridYZ = 65535;
+constexpr int64_t kMaxSplits = 64;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int sm_count() {
+#if SIMT_EMULATED
+  return 132;  // an H100, so the emulator takes the split-KV path on the shapes that would
+#else
+  int dev = 0, n = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    throw std::runtime_error("attention_with_kv_cache: cannot query the multiprocessor count");
+  return n;
+#endif
+}
+
+int64_t row_tiles(const AttentionParams& p) {
+  return ceil_div(p.heads_q / p.heads_kv * p.q_len, attn::kBlockM);
+}
+
+template <class T, int D>
+void launch_typed(const AttentionParams& p, cudaStream_t s) {
+  const dim3 grid(static_cast<unsigned>(row_tiles(p)), static_cast<unsigned>(p.batch * p.heads_kv),
+                  static_cast<unsigned>(p.num_splits));
+  constexpr int smem = attn::kSmemBytes<D>;
+  simt::set_max_dynamic_smem(attention_kernel<T, D>, smem);
+  simt::launch(attention_kernel<T, D>, grid, dim3(attn::kThreads), smem, s, p);
+  simt::check_launch("attention_with_kv_cache");
+  if (p.num_splits > 1) {
+    const int64_t rows = p.batch * p.heads_q * p.q_len;
+    simt::launch(attention_merge_kernel<T, D>, dim3(static_cast<unsigned>(std::min(rows, kMaxGridX))), dim3(D), 0, s, p);
+    simt::check_launch("attention_with_kv_cache (split merge)");
+  }
+}
+
+}  // namespace
+
+bool attention_cuda_supports(const AttentionParams& p) {
+  return (p.kind == ScalarKind::BFloat16 || p.kind == ScalarKind::Float16) && (p.head_dim == 64 || p.head_dim == 128);
+}
+
+// Enough splits of the keys that the blocks fill the machine about once, none of them empty.
+// DK_ATTENTION_SPLITS=<n> overrides (tests compare the two paths); it is read per call.
+int64_t attention_num_splits(const AttentionParams& p) {
+  const int64_t blocks = row_tiles(p) * p.batch * p.heads_kv;
+  const int64_t key_tiles = ceil_div(p.cache_len, attn::kBlockN);
+  if (blocks == 0 || key_tiles <= 1) return 1;
+  int64_t want = ceil_div(sm_count(), blocks);
+  if (const char* env = std::getenv("DK_ATTENTION_SPLITS"); env != nullptr && *env != '\0')
+    want = std::max<int64_t>(1, std::atoll(env));
+  want = std::min({want, key_tiles, kMaxSplits});
+  if (want <= 1) return 1;
+  return ceil_div(key_tiles, ceil_div(key_tiles, want));  // drop splits that would get no tile
+}
+
+void launch_attention_cache_write(const AttentionParams& p, void* stream) {
+  const int64_t total = p.batch * p.new_len * p.heads_kv * p.head_dim;
+  if (total == 0) return;
+  constexpr int kThreads = 256;
+  const dim3 grid(static_cast<unsigned>(std::min(ceil_div(total, kThreads), int64_t{1} << 20)));
+  simt::launch(attention_cache_write_kernel, grid, dim3(kThreads), 0, static_cast<cudaStream_t>(stream), p);
+  simt::check_launch("attention_with_kv_cache (cache write)");
+}
+
+void launch_attention(const AttentionParams& p, void* stream) {
+  if (!attention_cuda_supports(p))
+    throw std::invalid_argument("attention_with_kv_cache: the CUDA kernel supports float16/bfloat16 and head_dim 64 or 128");
+  if (p.batch == 0 || p.q_len == 0 || p.heads_q == 0) return;
+  if (p.batch * p.heads_kv > kMaxGridYZ || p.num_splits > kMaxSplits)
+    throw std::invalid_argument("attention_with_kv_cache: batch * heads_kv must be at most 65535 on CUDA");
+  // The kernel divides in 32 bits (attention.cuh).
+  constexpr int64_t kMax32 = (int64_t{1} << 31) - 1 - attn::kBlockM;
+  if (p.heads_q / p.heads_kv * p.q_len > kMax32 || p.cache_len > kMax32)
+    throw std::invalid_argument("attention_with_kv_cache: (heads_q / heads_kv) * q_len and cache_len must be below 2^31 on CUDA");
+  if (p.num_splits > 1 && (p.o_partial == nullptr || p.lse_partial == nullptr))
+    throw std::invalid_argument("attention_with_kv_cache: split-KV needs its workspace");
+  const auto s = static_cast<cudaStream_t>(stream);
+  const bool bf16 = p.kind == ScalarKind::BFloat16;
+  if (p.head_dim == 64) {
+    bf16 ? launch_typed<__nv_bfloat16, 64>(p, s) : launch_typed<__half, 64>(p, s);
+  } else {
+    bf16 ? launch_typed<__nv_bfloat16, 128>(p, s) : launch_typed<__half, 128>(p, s);
+  }
+}
+
+}  // namespace dk
