@@ -56,3 +56,11 @@ def test_nonfinite_policy():
 def test_same_errors_as_the_real_op():
     with pytest.raises(ValueError, match="'x'.*int64"):
         emulated.masked_confidence(torch.randn(1, 2, 5), torch.zeros(1, 2, dtype=torch.int32), 0)
+
+
+def test_block_restriction_and_lse():
+    from sampling_cases import run_and_compare
+
+    logits, x = make_logits(3, 6, 1001, torch.bfloat16), make_tokens(3, 6)
+    run_and_compare(emulated.masked_confidence, logits, x, block_start=torch.tensor([0, 2, 6]), block_end=4,
+                    return_lse=True)
