@@ -9,7 +9,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 nvcc=${CUDA_HOME:+$CUDA_HOME/bin/nvcc}
 [[ -n "$nvcc" && -x "$nvcc" ]] || nvcc=$(command -v nvcc) || { echo "nvcc not found" >&2; exit 2; }
 declare -A EXPECT=(
-  [masked_confidence]="shfl.sync.bfly"
+  [masked_confidence]="shfl.sync.bfly atom.shared.add.u64"
   [attention]="mma.sync.aligned.m16n8k16 ldmatrix cp.async"
 )
 work=$(mktemp -d "${TMPDIR:-/tmp}/nvcc_kernels.XXXXXX")

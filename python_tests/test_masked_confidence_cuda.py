@@ -62,3 +62,42 @@ def test_block_restriction_and_lse():
         return tuple(t.cpu() for t in dk.masked_confidence(logits.cuda(), x.cuda(), mask_id, **kw))
 
     run_and_compare(op, logits, x, block_start=torch.tensor([0, 2, 6]), block_end=4, return_lse=True)
+
+
+def _cuda_op(logits, x, mask_id, **kw):
+    kw = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+    return tuple(t.cpu() for t in dk.masked_confidence(logits.cuda(), x.cuda(), mask_id, **kw))
+
+
+SAMPLING_OPTIONS = [
+    dict(temperature=0.7),  # split path at few rows
+    dict(temperature=0.7, confidence_from="logits", suppress_ids=[5]),
+    dict(temperature=1.0, confidence="random"),
+    dict(temperature=0.9, top_k=50, confidence="margin"),
+    dict(temperature=0.2, top_p=0.95, confidence="neg_entropy"),
+    dict(top_k=5, confidence="neg_entropy", confidence_from="logits"),
+]
+
+
+@pytest.mark.parametrize("opts", SAMPLING_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("shape", [(1, 32, 126464), (4, 64, 5003)], ids=lambda s: "x".join(map(str, s)))
+def test_sampling_options_match_reference_and_cpu(shape, opts):
+    from sampling_cases import make_case, run_and_compare, safe_top_p
+
+    logits, x = make_case(*shape, torch.bfloat16)
+    opts = dict(opts, return_lse=True)
+    if "top_p" in opts:
+        opts["top_p"] = safe_top_p(logits, opts["top_p"], opts.get("temperature", 0.0))
+    (x0, _, _), _ = run_and_compare(_cuda_op, logits, x, **opts)
+    cpu_x0 = dk.masked_confidence(logits, x, MASK_ID, seed=1234, offset=5, **opts)[0]
+    assert (x0 != cpu_x0).float().mean() < 0.01  # only near-ties (run_and_compare checked each one)
+    again = _cuda_op(logits, x, MASK_ID, seed=1234, offset=5, **opts)
+    assert torch.equal(again[0], x0)
+
+
+def test_out_of_range_suppressed_ids_are_ignored_on_cuda():
+    logits, x = make_logits(2, 3, 300, torch.float32), make_tokens(2, 3)
+    ids = torch.tensor([17, -4, 300, 10**9], device="cuda")
+    got = _cuda_op(logits, x, MASK_ID, suppress_ids=ids, temperature=0.5, seed=3)
+    want = _cuda_op(logits, x, MASK_ID, suppress_ids=torch.tensor([17]), temperature=0.5, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))

@@ -64,9 +64,3 @@ def test_block_restriction_and_lse():
     logits, x = make_logits(3, 6, 1001, torch.bfloat16), make_tokens(3, 6)
     run_and_compare(emulated.masked_confidence, logits, x, block_start=torch.tensor([0, 2, 6]), block_end=4,
                     return_lse=True)
-
-
-def test_cpu_only_options_are_rejected():
-    with pytest.raises(ValueError, match="CPU only"):
-        emulated.masked_confidence(make_logits(1, 2, 50, torch.float32), torch.full((1, 2), MASK_ID), MASK_ID,
-                                   temperature=0.5)

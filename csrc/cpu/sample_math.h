@@ -82,9 +82,12 @@ DK_AI void vphilox(PhiloxKey key, uint32_t row, uint32_t c0, vuint out[4]) {
 
 // Gumbel noise for vocabulary ids [col0, col0 + 64) of `row` (col0 a multiple of 4), in column
 // order: g[q][i] is column col0 + 16 q + i. Same formula as philox_gumbel, vector logs.
-DK_AI void gumbel64(PhiloxKey key, uint32_t row, uint64_t col0, vfloat g[4]) {
-  vuint w[4];
+// `w` the Philox words of that group (philox64_words).
+DK_AI void philox64_words(PhiloxKey key, uint32_t row, uint64_t col0, vuint w[4]) {
   vphilox(key, row, static_cast<uint32_t>(col0 >> 2), w);
+}
+
+DK_AI void gumbel64(const vuint w[4], vfloat g[4]) {
   vfloat t[4];
   for (int q = 0; q < 4; ++q) {
     const vfloat u = __builtin_convertvector(w[q] >> 9, vfloat) * 1.1920928955078125e-07f + 5.9604644775390625e-08f;

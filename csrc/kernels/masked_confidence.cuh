@@ -1,6 +1,6 @@
-// Greedy masked confidence (block restriction and log-sum-exp included; the sampling options
-// are CPU-only for now, see the launcher): one thread block per (batch, position) row; each thread
-// streams a strided slice of the vocabulary once, then the block merges statistics.
+// Greedy masked confidence (block restriction and log-sum-exp included; the other options take
+// masked_confidence_general.cuh or the split path): one thread block per (batch, position) row;
+// each thread streams a strided slice of the vocabulary once, then the block merges statistics.
 #pragma once
 #include "simt/simt.h"  // first: under g++ it defines the CUDA keywords
 #include <cstdint>

@@ -46,6 +46,10 @@ struct MaskedConfidenceParams {
   bool confidence_from_logits = false;  // LLaDA: plain softmax of the logits, not the sampled one
   float* lse = nullptr;                 // [batch, seq] contiguous, or nullptr
 
+  // CUDA only: the split-vocabulary path's partial statistics (masked_confidence_scratch_bytes).
+  void* scratch = nullptr;
+  int64_t scratch_bytes = 0;
+
   // Any of the above differs from the greedy defaults (temperature tensor, filters, kinds, ...).
   bool general() const {
     return temperature != nullptr || temperature_value > 0.f || top_p != nullptr || top_p_value < 1.f ||

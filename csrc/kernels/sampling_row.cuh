@@ -20,8 +20,8 @@ struct RowSettings {
   float inv_temperature;  // 0 when the row takes the argmax
   float top_p;            // < 1: filter
   int64_t top_k;          // in (0, vocab): filter
-  bool sampled() const { return inv_temperature > 0.f; }
-  bool filtered(int64_t vocab) const { return top_p < 1.f || (top_k > 0 && top_k < vocab); }
+  DK_HOST_DEVICE bool sampled() const { return inv_temperature > 0.f; }
+  DK_HOST_DEVICE bool filtered(int64_t vocab) const { return top_p < 1.f || (top_k > 0 && top_k < vocab); }
 };
 
 DK_HOST_DEVICE RowSettings row_settings(const MaskedConfidenceParams& p, int64_t b) {

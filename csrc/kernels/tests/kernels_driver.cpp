@@ -77,6 +77,8 @@ uint64_t masked_confidence_case(int64_t batch, int64_t seq, int64_t vocab, bool 
   p.x = x.data(), p.x_stride_b = seq, p.x_stride_l = 1;
   p.mask_id = mask_id;
   p.x0 = x0.data(), p.confidence = conf.data();
+  std::vector<uint64_t> scratch((dk::masked_confidence_scratch_bytes(p) + 7) / 8);  // split-vocabulary path
+  p.scratch = scratch.data(), p.scratch_bytes = static_cast<int64_t>(scratch.size() * 8);
   dk::launch_masked_confidence(p, nullptr);
 
   for (int64_t r = 0; r < rows; ++r) {
@@ -105,6 +107,40 @@ uint64_t masked_confidence_case(int64_t batch, int64_t seq, int64_t vocab, bool 
   return fnv1a(conf.data(), conf.size() * 4, fnv1a(x0.data(), x0.size() * 8));
 }
 
+// The general kernel (temperature, top-p, top-k, margin): the token must lie among the row's
+// top_k largest logits (a strict check of the kept set would need the reference; Python tests do
+// that) and the margin in [0, 1]; the hash compares resume orders.
+uint64_t masked_sampling_case(int64_t rows, int64_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 2.f);
+  std::vector<float> logits(rows * vocab);
+  for (float& v : logits) v = normal(rng);
+  const int64_t mask_id = 3, top_k = 40;
+  std::vector<int64_t> x(rows, mask_id), x0(rows, -7), suppress{11};
+  std::vector<float> conf(rows, -1.2345e38f), lse(rows, -1.2345e38f);
+  dk::MaskedConfidenceParams p{};
+  p.logits = logits.data();
+  p.logits_kind = dk::ScalarKind::Float32;
+  p.batch = 1, p.seq = rows, p.vocab = vocab;
+  p.logits_stride_b = rows * vocab, p.logits_stride_l = vocab;
+  p.x = x.data(), p.x_stride_b = rows, p.x_stride_l = 1;
+  p.mask_id = mask_id;
+  p.x0 = x0.data(), p.confidence = conf.data(), p.lse = lse.data();
+  p.temperature_value = 0.8f, p.top_p_value = 0.9f, p.top_k_value = top_k;
+  p.kind = dk::ConfidenceKind::Margin;
+  p.suppress_ids = suppress.data(), p.num_suppress = 1;
+  p.seed_value = 77, p.offset_value = 5;
+  dk::launch_masked_confidence(p, nullptr);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = &logits[r * vocab];
+    int64_t above = 0;
+    for (int64_t j = 0; j < vocab; ++j) above += j != 11 && row[j] > row[x0[r]];
+    expect(x0[r] >= 0 && x0[r] < vocab && x0[r] != 11 && above < top_k, "masked_sampling: token outside top-k", r);
+    expect(conf[r] >= 0.f && conf[r] <= 1.f, "masked_sampling: margin", r);
+  }
+  return fnv1a(lse.data(), lse.size() * 4, fnv1a(conf.data(), conf.size() * 4, fnv1a(x0.data(), x0.size() * 8)));
+}
+
 }  // namespace
 
 int main() {
@@ -128,6 +164,13 @@ int main() {
     }
     ++n;
   }
+  try {
+    std::printf("masked_sampling_f32_3x2001 %016llx\n", static_cast<unsigned long long>(masked_sampling_case(3, 2001, 99u)));
+  } catch (const std::exception& e) {
+    std::printf("FAIL masked_sampling_f32_3x2001: %s\n", e.what());
+    ++failures;
+  }
+  ++n;
   std::printf("%d passed, %d failed\n", n - (failures > 0 ? 1 : 0), failures > 0 ? 1 : 0);
   return failures == 0 ? 0 : 1;
 }

@@ -1,0 +1,142 @@
+// Split-vocabulary path of masked_confidence for few rows: several blocks per row each reduce a
+// slice of the vocabulary into partial statistics in a global scratch; a second launch merges the
+// slices of each row in slice order (a fixed serial order: deterministic) and writes the outputs.
+//
+// Why: one block per row leaves batch 1 x block 32 = 32 blocks for a 132-SM H100. A block of 256
+// threads with 4 loads in flight each has 2 KiB of bf16 requests outstanding; at ~600 ns of DRAM
+// latency that is ~3.5 GB/s per block (Little's law), so 32 blocks pull ~110 GB/s of the 3.35 TB/s
+// and 24 % of the SMs have any work. The H100 keeps 2048 threads = 8 such blocks per SM resident
+// (registers and shared memory permitting), 1056 blocks on 132 SMs; about 4 per SM (528 blocks,
+// ~1 MiB in flight) already saturates DRAM, so the launcher cuts each row into
+// ceil(528 / rows) slices of at least kMinSliceLength ids (each thread then still has >= 8 ids,
+// enough to amortise the partial's write) and caps the slices at 1024 per row.
+//
+// Covers the unfiltered options (greedy or Gumbel-max at any temperature, prob or random
+// confidence from either source, block bounds, suppressed ids, lse): their statistics merge
+// exactly as online softmax statistics and Gumbel maxima do. Filters need a global threshold
+// search and margin/entropy a second statistics pass: those take the one-block-per-row kernel.
+#pragma once
+#include "simt/simt.h"  // first: under g++ it defines the CUDA keywords
+#include <cstdint>
+#include "kernels/masked_confidence_params.h"
+#include "kernels/sampling_block.cuh"
+#include "kernels/sampling_row.cuh"
+#include "kernels/softmax_stats.cuh"
+
+namespace dk {
+
+constexpr int64_t kSplitTargetBlocks = 4 * 132;
+constexpr int64_t kMinSliceLength = 2048;
+constexpr int64_t kMaxSlices = 1024;
+
+struct SlicePartial {
+  SoftmaxStats raw;  // online statistics of the logits (argmax, non-finite policy, lse, LLaDA prob)
+  SoftmaxStats z;    // of z = logits / T (the sampled distribution's normaliser); unused when greedy
+  Best best;         // the slice's Gumbel argmax
+};
+
+// Slice length (a multiple of 4: Philox groups never straddle slices) and count for `p`; 1 slice
+// means the one-block-per-row kernels.
+struct SplitPlan {
+  int64_t slices, length;
+};
+
+inline SplitPlan split_plan(const MaskedConfidenceParams& p) {
+  const int64_t rows = p.batch * p.seq;
+  const bool unfiltered = p.top_p == nullptr && !(p.top_p_value < 1.f) && p.top_k == nullptr &&
+                          !(p.top_k_value > 0 && p.top_k_value < p.vocab);
+  const bool kind_ok = p.kind == ConfidenceKind::Prob || p.kind == ConfidenceKind::Random;
+  if (rows == 0 || !unfiltered || !kind_ok || rows * 2 > kSplitTargetBlocks) return {1, p.vocab};
+  int64_t slices = (kSplitTargetBlocks + rows - 1) / rows;
+  slices = slices < p.vocab / kMinSliceLength ? slices : p.vocab / kMinSliceLength;
+  slices = slices < kMaxSlices ? slices : kMaxSlices;
+  if (slices <= 1) return {1, p.vocab};
+  int64_t length = ((p.vocab + slices - 1) / slices + 3) / 4 * 4;
+  return {(p.vocab + length - 1) / length, length};
+}
+
+template <typename T, int kThreads>
+__global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(MaskedConfidenceParams p,
+                                                                          SplitPlan plan,
+                                                                          SlicePartial* partials) {
+  SIMT_SHARED(SoftmaxStats, stats_scratch, [kThreads / 32]);
+  SIMT_SHARED(Best, best_scratch, [kThreads / 32 + 1]);
+  const PhiloxKey key = philox_key(p);
+  const int64_t jobs = p.batch * p.seq * plan.slices;
+  for (int64_t job = blockIdx.x; job < jobs; job += gridDim.x) {
+    const int64_t row = job / plan.slices;
+    const int64_t slice = job - row * plan.slices;
+    const int64_t b = row / p.seq;
+    const int64_t l = row - b * p.seq;
+    if (!row_active(p, b, l, p.x[b * p.x_stride_b + l * p.x_stride_l])) continue;  // uniform
+    const T* logits = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
+    const RowSettings s = row_settings(p, b);
+    const RowValues<T> raw{logits, p.suppress_ids, p.num_suppress, 1.f};
+    const int64_t begin = slice * plan.length;
+    const int64_t end = begin + plan.length < p.vocab ? begin + plan.length : p.vocab;
+    SoftmaxStats st = softmax_stats_empty(), zt = softmax_stats_empty();
+    for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) {
+      const float v = raw(j);
+      softmax_stats_push(st, v, j);
+      if (s.sampled()) softmax_stats_push(zt, v * s.inv_temperature, j);
+    }
+    SlicePartial out;
+    out.raw = block_merge<kThreads>(st, stats_scratch);
+    __syncthreads();  // stats_scratch is reused
+    out.z = block_merge<kThreads>(zt, stats_scratch);
+    out.best = Best{-INFINITY, INT64_MAX};
+    if (s.sampled()) {
+      const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, s.inv_temperature};
+      const Best own = thread_gumbel_best<kThreads>(z, begin, end, -INFINITY, key, static_cast<uint32_t>(row));
+      out.best = block_allreduce<kThreads>(own, best_scratch, BestShfl{}, BestMerge{});
+    }
+    if (threadIdx.x == 0) partials[job] = out;
+    __syncthreads();  // stats_scratch is rewritten by the next job
+  }
+}
+
+// One thread per row: merges the row's slices in order, then the same finishing rules as the
+// one-block kernels.
+template <typename T>
+__global__ void masked_confidence_merge_kernel(MaskedConfidenceParams p, SplitPlan plan,
+                                               const SlicePartial* partials) {
+  const int64_t rows = p.batch * p.seq;
+  for (int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; row < rows;
+       row += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = row / p.seq;
+    const int64_t l = row - b * p.seq;
+    const int64_t token_in = p.x[b * p.x_stride_b + l * p.x_stride_l];
+    if (!row_active(p, b, l, token_in)) {
+      p.x0[row] = token_in;
+      p.confidence[row] = -INFINITY;
+      if (p.lse) p.lse[row] = -INFINITY;
+      continue;
+    }
+    const SlicePartial* part = partials + row * plan.slices;
+    SoftmaxStats st = part[0].raw, zt = part[0].z;
+    Best best = part[0].best;
+    for (int64_t i = 1; i < plan.slices; ++i) {
+      st = softmax_stats_merge(st, part[i].raw);
+      zt = softmax_stats_merge(zt, part[i].z);
+      best = best_merge(best, part[i].best);
+    }
+    if (st.first_nan != kNoIndex || st.max == -INFINITY || st.max == INFINITY) {
+      softmax_stats_finish(st, &p.x0[row], &p.confidence[row], p.lse ? &p.lse[row] : nullptr);
+      continue;
+    }
+    const RowSettings s = row_settings(p, b);
+    const T* logits = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
+    const int64_t token = s.sampled() ? best.index : st.argmax;
+    const float v = to_float(logits[token]);  // never a suppressed id: those are -inf and lose
+    float conf;
+    if (p.kind == ConfidenceKind::Random) conf = philox_uniform(philox_key(p), static_cast<uint32_t>(row), kRandomConfidenceColumn);
+    else if (s.sampled() && !p.confidence_from_logits)
+      conf = static_cast<float>(exp(static_cast<double>(v * s.inv_temperature) - zt.max) / zt.sum);
+    else conf = static_cast<float>(exp(static_cast<double>(v) - st.max) / st.sum);
+    p.x0[row] = token;
+    p.confidence[row] = conf;
+    if (p.lse) p.lse[row] = st.max + logf(st.sum);
+  }
+}
+
+}  // namespace dk
