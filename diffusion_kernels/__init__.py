@@ -7,8 +7,13 @@ normalise arguments and document them. Pure-PyTorch references of every op are i
 from ._version import __version__
 from . import _C  # noqa: F401  (registers torch.ops.diffusion_kernels.*)
 from .ops import masked_confidence
+from .ops import forward_mask, masked_cross_entropy
+from .loss import masked_diffusion_loss
+from .fused_linear_loss import fused_linear_masked_diffusion_loss
+from .likelihood import monte_carlo_log_likelihood
 
-__all__ = ["__version__", "build_info", "masked_confidence"]
+__all__ = ["__version__", "build_info", "masked_confidence", "forward_mask", "masked_cross_entropy",
+           "masked_diffusion_loss", "fused_linear_masked_diffusion_loss", "monte_carlo_log_likelihood"]
 
 
 def build_info() -> dict:
