@@ -34,7 +34,7 @@ def _check_rows(logits, name, t, dtype):
     torch._check(t.dim() == 1 and t.shape[0] == logits.shape[0],
                  lambda: f"'{name}' must be [rows] = [{logits.shape[0]}], got {tuple(t.shape)}")
     torch._check(t.dtype == dtype, lambda: f"'{name}' must be {dtype}, got {t.dtype}")
-    torch._check(t.device == logits.device, lambda: f"'{name}' must be on {logits.device}, got {t.device}")
+    torch._check(t.device == logits.device, lambda: f"'{name}' must be on the same device as 'logits' ({logits.device}), got {t.device}")
 
 
 def _check_forward_args(logits, targets, masked):
