@@ -13,7 +13,8 @@ bool poison_outputs_enabled() {
 void poison(at::Tensor& t) {
   if (!poison_outputs_enabled()) return;
   if (t.is_floating_point()) {
-    t.fill_(kPoisonFloat);
+    // float16 cannot hold kPoisonFloat: its most negative finite value is as conspicuous.
+    t.fill_(t.scalar_type() == at::kHalf ? -65504.f : kPoisonFloat);
   } else {
     t.fill_(kPoisonIndex);
   }
