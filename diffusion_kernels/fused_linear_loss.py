@@ -25,64 +25,66 @@ def _acc_dtype(t):
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def _chunk_pass(h, weight, targets, scale, chunk, want_grad_h, want_grad_w):
-    """CE of every row of h (and, when scale is given, the gradients of Σ scale_i * ce_i)."""
-    m = h.shape[0]
-    ce = h.new_empty(m, dtype=_acc_dtype(h))
-    grad_h = torch.empty_like(h) if want_grad_h else None
+def _chunk_pass(hidden, index, weight, targets, scale, chunk, want_grad_h, want_grad_w):
+    """CE of the rows hidden[index] (and, when scale is given, the gradients of Σ scale_i * ce_i:
+    grad_hidden [N, H], zero outside index, and grad_w). Rows are gathered per chunk, so nothing
+    but the chunk is [M, *]-sized besides the outputs."""
+    m = index.numel()
+    ce = hidden.new_empty(m, dtype=_acc_dtype(hidden))
+    grad_hidden = torch.zeros_like(hidden) if want_grad_h else None
     grad_w = None
     if want_grad_w:
         acc = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
-    everything = torch.ones(min(chunk, m), dtype=torch.bool, device=h.device)
+    everything = torch.ones(min(chunk, m), dtype=torch.bool, device=hidden.device)
     for s in range(0, m, chunk):
         e = min(s + chunk, m)
-        hc = h[s:e]
+        rows = index[s:e]
+        hc = hidden.index_select(0, rows)
         logits = hc @ weight.t()
         if scale is None:
             ce[s:e] = masked_cross_entropy(logits, targets[s:e], everything[: e - s])[0]
             continue
+        # The chunk's logits become its gradient in place.
         ce[s:e] = torch.ops.diffusion_kernels.masked_ce_forward_backward_.default(
             logits, targets[s:e], everything[: e - s], scale[s:e])[0]
         if want_grad_h:
-            torch.mm(logits, weight, out=grad_h[s:e])
+            grad_hidden.index_copy_(0, rows, logits @ weight)
         if want_grad_w:
             if grad_w.dtype == logits.dtype:
                 grad_w.addmm_(logits.t(), hc)
             else:
                 grad_w.addmm_(logits.t().to(grad_w.dtype), hc.to(grad_w.dtype))
         del logits
-    return ce, grad_h, grad_w
-
-
-def _scatter_rows(rows, index, n):
-    out = rows.new_zeros((n,) + rows.shape[1:])
-    return out.index_copy_(0, index, rows)
+    return ce, grad_hidden, grad_w
 
 
 class _WeightedCE(torch.autograd.Function):
-    """Σ_i w_i * CE(h_i @ W.T, t_i) over the masked rows, gradients computed in the forward."""
+    """Σ_i w_i * CE(h_i @ W.T, t_i) over the masked rows, gradients computed in the forward.
+
+    The gradients are kept on ctx (not saved tensors) so that the backward hands over the only
+    reference: autograd can then adopt the 2 GB weight gradient instead of copying it. Hence no
+    retain_graph / double backward."""
 
     @staticmethod
     def forward(ctx, hidden, weight, index, targets, w, chunk):
-        h = hidden.index_select(0, index)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        scale = w.to(_acc_dtype(h)) if (need_h or need_w) else None
-        ce, grad_h, grad_w = _chunk_pass(h, weight, targets, scale, chunk, need_h, need_w)
-        ctx.save_for_backward(index, grad_h, grad_w)
-        ctx.n_rows, ctx.weight_dtype = hidden.shape[0], weight.dtype
+        scale = w.to(_acc_dtype(hidden)) if (need_h or need_w) else None
+        ce, ctx.grad_hidden, ctx.grad_w = _chunk_pass(hidden, index, weight, targets, scale, chunk, need_h, need_w)
+        ctx.weight_dtype = weight.dtype
         return (ce.to(torch.float64) * w.to(torch.float64)).sum().to(ce.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        index, grad_h, grad_w = ctx.saved_tensors
-        gh = gw = None
-        scalar = None if torch.equal(grad_out, torch.ones_like(grad_out)) else grad_out
-        if grad_h is not None:
-            gh = grad_h if scalar is None else grad_h * scalar.to(grad_h.dtype)
-            gh = _scatter_rows(gh, index, ctx.n_rows)
-        if grad_w is not None:
-            gw = grad_w if scalar is None else grad_w * scalar.to(grad_w.dtype)
+        gh, gw = ctx.grad_hidden, ctx.grad_w
+        if gh is None and gw is None and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+            raise RuntimeError("diffusion_kernels: fused_linear_masked_diffusion_loss cannot backward twice "
+                               "through the same graph (its gradients are computed once, in the forward)")
+        ctx.grad_hidden = ctx.grad_w = None
+        if not torch.equal(grad_out, torch.ones_like(grad_out)):
+            gh = None if gh is None else gh.mul_(grad_out.to(gh.dtype))
+            gw = None if gw is None else gw.mul_(grad_out.to(gw.dtype))
+        if gw is not None:
             gw = gw.to(ctx.weight_dtype)
         return gh, gw, None, None, None, None
 
@@ -92,8 +94,7 @@ class _PerRowCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, index, targets, chunk):
-        h = hidden.index_select(0, index)
-        ce, _, _ = _chunk_pass(h, weight, targets, None, chunk, False, False)
+        ce, _, _ = _chunk_pass(hidden, index, weight, targets, None, chunk, False, False)
         ctx.save_for_backward(hidden, weight, index, targets)
         ctx.chunk = chunk
         return ce
@@ -102,12 +103,14 @@ class _PerRowCE(torch.autograd.Function):
     def backward(ctx, grad_ce):
         hidden, weight, index, targets = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        h = hidden.index_select(0, index)
-        _, grad_h, grad_w = _chunk_pass(h, weight, targets, grad_ce.to(_acc_dtype(h)).contiguous(), ctx.chunk,
-                                        need_h, need_w)
-        gh = _scatter_rows(grad_h, index, hidden.shape[0]) if need_h else None
-        gw = grad_w.to(weight.dtype) if need_w else None
-        return gh, gw, None, None, None
+        _, gh, gw = _chunk_pass(hidden, index, weight, targets, grad_ce.to(_acc_dtype(hidden)).contiguous(),
+                                ctx.chunk, need_h, need_w)
+        return gh, None if gw is None else gw.to(weight.dtype), None, None, None
+
+
+def _scatter_rows(rows, index, n):
+    out = rows.new_zeros((n,) + rows.shape[1:])
+    return out.index_copy_(0, index, rows)
 
 
 def fused_linear_masked_diffusion_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, targets: torch.Tensor,
@@ -127,8 +130,7 @@ def fused_linear_masked_diffusion_loss(hidden: torch.Tensor, lm_head_weight: tor
     Returns:
         As :func:`masked_diffusion_loss`. Gradients flow to ``hidden`` (exactly 0 at unmasked rows)
         and ``lm_head_weight`` (accumulated in float32). Peak extra memory: one ``[chunk, vocab]``
-        buffer plus the gathered ``[M, H]`` hidden states and their gradient, besides the
-        gradient of the weight itself. The masked count is read on the host (one sync on CUDA).
+        buffer (and the chunk's hidden rows), besides the gradients themselves. The masked count is read on the host (one sync on CUDA).
     """
     if not isinstance(hidden, torch.Tensor) or hidden.dim() < 2:
         raise ValueError("diffusion_kernels: argument 'hidden' must be [batch, seq, H] or [rows, H]")

@@ -102,15 +102,46 @@ def test_fused_linear_matches_materialised_logits(normalize, reduction, chunk_si
     assert torch.equal(g_ours[0][~masked], torch.zeros_like(g_ours[0][~masked]))
 
 
-@pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_fused_linear_gradcheck_float64(reduction):
+def fused_f64_case():
     b, l, v, h = 2, 5, 13, 6
     x0, masked, p, _ = random_batch(b, l, v)
     hidden = torch.randn(b, l, h, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(v, h, dtype=torch.float64, requires_grad=True)
-    f = lambda hd, w: dk.fused_linear_masked_diffusion_loss(hd, w, x0, masked, p.double(), reduction=reduction,  # noqa: E731
+    return x0, masked, p.double(), hidden, weight
+
+
+def test_fused_linear_gradcheck_float64_per_token():
+    """reduction='none' (gradients recomputed in the backward) under torch.autograd.gradcheck."""
+    x0, masked, p, hidden, weight = fused_f64_case()
+    f = lambda hd, w: dk.fused_linear_masked_diffusion_loss(hd, w, x0, masked, p, reduction="none",  # noqa: E731
                                                             chunk_size=3)
     assert torch.autograd.gradcheck(f, (hidden, weight))
+
+
+@pytest.mark.parametrize("normalize", ["pretrain", "sft", "masked_tokens"])
+def test_fused_linear_scalar_gradient_float64_finite_differences(normalize):
+    """The scalar reductions compute their gradients in the forward and hand them over once, so
+    gradcheck (which backpropagates twice through one graph) cannot run on them: central finite
+    differences along random directions instead, in float64."""
+    x0, masked, p, hidden, weight = fused_f64_case()
+    kw = dict(normalize=normalize, prompt_lengths=torch.tensor([0, 3]), chunk_size=3)
+    f = lambda hd, w: dk.fused_linear_masked_diffusion_loss(hd, w, x0, masked, p, **kw)  # noqa: E731
+    gh, gw = torch.autograd.grad(f(hidden, weight), (hidden, weight))
+    eps = 1e-6
+    for _ in range(4):
+        dh, dw = torch.randn_like(hidden), torch.randn_like(weight)
+        with torch.no_grad():
+            fd = (f(hidden + eps * dh, weight + eps * dw) - f(hidden - eps * dh, weight - eps * dw)) / (2 * eps)
+        analytic = (gh * dh).sum() + (gw * dw).sum()
+        assert abs(fd.item() - analytic.item()) <= 1e-7 * max(1.0, abs(fd.item())), (fd.item(), analytic.item())
+
+
+def test_fused_linear_second_backward_is_a_clear_error():
+    x0, masked, p, hidden, weight = fused_f64_case()
+    loss = dk.fused_linear_masked_diffusion_loss(hidden, weight, x0, masked, p)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="cannot backward twice"):
+        loss.backward()
 
 
 def test_fused_linear_only_one_input_needs_grad_and_no_grad():
