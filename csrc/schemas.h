@@ -21,3 +21,14 @@
   "attention_with_kv_cache(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? k_new, " \
   "Tensor? v_new, int write_start, Tensor? write_starts, Tensor? key_padding_mask, "          \
   "Tensor? key_lengths, float? scale, bool return_lse) -> (Tensor out, Tensor lse)"
+
+#define DK_SCHEMA_MASKED_CE_FORWARD \
+  "masked_ce_forward(Tensor logits, Tensor targets, Tensor masked) -> (Tensor ce, Tensor lse)"
+#define DK_SCHEMA_MASKED_CE_BACKWARD                                                              \
+  "masked_ce_backward(Tensor grad_ce, Tensor grad_lse, Tensor logits, Tensor targets, Tensor masked, " \
+  "Tensor lse) -> Tensor"
+#define DK_SCHEMA_MASKED_CE_FORWARD_BACKWARD \
+  "masked_ce_forward_backward_(Tensor(a!) logits, Tensor targets, Tensor masked, Tensor scale) -> (Tensor ce, Tensor lse)"
+#define DK_SCHEMA_FORWARD_MASK                                                                  \
+  "forward_mask(Tensor x0, int mask_id, float eps, Tensor? t, Tensor? prompt_lengths, int seed, int offset, " \
+  "bool antithetic) -> (Tensor x_t, Tensor masked, Tensor p_mask)"

@@ -9,12 +9,17 @@ import torch  # noqa: F401  (first: _C links against libtorch/libc10, which impo
 from ._version import __version__
 from . import _C  # noqa: F401  (registers torch.ops.diffusion_kernels.*)
 from .ops import attention_with_kv_cache, masked_confidence, select_transfer
+from .ops import forward_mask, masked_cross_entropy
 from . import schedules
+from .loss import masked_diffusion_loss
+from .fused_linear_loss import fused_linear_masked_diffusion_loss
+from .likelihood import monte_carlo_log_likelihood
 from .generate import GenerateOutput, generate
 from . import models
 
 __all__ = ["__version__", "build_info", "attention_with_kv_cache", "masked_confidence", "schedules",
-           "select_transfer", "generate", "GenerateOutput", "models"]
+           "select_transfer", "generate", "GenerateOutput", "models", "forward_mask", "masked_cross_entropy",
+           "masked_diffusion_loss", "fused_linear_masked_diffusion_loss", "monte_carlo_log_likelihood"]
 
 
 def build_info() -> dict:

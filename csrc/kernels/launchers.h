@@ -30,3 +30,17 @@ void launch_attention_cache_write(const AttentionParams& params, void* stream);
 void launch_attention(const AttentionParams& params, void* stream);
 
 }  // namespace dk
+
+#include "kernels/masked_ce_params.h"
+#include "kernels/forward_mask_params.h"
+
+namespace dk {
+
+// Masked cross-entropy (kernels/masked_ce.cuh). Float64 is rejected (std::invalid_argument).
+void launch_masked_ce_forward(const MaskedCeParams& params, void* stream);
+void launch_masked_ce_backward(const MaskedCeParams& params, void* stream);
+void launch_masked_ce_forward_backward(const MaskedCeParams& params, void* stream);
+
+void launch_forward_mask(const ForwardMaskParams& params, void* stream);
+
+}  // namespace dk

@@ -13,10 +13,9 @@ bool poison_outputs_enabled() {
 
 void poison(at::Tensor& t) {
   if (!poison_outputs_enabled()) return;
-  if (t.scalar_type() == at::kHalf) {
-    t.fill_(std::numeric_limits<float>::quiet_NaN());  // kPoisonFloat overflows float16
-  } else if (t.is_floating_point()) {
-    t.fill_(kPoisonFloat);
+  if (t.is_floating_point()) {
+    // float16 cannot hold kPoisonFloat: its most negative finite value is as conspicuous.
+    t.fill_(t.scalar_type() == at::kHalf ? -65504.f : kPoisonFloat);
   } else {
     t.fill_(kPoisonIndex);
   }

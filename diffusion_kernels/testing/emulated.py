@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from ..ops._args import int64_arg
 
 try:
     from .. import _simt  # noqa: F401  (registers torch.ops.dk_emulated.*)
@@ -19,7 +20,8 @@ try:
 except ImportError:
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "attention_with_kv_cache", "masked_confidence", "resume_order", "select_transfer"]
+__all__ = ["AVAILABLE", "attention_with_kv_cache", "masked_confidence", "resume_order", "select_transfer",
+           "masked_ce_forward", "masked_ce_backward", "masked_ce_forward_backward_", "forward_mask"]
 
 
 def masked_confidence(logits, x, mask_id, **options):
@@ -56,3 +58,20 @@ def resume_order(order: str, seed: int = 0):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def masked_ce_forward(logits, targets, masked):
+    return torch.ops.dk_emulated.masked_ce_forward.default(logits, targets, masked)
+
+
+def masked_ce_backward(grad_ce, grad_lse, logits, targets, masked, lse):
+    return torch.ops.dk_emulated.masked_ce_backward.default(grad_ce, grad_lse, logits, targets, masked, lse)
+
+
+def masked_ce_forward_backward_(logits, targets, masked, scale):
+    return torch.ops.dk_emulated.masked_ce_forward_backward_.default(logits, targets, masked, scale)
+
+
+def forward_mask(x0, mask_id, eps=1e-3, t=None, seed=0, offset=0, prompt_lengths=None, antithetic=False):
+    return torch.ops.dk_emulated.forward_mask.default(x0, int64_arg(mask_id, "mask_id"), float(eps), t, prompt_lengths,
+                                                      int64_arg(seed, "seed"), int64_arg(offset, "offset"), antithetic)

@@ -1,0 +1,126 @@
+#include "ops/masked_ce_common.h"
+
+#include <ATen/ops/empty.h>
+
+#include "ops/checks.h"
+#include "ops/poison.h"
+
+namespace dk {
+namespace {
+
+CeScalar ce_scalar_of(const at::Tensor& t, const char* name) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return CeScalar::Float32;
+    case at::kHalf: return CeScalar::Float16;
+    case at::kBFloat16: return CeScalar::BFloat16;
+    case at::kDouble: return CeScalar::Float64;
+    default:
+      DK_CHECK_ARG(false, name, "must be float32, float16, bfloat16 (or float64 on CPU), got ", t.scalar_type());
+  }
+  return CeScalar::Float32;  // unreachable
+}
+
+// float64 logits use float64 per-row values; every other dtype uses float32.
+at::ScalarType acc_type(const at::Tensor& logits) {
+  return logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+void check_logits(const at::Tensor& logits) {
+  check_dim(logits, "logits", 2, "[rows, vocab]");
+  DK_CHECK_ARG(logits.size(1) >= 1, "logits", "must have a non-empty vocabulary dimension, got shape ",
+               logits.sizes());
+  check_last_dim_contiguous(logits, "logits");
+}
+
+at::Tensor row_vector(const at::Tensor& t, const char* name, const at::Tensor& logits, at::ScalarType dtype,
+                      const char* dtype_name) {
+  check_dim(t, name, 1, "[rows]");
+  check_same_device(t, name, logits, "logits");
+  DK_CHECK_ARG(t.scalar_type() == dtype, name, "must be ", dtype_name, ", got ", t.scalar_type());
+  DK_CHECK_ARG(t.size(0) == logits.size(0), name, "must have ", logits.size(0),
+               " entries (one per row of 'logits'), got ", t.size(0));
+  return t.contiguous();
+}
+
+const char* acc_name(const at::Tensor& logits) {
+  return logits.scalar_type() == at::kDouble ? "float64 (the dtype of float64 logits)"
+                                             : "float32 (float64 only with float64 logits)";
+}
+
+MaskedCeParams base_params(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& masked,
+                           MaskedCeTensors& t) {
+  check_logits(logits);
+  t.targets = row_vector(targets, "targets", logits, at::kLong, "int64 token ids");
+  t.masked = row_vector(masked, "masked", logits, at::kBool, "bool");
+  MaskedCeParams p{};
+  p.logits = const_cast<void*>(logits.data_ptr());
+  p.kind = ce_scalar_of(logits, "logits");
+  p.rows = logits.size(0);
+  p.vocab = logits.size(1);
+  p.logits_stride = logits.stride(0);
+  p.targets = t.targets.data_ptr<int64_t>();
+  p.masked = t.masked.data_ptr<bool>();
+  return p;
+}
+
+void alloc_row_outputs(const at::Tensor& logits, MaskedCeTensors& t, MaskedCeParams& p) {
+  const auto opts = logits.options().dtype(acc_type(logits));
+  t.ce = at::empty({logits.size(0)}, opts);
+  t.lse = at::empty({logits.size(0)}, opts);
+  poison(t.ce);
+  poison(t.lse);
+  p.ce = t.ce.data_ptr();
+  p.lse = t.lse.data_ptr();
+}
+
+}  // namespace
+
+MaskedCeParams prepare_masked_ce_forward(const at::Tensor& logits, const at::Tensor& targets,
+                                         const at::Tensor& masked, MaskedCeTensors& t) {
+  MaskedCeParams p = base_params(logits, targets, masked, t);
+  alloc_row_outputs(logits, t, p);
+  return p;
+}
+
+MaskedCeParams prepare_masked_ce_backward(const at::Tensor& grad_ce, const at::Tensor& grad_lse,
+                                          const at::Tensor& logits, const at::Tensor& targets,
+                                          const at::Tensor& masked, const at::Tensor& lse, MaskedCeTensors& t) {
+  MaskedCeParams p = base_params(logits, targets, masked, t);
+  const auto acc = acc_type(logits);
+  t.grad_ce = row_vector(grad_ce, "grad_ce", logits, acc, acc_name(logits));
+  t.grad_lse = row_vector(grad_lse, "grad_lse", logits, acc, acc_name(logits));
+  t.lse_in = row_vector(lse, "lse", logits, acc, acc_name(logits));
+  p.grad_ce = t.grad_ce.data_ptr();
+  p.grad_lse = t.grad_lse.data_ptr();
+  p.lse_in = t.lse_in.data_ptr();
+  t.grad_logits = at::empty(logits.sizes(), logits.options());  // contiguous
+  poison(t.grad_logits);
+  p.grad_logits = t.grad_logits.data_ptr();
+  p.grad_stride = t.grad_logits.stride(0);
+  return p;
+}
+
+MaskedCeParams prepare_masked_ce_forward_backward(at::Tensor& logits, const at::Tensor& targets,
+                                                  const at::Tensor& masked, const at::Tensor& scale,
+                                                  MaskedCeTensors& t) {
+  MaskedCeParams p = base_params(logits, targets, masked, t);
+  t.scale = row_vector(scale, "scale", logits, acc_type(logits), acc_name(logits));
+  p.scale = t.scale.data_ptr();
+  alloc_row_outputs(logits, t, p);
+  return p;
+}
+
+void check_masked_targets_in_range(const MaskedCeParams& p) {
+  for (int64_t r = 0; r < p.rows; ++r) {
+    if (!p.masked[r]) continue;
+    DK_CHECK_ARG(p.targets[r] >= 0 && p.targets[r] < p.vocab, "targets",
+                 "must lie in [0, vocab = ", p.vocab, ") at masked rows, got ", p.targets[r], " at row ", r);
+  }
+}
+
+void check_not_float64(const at::Tensor& logits) {
+  DK_CHECK_ARG(logits.scalar_type() != at::kDouble, "logits",
+               "must be float32, float16 or bfloat16 on this device (float64 is CPU-only), got Double");
+}
+
+}  // namespace dk
