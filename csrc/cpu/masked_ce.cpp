@@ -13,15 +13,10 @@
 #include <cstring>
 #include <limits>
 
+#include "cpu/isa_level.h"
 #include "cpu/masked_ce_rows.h"
 
 namespace dk::cpu {
-
-#if defined(__x86_64__)
-#define DK_CE_V3_TARGET __attribute__((target("arch=x86-64-v3")))
-#else
-#define DK_CE_V3_TARGET
-#endif
 
 #define DK_DEFINE_CE_ROW_FNS(level, target, T)                                                   \
   target CeRowStats ce_stats_##level(const T* row, int64_t vocab) { return ce_stats(row, vocab); } \
@@ -31,37 +26,12 @@ namespace dk::cpu {
 DK_DEFINE_CE_ROW_FNS(base, , float)
 DK_DEFINE_CE_ROW_FNS(base, , _Float16)
 DK_DEFINE_CE_ROW_FNS(base, , bf16_bits)
-DK_DEFINE_CE_ROW_FNS(v3, DK_CE_V3_TARGET, float)
-DK_DEFINE_CE_ROW_FNS(v3, DK_CE_V3_TARGET, _Float16)
-DK_DEFINE_CE_ROW_FNS(v3, DK_CE_V3_TARGET, bf16_bits)
+DK_DEFINE_CE_ROW_FNS(v3, DK_V3_TARGET, float)
+DK_DEFINE_CE_ROW_FNS(v3, DK_V3_TARGET, _Float16)
+DK_DEFINE_CE_ROW_FNS(v3, DK_V3_TARGET, bf16_bits)
 #undef DK_DEFINE_CE_ROW_FNS
 
 namespace {
-
-enum class Level { Base, V3, V4 };
-
-Level detected_level() {
-#if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-    return Level::V4;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return Level::V3;
-#endif
-  return Level::Base;
-}
-
-// DK_CPU_ISA=base|v3 lowers the detected level (read per call so tests cover every build).
-Level cpu_level() {
-  static const Level detected = detected_level();
-  const char* want = std::getenv("DK_CPU_ISA");
-  if (want == nullptr) return detected;
-  const Level asked = std::strcmp(want, "base") == 0 ? Level::Base
-                      : std::strcmp(want, "v3") == 0 ? Level::V3
-                                                     : Level::V4;
-  return std::min(asked, detected);
-}
 
 template <typename T>
 CeRowStats fast_stats(const T* row, int64_t vocab, Level level) {
