@@ -32,6 +32,8 @@ at::Tensor select_transfer_cuda(const at::Tensor& confidence, c10::string_view r
 std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache_cuda(DK_ATTENTION_ARGS) {
   const c10::cuda::CUDAGuard guard(q.device());
   return dk::attention_with_kv_cache_launcher(DK_ATTENTION_ARG_NAMES, c10::cuda::getCurrentCUDAStream().stream());
+}
+
 std::tuple<at::Tensor, at::Tensor> masked_ce_forward_cuda(const at::Tensor& logits, const at::Tensor& targets,
                                                           const at::Tensor& masked) {
   const c10::cuda::CUDAGuard guard(logits.device());
