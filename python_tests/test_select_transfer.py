@@ -42,6 +42,23 @@ def test_ties_go_to_lowest_index():
     assert torch.equal(torch.nonzero(mask[1]).flatten(), torch.cat([torch.arange(499), torch.arange(2000, 3001)]))
 
 
+@pytest.mark.parametrize("levels", [1, 3, 1000])
+def test_topk_with_few_distinct_values_matches_reference(levels):
+    """Confidences drawn from a few levels (ties everywhere: the CPU radix select then separates
+    keys only by their index bytes), mixed with -inf, NaN and +inf, every k from 0 to past the end."""
+    g = torch.Generator().manual_seed(levels)
+    b, l = 24, 300
+    conf = torch.randint(0, levels, (b, l), generator=g).float() / levels
+    special = torch.rand(b, l, generator=g)
+    conf[special < 0.3] = NEG_INF
+    conf[(special >= 0.3) & (special < 0.32)] = float("nan")
+    conf[(special >= 0.32) & (special < 0.33)] = float("inf")
+    conf[::5] *= -1.0  # negative values and -0.0
+    for k in [0, 1, 2, 37, 150, 299, 300, 400]:
+        assert_matches_reference(dk.select_transfer, conf, k=k)
+    assert_matches_reference(dk.select_transfer, conf, k=torch.randint(0, l + 2, (b,), generator=g))
+
+
 def test_threshold_ties_at_the_row_max():
     conf = torch.tensor([[0.3, 0.4, 0.4, 0.2]])
     assert dk.select_transfer(conf, threshold=0.9)[0].tolist() == [False, True, False, False]

@@ -34,10 +34,13 @@ DK_HOST_DEVICE float bits_float(uint32_t u) {
 #endif
 }
 
+// Arithmetic, not branches: the CPU builds a key for every position of a row whose signs
+// (-inf at non-candidates) come in an unpredictable pattern.
 DK_HOST_DEVICE uint32_t sortable_bits(float v) {
   uint32_t u = float_bits(v);
-  if (u == 0x80000000u) u = 0;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  u &= 0u - static_cast<uint32_t>(u != 0x80000000u);                     // -0.0 -> +0.0
+  const uint32_t negative = 0u - (u >> 31);                              // all ones if sign set
+  return u ^ (negative | 0x80000000u);                                   // ~u or u | sign
 }
 
 DK_HOST_DEVICE float unsortable_bits(uint32_t s) {
