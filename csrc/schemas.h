@@ -2,10 +2,12 @@
 // one (dk_emulated) declare the same strings.
 #pragma once
 
-// x is written in place (x[b, i] = x0[b, i] where transferred) when given.
+// x is written in place (x[b, i] = x0[b, i] where transferred) when given. seed_tensor /
+// offset_tensor, when given, replace seed / offset (read on the device: CUDA-graph safe).
 #define DK_SCHEMA_SELECT_TRANSFER                                                                  \
   "select_transfer(Tensor confidence, str rule, Tensor? k, int k_value, float threshold, float eps, " \
-  "float factor, float alg_temp, int seed, int offset, Tensor(a!)? x, Tensor? x0) -> Tensor"
+  "float factor, float alg_temp, int seed, int offset, Tensor(a!)? x, Tensor? x0, "                 \
+  "Tensor? seed_tensor=None, Tensor? offset_tensor=None) -> Tensor"
 #define DK_SCHEMA_MASKED_CONFIDENCE                                                                   \
   "masked_confidence(Tensor logits, Tensor x, int mask_id, *, Tensor? temperature=None, "            \
   "float temperature_value=0., Tensor? top_p=None, float top_p_value=1., Tensor? top_k=None, "        \

@@ -195,6 +195,15 @@ class TestAlgTemp:
         b = dk.select_transfer(conf, k=8, alg_temp=0.3, seed=2**64 - 1, offset=2**63)
         assert torch.equal(b, dk.select_transfer(conf, k=8, alg_temp=0.3, seed=-1, offset=-(2**63)))
 
+    def test_tensor_seed_and_offset_match_ints(self):
+        """One-element int64 tensors (read by the kernel: CUDA-graph safe) draw exactly as ints."""
+        conf = make_confidence(4, 64)
+        want = dk.select_transfer(conf, k=8, alg_temp=0.3, seed=5, offset=11)
+        for seed, offset in [(torch.tensor(5), torch.tensor([11])), (5, torch.tensor(11)), (torch.tensor([[5]]), 11)]:
+            assert torch.equal(dk.select_transfer(conf, k=8, alg_temp=0.3, seed=seed, offset=offset), want)
+        wrapped = dk.select_transfer(conf, k=8, alg_temp=0.3, seed=2**64 - 1, offset=0)
+        assert torch.equal(dk.select_transfer(conf, k=8, alg_temp=0.3, seed=torch.tensor(-1), offset=0), wrapped)
+
     def test_only_candidates_are_drawn(self):
         conf = make_confidence(4, 64)
         mask = dk.select_transfer(conf, k=20, alg_temp=5.0, seed=1)
@@ -309,6 +318,10 @@ class TestBadInputs:
             dk.select_transfer(conf, factor=0.0)
         with pytest.raises(ValueError, match="'alg_temp' must be finite and >= 0"):
             dk.select_transfer(conf, k=1, alg_temp=-0.5)
+        with pytest.raises(ValueError, match="'seed' must be an int or a one-element int64 tensor"):
+            dk.select_transfer(conf, k=1, alg_temp=0.5, seed=torch.tensor([1, 2]))
+        with pytest.raises(ValueError, match="'offset' must be an int or a one-element int64 tensor"):
+            dk.select_transfer(conf, k=1, alg_temp=0.5, offset=torch.tensor(1.0))
 
     def test_x_x0(self):
         conf = torch.rand(2, 5)

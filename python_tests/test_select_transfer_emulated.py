@@ -31,6 +31,13 @@ def test_rows_longer_than_shared_memory(seq, rule):
     assert_matches_reference(emulated.select_transfer, conf, **rule)
 
 
+def test_tensor_seed_and_offset_are_read_by_the_kernel():
+    conf = make_confidence(3, 50)
+    want = reference.select_transfer(conf, k=7, alg_temp=0.5, seed=9, offset=4)
+    got = emulated.select_transfer(conf, k=7, alg_temp=0.5, seed=torch.tensor(9), offset=torch.tensor([4]))
+    assert torch.equal(got, want)
+
+
 def test_per_row_k_and_ties():
     conf = make_confidence(6, 300)
     conf[1, 100:200] = 0.5  # a tie run across warps

@@ -153,7 +153,7 @@ void sorted_row(const Row& row, std::vector<uint64_t>& keys, std::vector<uint64_
   keys.resize(static_cast<size_t>(conf.seq));
   int64_t ncand = 0;
   if (p.rule == TransferRule::TopK && p.alg_temp > 0) {
-    const PhiloxKey philox{p.seed, p.offset};
+    const PhiloxKey philox = transfer_philox_key(p);
     for (int64_t i = 0; i < conf.seq; ++i) {
       const float c = conf(i);
       if (!is_candidate(c)) continue;  // the draw is only paid for candidates

@@ -20,9 +20,11 @@ dk::MaskedConfidenceResult masked_confidence_emulated(const at::Tensor& logits, 
 at::Tensor select_transfer_emulated(const at::Tensor& confidence, c10::string_view rule,
                                     const std::optional<at::Tensor>& k, int64_t k_value, double threshold,
                                     double eps, double factor, double alg_temp, int64_t seed, int64_t offset,
-                                    const std::optional<at::Tensor>& x, const std::optional<at::Tensor>& x0) {
+                                    const std::optional<at::Tensor>& x, const std::optional<at::Tensor>& x0,
+                                    const std::optional<at::Tensor>& seed_tensor,
+                                    const std::optional<at::Tensor>& offset_tensor) {
   return dk::select_transfer_launcher({confidence, std::string_view(rule.data(), rule.size()), k, k_value,
-                                       threshold, eps, factor, alg_temp, seed, offset, x, x0},
+                                       threshold, eps, factor, alg_temp, seed, offset, x, x0, seed_tensor, offset_tensor},
                                       nullptr);
 }
 

@@ -80,7 +80,7 @@ __device__ __forceinline__ unsigned long long sort_key(const SelectTransferParam
   const float c = st_conf(p, b, i);
   if (!is_candidate(c)) return 0;
   const bool gumbel = p.rule == TransferRule::TopK && p.alg_temp > 0;
-  const PhiloxKey philox{p.seed, p.offset};
+  const PhiloxKey philox = transfer_philox_key(p);
   return transfer_key(gumbel ? gumbel_key(c, p.alg_temp, philox, static_cast<uint32_t>(b), i) : c, i);
 }
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "kernels/philox.cuh"  // DK_HOST_DEVICE, Philox
+#include "kernels/select_transfer_params.h"
 
 namespace dk {
 
@@ -55,6 +56,13 @@ DK_HOST_DEVICE uint64_t transfer_key(float value, int64_t index) {
 
 DK_HOST_DEVICE int64_t key_index(uint64_t key) { return static_cast<uint32_t>(~static_cast<uint32_t>(key)); }
 DK_HOST_DEVICE float key_value(uint64_t key) { return unsortable_bits(static_cast<uint32_t>(key >> 32)); }
+
+// The Philox key of the alg_temp draws; the one-element tensors, when given, are read where the
+// kernel runs (on the device for CUDA, so a captured graph picks up a new seed/offset).
+DK_HOST_DEVICE PhiloxKey transfer_philox_key(const SelectTransferParams& p) {
+  return {p.seed_tensor != nullptr ? static_cast<uint64_t>(*p.seed_tensor) : p.seed,
+          p.offset_tensor != nullptr ? static_cast<uint64_t>(*p.offset_tensor) : p.offset};
+}
 
 // alg_temp: Gumbel-top-k. confidence / alg_temp + Gumbel is formed in float64 (libm log differs
 // by an ulp between glibc and CUDA; the rounding to float32 absorbs it) and ordered as float32.

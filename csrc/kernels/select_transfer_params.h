@@ -25,6 +25,8 @@ struct SelectTransferParams {
   double factor;    // Factor
   double alg_temp;  // TopK: > 0 draws without replacement from softmax(confidence / alg_temp)
   uint64_t seed, offset;  // Philox key of the alg_temp draws
+  const int64_t* seed_tensor;    // one element, or nullptr to use seed (read where the kernel runs)
+  const int64_t* offset_tensor;  // one element, or nullptr to use offset
   bool* mask;             // [batch, seq] out, contiguous
   int64_t* x;             // [batch, seq] in/out or nullptr: x[b, i] = x0[b, i] where transferred
   int64_t x_stride_b, x_stride_l;

@@ -9,12 +9,14 @@ _UPCAST = (torch.float16, torch.bfloat16)
 _op = torch.ops.diffusion_kernels.select_transfer.default  # resolved once: called every step
 
 
-def _key_arg(value, name: str) -> int:
-    """A Philox seed/offset: any int in [-2**63, 2**64), passed to the op as the int64 with the same
-    64 bits."""
+def _key_arg(value, name: str):
+    """A Philox seed/offset as (int, tensor or None): any int in [-2**63, 2**64), passed as the
+    int64 with the same 64 bits, or a one-element int64 tensor the kernel reads where it runs."""
+    if isinstance(value, torch.Tensor):
+        return 0, value
     if isinstance(value, int) and not isinstance(value, bool) and 2**63 <= value < 2**64:
-        return value - 2**64
-    return int64_arg(value, name)
+        return value - 2**64, None
+    return int64_arg(value, name), None
 
 
 def _count_arg(k, batch: int):
@@ -65,7 +67,9 @@ def select_transfer(confidence: torch.Tensor, *, k=None, threshold=None, eps=Non
         confidence: ``[batch, seq]`` float32 (float16/bfloat16 are upcast exactly), any strides.
         x, x0: optional ``[batch, seq]`` int64. When given, ``x[b, i] = x0[b, i]`` is written in
             place at the transferred positions and nowhere else.
-        seed, offset: Philox key of the ``alg_temp`` draws (advance ``offset`` every step).
+        seed, offset: Philox key of the ``alg_temp`` draws (advance ``offset`` every step): ints,
+            or one-element int64 tensors on the confidence's device, read by the kernel where it
+            runs (no host sync; a captured CUDA graph picks up their new values).
 
     Returns:
         ``[batch, seq]`` bool transfer mask.
@@ -83,10 +87,11 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
     sampler step, so the common cases take few branches (the op itself checks the values)."""
     if confidence.dtype in _UPCAST:
         confidence = confidence.float()
+    seed_t = offset_t = None
     if seed.__class__ is not int or not _INT64_MIN <= seed <= _INT64_MAX:
-        seed = _key_arg(seed, "seed")
+        seed, seed_t = _key_arg(seed, "seed")
     if offset.__class__ is not int or not _INT64_MIN <= offset <= _INT64_MAX:
-        offset = _key_arg(offset, "offset")
+        offset, offset_t = _key_arg(offset, "offset")
     if k is not None and threshold is None and factor is None:
         if eps is not None:
             raise ValueError("diffusion_kernels: argument 'eps' is only used with 'threshold'")
@@ -95,7 +100,7 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
         else:
             k_tensor, k_value = _count_arg(k, confidence.shape[0] if confidence.dim() > 0 else 0)
         return (confidence, "topk", k_tensor, k_value, 0.0, 0.0, 0.0, float(alg_temp) if alg_temp else 0.0,
-                seed, offset, x, x0)
+                seed, offset, x, x0, seed_t, offset_t)
     given = [name for name, v in (("k", k), ("threshold", threshold), ("factor", factor)) if v is not None]
     if len(given) != 1:
         raise ValueError("diffusion_kernels: select_transfer takes exactly one of 'k', 'threshold' or 'factor', "
@@ -104,15 +109,18 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
         raise ValueError("diffusion_kernels: argument 'alg_temp' is only used with 'k'")
     if threshold is not None:
         if eps is None:
-            return (confidence, "threshold", None, 0, float(threshold), 0.0, 0.0, 0.0, seed, offset, x, x0)
-        return (confidence, "threshold_rowmax", None, 0, float(threshold), float(eps), 0.0, 0.0, seed, offset, x, x0)
+            return (confidence, "threshold", None, 0, float(threshold), 0.0, 0.0, 0.0, seed, offset, x, x0,
+                    seed_t, offset_t)
+        return (confidence, "threshold_rowmax", None, 0, float(threshold), float(eps), 0.0, 0.0, seed, offset, x, x0,
+                seed_t, offset_t)
     if eps is not None:
         raise ValueError("diffusion_kernels: argument 'eps' is only used with 'threshold'")
-    return (confidence, "factor", None, 0, 0.0, 0.0, float(factor), 0.0, seed, offset, x, x0)
+    return (confidence, "factor", None, 0, 0.0, 0.0, float(factor), 0.0, seed, offset, x, x0, seed_t, offset_t)
 
 
 @torch.library.register_fake("diffusion_kernels::select_transfer")
-def _select_transfer_fake(confidence, rule, k, k_value, threshold, eps, factor, alg_temp, seed, offset, x, x0):
+def _select_transfer_fake(confidence, rule, k, k_value, threshold, eps, factor, alg_temp, seed, offset, x, x0,
+                          seed_tensor=None, offset_tensor=None):
     torch._check(confidence.dim() == 2, lambda: f"'confidence' must be [batch, seq], got {tuple(confidence.shape)}")
     torch._check(confidence.dtype == torch.float32, lambda: f"'confidence' must be float32, got {confidence.dtype}")
     torch._check(rule in ("topk", "threshold", "threshold_rowmax", "factor"), lambda: f"unknown rule '{rule}'")
@@ -120,6 +128,9 @@ def _select_transfer_fake(confidence, rule, k, k_value, threshold, eps, factor, 
         torch._check(k.dim() == 1 and k.shape[0] == confidence.shape[0], lambda: "'k' must be [batch]")
         torch._check(k.device == confidence.device, lambda: "'k' must be on the same device as 'confidence'")
     torch._check((x is None) == (x0 is None), lambda: "'x' and 'x0' go together")
+    for name, t in (("seed", seed_tensor), ("offset", offset_tensor)):
+        if t is not None:
+            torch._check(t.numel() == 1 and t.dtype == torch.int64, lambda: f"'{name}' must be a one-element int64 tensor")
     for name, t in (("x", x), ("x0", x0)):
         if t is not None:
             torch._check(t.shape == confidence.shape, lambda: f"'{name}' must match 'confidence'")
