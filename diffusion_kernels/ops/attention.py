@@ -3,6 +3,7 @@ cache, dual cache (Fast-dLLM) and left-padded batches in one op."""
 import torch
 
 from ._args import int64_arg
+from .attention_autograd import AttentionWithGrad, needs_grad
 
 __all__ = ["attention_with_kv_cache"]
 
@@ -44,6 +45,10 @@ def attention_with_kv_cache(q, k_cache, v_cache, k_new=None, v_new=None, write_s
     head dimension must be contiguous, other strides are free. The CPU kernel accumulates in
     float32; CUDA supports head_dim 64 and 128.
 
+    Autograd: gradients flow to ``q``, ``k_new`` and ``v_new`` (the caches, written in place, must
+    not require grad); the backward recomputes the attention in PyTorch (exact, unfused memory),
+    see ``diffusion_kernels/ops/attention_autograd.py``.
+
     Returns:
         ``out [batch, q_len, heads_q, head_dim]`` in q's dtype, and with ``return_lse`` also
         ``lse [batch, heads_q, q_len]`` float32.
@@ -61,9 +66,17 @@ def attention_with_kv_cache(q, k_cache, v_cache, k_new=None, v_new=None, write_s
     if scale is not None:
         scale = float(scale)
     op = torch.ops.diffusion_kernels.attention_with_kv_cache.default if _op is None else _op  # _op: emulated twin
-    out, lse = op(
-        q, k_cache, v_cache, k_new, v_new, write_start, starts, key_padding_mask, key_lengths, scale,
-        bool(return_lse))
+    if needs_grad(q, k_new, v_new, k_cache, v_cache):
+        for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+            if t.requires_grad:
+                raise ValueError(f"diffusion_kernels: argument '{name}' must not require grad: it is written in "
+                                 "place; pass the differentiable new rows as 'k_new'/'v_new'")
+        out, lse = AttentionWithGrad.apply(q, k_new, v_new, k_cache, v_cache, write_start, starts, key_padding_mask,
+                                           key_lengths, scale, op)
+    else:
+        out, lse = op(
+            q, k_cache, v_cache, k_new, v_new, write_start, starts, key_padding_mask, key_lengths, scale,
+            bool(return_lse))
     return (out, lse) if return_lse else out
 
 

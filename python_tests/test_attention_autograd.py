@@ -1,0 +1,99 @@
+"""Gradients through attention_with_kv_cache (q, k_new, v_new), against autograd through the
+float64 reference."""
+import pytest
+import torch
+
+import diffusion_kernels as dk
+from diffusion_kernels import reference
+
+CASES = {
+    # name: (batch, q_len, heads_q, heads_kv, head_dim, cache_len, starts, mask kind)
+    "no_cache": (2, 9, 4, 4, 64, 9, 0, None),
+    "dual_gqa_padding": (3, 5, 4, 2, 64, 23, [0, 7, 18], "left_pad"),
+    "prefix_lengths": (2, 6, 2, 1, 128, 17, [11, 5], "lengths"),
+    "row_without_keys": (2, 4, 2, 2, 64, 12, [3, 3], "empty_row"),
+}
+
+
+def make(case, dtype, seed=0):
+    b, lq, hq, hkv, d, lc, starts, kind = case
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, lq, hq, d, generator=g).to(dtype)
+    k_cache = torch.randn(b, lc, hkv, d, generator=g).to(dtype)
+    v_cache = torch.randn(b, lc, hkv, d, generator=g).to(dtype)
+    k_new = torch.randn(b, lq, hkv, d, generator=g).to(dtype)
+    v_new = torch.randn(b, lq, hkv, d, generator=g).to(dtype)
+    extra = {"write_start": torch.tensor(starts) if isinstance(starts, list) else starts}
+    if kind == "left_pad":
+        extra["key_padding_mask"] = torch.arange(lc)[None, :] >= torch.tensor([0, 2, 5])[:, None]
+    elif kind == "lengths":
+        extra["key_lengths"] = torch.tensor([lc, 9])
+    elif kind == "empty_row":
+        mask = torch.ones(b, lc, dtype=torch.bool)
+        mask[1] = False
+        extra["key_padding_mask"] = mask
+    return q, k_cache, v_cache, k_new, v_new, extra
+
+
+def grads(fn, q, k_cache, v_cache, k_new, v_new, extra, w_out, w_lse):
+    q, k_new, v_new = (t.detach().clone().requires_grad_() for t in (q, k_new, v_new))
+    out, lse = fn(q, k_cache, v_cache, k_new, v_new, return_lse=True, **extra)
+    loss = (out.double() * w_out).sum() + (torch.where(torch.isfinite(lse), lse, 0).double() * w_lse).sum()
+    loss.backward()
+    return out, q.grad, k_new.grad, v_new.grad
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradients_match_float64_reference(name):
+    q, kc, vc, kn, vn, extra = make(CASES[name], torch.float32)
+    g = torch.Generator().manual_seed(1)
+    w_out = torch.randn(q.shape, generator=g, dtype=torch.float64)
+    w_lse = torch.randn(q.shape[0], q.shape[2], q.shape[1], generator=g, dtype=torch.float64)
+    got = grads(dk.attention_with_kv_cache, q, kc.clone(), vc.clone(), kn, vn, extra, w_out, w_lse)
+    want = grads(reference.attention_with_kv_cache, *(t.double() for t in (q, kc, vc, kn, vn)), extra, w_out, w_lse)
+    for what, a, b in zip(("out", "grad q", "grad k_new", "grad v_new"), got, want):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name} {what}: {m}")
+    if name == "row_without_keys":
+        assert torch.equal(got[1][1], torch.zeros_like(got[1][1]))  # no key: output 0, gradient 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_low_precision_gradients(dtype):
+    """Gradients come back in the inputs' dtype; their error is that of rounding the float32
+    recompute to it."""
+    q, kc, vc, kn, vn, extra = make(CASES["dual_gqa_padding"], dtype)
+    w_out = torch.randn(q.shape, dtype=torch.float64)
+    w_lse = torch.zeros(q.shape[0], q.shape[2], q.shape[1], dtype=torch.float64)
+    got = grads(dk.attention_with_kv_cache, q, kc.clone(), vc.clone(), kn, vn, extra, w_out, w_lse)
+    want = grads(reference.attention_with_kv_cache, *(t.double() for t in (q, kc, vc, kn, vn)), extra, w_out, w_lse)
+    for a, b in zip(got[1:], want[1:]):
+        assert a.dtype == dtype
+        tol = 2 * torch.finfo(dtype).eps
+        torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * b.abs().max().item())
+
+
+def test_the_cache_write_still_happens_and_no_grad_path_is_unchanged():
+    q, kc, vc, kn, vn, extra = make(CASES["dual_gqa_padding"], torch.float32)
+    kc2, vc2 = kc.clone(), vc.clone()
+    out = dk.attention_with_kv_cache(q.requires_grad_(), kc, vc, kn, vn, **extra)
+    assert out.grad_fn is not None
+    for b, s in enumerate(extra["write_start"].tolist()):
+        assert torch.equal(kc[b, s:s + kn.shape[1]], kn[b]) and torch.equal(vc[b, s:s + vn.shape[1]], vn[b])
+    plain = dk.attention_with_kv_cache(q.detach(), kc2, vc2, kn, vn, **extra)
+    assert plain.grad_fn is None
+    assert torch.equal(plain, out.detach()) and torch.equal(kc2, kc)
+
+
+def test_cache_requiring_grad_is_refused():
+    q, kc, vc, kn, vn, extra = make(CASES["no_cache"], torch.float32)
+    with pytest.raises(ValueError, match="'k_cache' must not require grad"):
+        dk.attention_with_kv_cache(q, kc.requires_grad_(), vc, kn, vn, **extra)
+
+
+def test_cache_modified_before_backward_is_refused():
+    q, kc, vc, kn, vn, extra = make(CASES["no_cache"], torch.float32)
+    out = dk.attention_with_kv_cache(q.requires_grad_(), kc, vc, kn, vn, **extra)
+    kc.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified after the forward"):
+        out.sum().backward()
