@@ -10,12 +10,13 @@ Methods (each in its own subprocess):
   ours_logits     masked_diffusion_loss (our fused CE op) on materialised logits
   ours_fused      fused_linear_masked_diffusion_loss (no [N, V] logits)
 
-Peak memory: the worker allocates the inputs, resets the kernel's resident-set high-water mark
-(/proc/self/clear_refs), runs one forward + backward, and reports VmHWM - VmRSS(before): the
+Peak memory: the worker allocates the inputs, runs one warm-up forward + backward, resets the
+kernel's resident-set high-water mark (/proc/self/clear_refs), runs one forward + backward (the
+gradients of the warm-up are dropped first), and reports VmHWM - VmRSS(before): the
 extra peak resident memory, tracked by the kernel (independent of Python's and torch's allocators). It includes the two gradients every
 method must return (grad W is V*H*4 bytes, 2 GB at the default sizes); the table also shows
-the peak net of them. Time: median wall time of --repeats forward + backward runs (the first
-is included in memory only). Shared 2-core machine: repeat and take medians.
+the peak net of them. Time: median wall time of --repeats forward + backward runs (the measured
+step is the first of them). Shared 2-core machine: repeat and take medians.
 """
 import argparse
 import json
@@ -97,6 +98,10 @@ def worker(args):
         loss.backward()
         return loss.item()
 
+    # A warm-up step first: it pages in the libraries' code and the thread pools' stacks (tens
+    # of MB, the same for every method), which would otherwise count as the first step's memory.
+    step()
+    hidden.grad = weight.grad = None  # so the measured step's gradients count in its peak
     before = reset_peak_rss()
     times = []
     t0 = time.perf_counter()
