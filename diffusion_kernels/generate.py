@@ -43,12 +43,27 @@ def _logits_of(out):
     return out.logits if hasattr(out, "logits") else out
 
 
+def _renormalised_confidence(logits, x0, conf, lse, ids, suppressed):
+    """conf = p(x0) of the full softmax, turned into the probability under the softmax without
+    ``ids``: 0 where x0 is one of them, else p(x0) / (1 - sum of their p). Only two vocabulary
+    columns are read: the op's lse gives their probabilities."""
+    ids_t = torch.tensor(ids, device=logits.device)
+    picked = logits.index_select(-1, ids_t).double()
+    if suppressed:  # already out of the op's softmax (and lse)
+        picked = picked.masked_fill(torch.isin(ids_t, torch.tensor(suppressed, device=ids_t.device)), float("-inf"))
+    removed = torch.exp(picked - lse.double()[..., None]).sum(-1)
+    renorm = (conf.double() / (1.0 - removed)).to(conf.dtype)
+    is_removed = torch.isin(x0, ids_t)
+    return torch.where(torch.isfinite(conf), torch.where(is_removed, torch.zeros_like(conf), renorm), conf)
+
+
 def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_length: int = 128, steps: int = 128,
              *, mask_id: int, temperature: float = 0.0, remasking: str = "low_confidence",
              confidence: str = "prob", confidence_from: Optional[str] = None, threshold: Optional[float] = None,
              factor: Optional[float] = None, cache: Optional[str] = None, cfg_scale: float = 0.0,
              top_p: Optional[float] = None, top_k: Optional[int] = None, eos_id: Optional[int] = None,
-             suppress_eos: bool = False, stop_at_eos: bool = False, attention_mask: Optional[torch.Tensor] = None,
+             suppress_eos: bool = False, stop_at_eos: bool = False, confidence_eos_eot_inf: bool = False,
+             eot_id: Optional[int] = None, attention_mask: Optional[torch.Tensor] = None,
              shift_logits: bool = False, seed: Optional[int] = None, callback: Optional[Callable] = None,
              progress: Optional[bool] = None, return_dict: bool = False):
     """Generate ``gen_length`` tokens after ``prompt_ids`` with a masked diffusion LM.
@@ -86,6 +101,13 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
         eos_id: end-of-sequence id. ``suppress_eos`` never proposes it (LLaDA ``logits_eos_inf``);
             ``stop_at_eos`` stops after the first block at whose end every row has committed an
             EOS, and fills the rest with EOS.
+        confidence_eos_eot_inf, eot_id: LLaDA's option of the same name (its Instruct evaluation
+            settings): the proposal is unchanged, but the confidence is taken from the softmax
+            with EOS and EoT removed (renormalised), so a position proposing EOS/EoT gets
+            confidence 0 and is committed last. As in LLaDA's code, at ``temperature > 0`` only
+            EoT is removed (there the EOS assignment hits the noisy copy of the logits, after
+            the proposal). Needs ``confidence='prob'`` from the logits and low-confidence
+            remasking.
         attention_mask: ``[B, Lp]`` (1 = token, 0 = left pad). Each row then generates what it
             would generate alone (at temperature 0 with ``low_confidence``; random draws are
             indexed by the row's position in the batch).
@@ -118,6 +140,14 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
         raise ValueError("diffusion_kernels: 'suppress_eos'/'stop_at_eos' need 'eos_id'")
     if confidence_from is None:
         confidence_from = "logits" if confidence == "prob" else "sampling"
+    if confidence_eos_eot_inf:
+        if eos_id is None or eot_id is None:
+            raise ValueError("diffusion_kernels: 'confidence_eos_eot_inf' needs 'eos_id' and 'eot_id'")
+        if confidence != "prob" or confidence_from != "logits" or remasking != "low_confidence":
+            raise ValueError("diffusion_kernels: 'confidence_eos_eot_inf' is LLaDA's option: it needs "
+                             "confidence='prob', confidence_from='logits' and remasking='low_confidence'")
+    # LLaDA removes EOS and EoT from the confidence softmax at T = 0, only EoT at T > 0.
+    renorm_ids = ([eos_id, eot_id] if temperature == 0 else [eot_id]) if confidence_eos_eot_inf else None
     conf_kind = "random" if remasking == "random" else confidence
     steps_per_block = 1 if adaptive else steps // num_blocks
     seed = 0 if seed is None else seed
@@ -168,10 +198,12 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
                 while True:
                     logits, q0 = forward(i, start, end)
                     xq = x[:, q0:q0 + logits.shape[1]]
-                    x0, conf = masked_confidence(
+                    x0, conf, lse = masked_confidence(
                         logits, xq, mask_id, temperature=temperature, top_p=top_p, top_k=top_k,
                         confidence=conf_kind, confidence_from=confidence_from, block_start=start - q0,
-                        block_end=end - q0, suppress_ids=suppress, seed=seed, offset=nfe)
+                        block_end=end - q0, suppress_ids=suppress, seed=seed, offset=nfe, return_lse=True)
+                    if renorm_ids is not None:
+                        conf = _renormalised_confidence(logits, x0, conf, lse, renorm_ids, suppress)
                     if adaptive:
                         rule = {"threshold": threshold} if threshold is not None else {"factor": factor}
                     else:

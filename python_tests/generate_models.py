@@ -43,10 +43,13 @@ class HFLike(torch.nn.Module):
         return self.Out(self.inner(input_ids, attention_mask=attention_mask))
 
 
-def llada_generate(model, prompt, steps, gen_length, block_length, mask_id, cfg_scale=0.0, attention_mask=None):
+def llada_generate(model, prompt, steps, gen_length, block_length, mask_id, cfg_scale=0.0, attention_mask=None,
+                   eos_eot=None):
     """LLaDA's loop at temperature 0 with low_confidence remasking, per the digest: full
     sequence every step, per-row ``torch.topk`` of the softmax probability of the argmax at the
-    masked positions of the current block, LLaDA's integer schedule per block."""
+    masked positions of the current block, LLaDA's integer schedule per block. ``eos_eot``:
+    LLaDA's ``confidence_eos_eot_inf`` with these (EOS, EoT) ids: after the argmax, both logits
+    are set to -inf before the confidence softmax (the temperature-0 aliasing of its code)."""
     B, Lp = prompt.shape
     x = torch.full((B, Lp + gen_length), mask_id, dtype=torch.long)
     x[:, :Lp] = prompt.clone()
@@ -74,6 +77,8 @@ def llada_generate(model, prompt, steps, gen_length, block_length, mask_id, cfg_
                 else:
                     logits = model(x, attention_mask=attention_mask)
             x0 = torch.argmax(logits, dim=-1)
+            if eos_eot is not None:
+                logits[:, :, eos_eot[0]] = logits[:, :, eos_eot[1]] = -torch.inf
             p = torch.softmax(logits, dim=-1)
             x0_p = torch.gather(p, -1, x0.unsqueeze(-1)).squeeze(-1)
             x0_p[:, hi:] = -float("inf")
@@ -81,7 +86,10 @@ def llada_generate(model, prompt, steps, gen_length, block_length, mask_id, cfg_
             conf = torch.where(mask_index, x0_p, torch.tensor(-float("inf")))
             transfer = torch.zeros_like(x0, dtype=torch.bool)
             for j in range(B):
-                _, sel = torch.topk(conf[j], k=int(ntt[j, i]))
+                # torch.topk with ties broken toward the lowest index (topk leaves the order of
+                # ties unspecified; the package's documented rule is lowest index first). Ties
+                # are real with confidence_eos_eot_inf: every EOS/EoT proposal has confidence 0.
+                sel = torch.sort(conf[j], descending=True, stable=True).indices[: int(ntt[j, i])]
                 transfer[j, sel] = True
             x[transfer] = x0[transfer]
     return x[:, Lp:]

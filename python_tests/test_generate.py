@@ -129,6 +129,22 @@ def test_callback_streams_every_commit_and_eos_options():
                          progress=False) == eos).any()
 
 
+def test_confidence_eos_eot_inf_matches_llada_loop():
+    model = tiny_llada(seed=11)
+    prompt = _prompt(3, 5, seed=4)
+    plain = generate(model, prompt, 12, 4, 6, mask_id=MASK, progress=False)
+    eos, eot = torch.bincount(plain.flatten()).topk(2).indices.tolist()  # ids the model proposes often
+    want = llada_generate(model, prompt, 6, 12, 4, MASK, eos_eot=(eos, eot))
+    out = generate(model, prompt, 12, 4, 6, mask_id=MASK, eos_id=eos, eot_id=eot, confidence_eos_eot_inf=True,
+                   progress=False, return_dict=True)
+    assert torch.equal(out.sequences, want)
+    assert not torch.equal(want, plain)  # the option changed the decoding order, hence the result
+    # At T > 0 (only EoT renormalised, LLaDA's code) it runs and keeps the proposal's support.
+    hot = generate(model, prompt, 12, 4, 6, mask_id=MASK, eos_id=eos, eot_id=eot, confidence_eos_eot_inf=True,
+                   temperature=0.8, seed=3, progress=False)
+    assert hot.shape == plain.shape and (hot != MASK).all()
+
+
 def test_stop_at_eos_stops_after_the_block():
     model = tiny_llada(seed=10)
     prompt = _prompt(1, 5)
@@ -144,6 +160,8 @@ def test_stop_at_eos_stops_after_the_block():
     (dict(remasking="lowest"), "remasking"), (dict(cache="full"), "cache"), (dict(steps=5), "steps"),
     (dict(gen_length=10), "gen_length"), (dict(threshold=0.9, factor=1.0), "threshold"),
     (dict(stop_at_eos=True), "eos_id"),
+    (dict(confidence_eos_eot_inf=True, eos_id=1), "eot_id"),
+    (dict(confidence_eos_eot_inf=True, eos_id=1, eot_id=2, confidence="margin"), "confidence='prob'"),
 ])
 def test_bad_arguments_name_the_argument(kw, name):
     args = dict(gen_length=12, block_length=4, steps=6)
