@@ -16,10 +16,12 @@ from typing import Callable, Optional
 import torch
 
 from .ops import masked_confidence, select_transfer
-from .schedules import llada_num_transfer_tokens
+from .schedules import dream_num_transfer_tokens, llada_num_transfer_tokens
 from ._progress import progress_bar
 
 __all__ = ["generate", "GenerateOutput", "StepInfo"]
+
+_ALG_TEMP_OFFSET = 1 << 40  # Philox offsets of the alg_temp position draws: step s uses 2**40 + s
 
 
 @dataclass
@@ -60,7 +62,8 @@ def _renormalised_confidence(logits, x0, conf, lse, ids, suppressed):
 def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_length: int = 128, steps: int = 128,
              *, mask_id: int, temperature: float = 0.0, remasking: str = "low_confidence",
              confidence: str = "prob", confidence_from: Optional[str] = None, threshold: Optional[float] = None,
-             factor: Optional[float] = None, cache: Optional[str] = None, cfg_scale: float = 0.0,
+             factor: Optional[float] = None, schedule: str = "llada", alg_temp: Optional[float] = None,
+             schedule_eps: float = 1e-3, cache: Optional[str] = None, cfg_scale: float = 0.0,
              top_p: Optional[float] = None, top_k: Optional[int] = None, eos_id: Optional[int] = None,
              suppress_eos: bool = False, stop_at_eos: bool = False, confidence_eos_eot_inf: bool = False,
              eot_id: Optional[int] = None, attention_mask: Optional[torch.Tensor] = None,
@@ -92,6 +95,15 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
             ``'sampling'`` (Dream: under the tempered, filtered distribution). Default: LLaDA's
             for ``'prob'``, Dream's otherwise.
         threshold, factor: Fast-dLLM's adaptive parallel decoding (``steps`` is then ignored).
+        schedule: how many tokens each step of a block commits: ``'llada'`` (the block's masks
+            split evenly over its steps, remainder first) or ``'dream'`` (Dream's
+            ``trunc(N (1 - s / t))`` of the masks ``N`` still in the block, ``t, s`` consecutive
+            entries of ``linspace(1, schedule_eps, steps + 1)``, everything at the last step;
+            per row, where Dream uses the batch mean, which is the same while rows have equal
+            counts). Dream decodes one block: ``block_length = gen_length``.
+        alg_temp: Dream's ``alg_temp``: instead of the top-k by confidence, the positions are
+            drawn without replacement from ``softmax(confidence / alg_temp)`` (Gumbel-top-k with
+            the Philox generator, ``seed``, offset ``2**40 + step``). ``None``/0: top-k.
         cache: ``None`` (every step runs the whole sequence), ``'prefix'`` (the K/V before the
             block are computed at the block's first step and reused; each step runs the block
             and everything after it) or ``'dual'`` (all K/V from the block's first step reused;
@@ -140,6 +152,13 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
         raise ValueError("diffusion_kernels: 'suppress_eos'/'stop_at_eos' need 'eos_id'")
     if confidence_from is None:
         confidence_from = "logits" if confidence == "prob" else "sampling"
+    if schedule not in ("llada", "dream"):
+        raise ValueError(f"diffusion_kernels: argument 'schedule' must be 'llada' or 'dream', got {schedule!r}")
+    if alg_temp is not None and alg_temp < 0:
+        raise ValueError(f"diffusion_kernels: argument 'alg_temp' must be >= 0, got {alg_temp}")
+    if alg_temp and (adaptive or remasking != "low_confidence"):
+        raise ValueError("diffusion_kernels: argument 'alg_temp' draws the k positions of a fixed schedule: it "
+                         "cannot be combined with 'threshold'/'factor' or remasking='random'")
     if confidence_eos_eot_inf:
         if eos_id is None or eot_id is None:
             raise ValueError("diffusion_kernels: 'confidence_eos_eot_inf' needs 'eos_id' and 'eot_id'")
@@ -192,7 +211,7 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
         with torch.inference_mode():
             for blk in range(num_blocks):
                 start, end = Lp + blk * block_length, Lp + (blk + 1) * block_length
-                if not adaptive:
+                if not adaptive and schedule == "llada":
                     counts = llada_num_transfer_tokens(x[:, start:end] == mask_id, steps_per_block)
                 i = 0
                 while True:
@@ -206,8 +225,13 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
                         conf = _renormalised_confidence(logits, x0, conf, lse, renorm_ids, suppress)
                     if adaptive:
                         rule = {"threshold": threshold} if threshold is not None else {"factor": factor}
+                    elif schedule == "dream":  # from the masks left now: a device count, no sync
+                        left = (x[:, start:end] == mask_id).sum(dim=1)
+                        rule = {"k": dream_num_transfer_tokens(left, i, steps_per_block, schedule_eps)}
                     else:
                         rule = {"k": counts[:, i]}
+                    if alg_temp:  # its own Philox offsets: independent of the token draws' (seed, nfe)
+                        rule.update(alg_temp=alg_temp, seed=seed, offset=_ALG_TEMP_OFFSET + nfe)
                     # select_transfer writes x0 into the view xq, i.e. into x, in place.
                     moved = select_transfer(conf, x=xq, x0=x0, **rule)
                     order[:, q0:q0 + logits.shape[1]].masked_fill_(moved, nfe)

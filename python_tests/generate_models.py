@@ -93,3 +93,36 @@ def llada_generate(model, prompt, steps, gen_length, block_length, mask_id, cfg_
                 transfer[j, sel] = True
             x[transfer] = x0[transfer]
     return x[:, Lp:]
+
+
+def dream_generate(model, prompt, steps, gen_length, mask_id, alg="entropy", eps=1e-3):
+    """Dream's diffusion_generate at temperature 0 with alg_temp 0, per the digest (§4): one
+    block, per step ``number_transfer_tokens = int(N * (1 - s / t))`` from
+    ``linspace(1, eps, steps + 1)`` (N = the batch-mean mask count; everything at the last step),
+    confidence of the softmax (``maskgit_plus``: p(x0); ``topk_margin``: p1 - p2; ``entropy``:
+    sum p log p, without Dream's +1e-10 inside the log, the package's documented deviation), top-k
+    over the masked positions (ties toward the lowest index, as the package documents)."""
+    B, Lp = prompt.shape
+    x = torch.full((B, Lp + gen_length), mask_id, dtype=torch.long)
+    x[:, :Lp] = prompt.clone()
+    timesteps = torch.linspace(1, eps, steps + 1)
+    for i in range(steps):
+        mask_index = x == mask_id
+        with torch.no_grad():
+            logits = model(x).float()
+        probs = torch.softmax(logits, dim=-1)
+        conf, x0 = probs.max(dim=-1)
+        if alg == "topk_margin":
+            top2 = probs.topk(2, dim=-1).values
+            conf = top2[..., 0] - top2[..., 1]
+        elif alg == "entropy":
+            conf = torch.special.xlogy(probs, probs).sum(-1)
+        num_mask = mask_index.sum() / B
+        t, s = timesteps[i], timesteps[i + 1]
+        n = int(num_mask * (1 - s / t)) if i < steps - 1 else int(num_mask)
+        full = torch.where(mask_index, conf, torch.tensor(-torch.inf))
+        if n > 0:
+            for j in range(B):
+                sel = torch.sort(full[j], descending=True, stable=True).indices[:n]
+                x[j, sel] = x0[j, sel]
+    return x[:, Lp:]

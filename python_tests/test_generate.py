@@ -4,7 +4,7 @@ import torch
 from diffusion_kernels import generate
 from diffusion_kernels.schedules import llada_num_transfer_tokens
 
-from generate_models import HFLike, llada_generate, tiny_llada
+from generate_models import HFLike, dream_generate, llada_generate, tiny_llada
 
 MASK = 37
 
@@ -145,6 +145,38 @@ def test_confidence_eos_eot_inf_matches_llada_loop():
     assert hot.shape == plain.shape and (hot != MASK).all()
 
 
+@pytest.mark.parametrize("alg,confidence", [("maskgit_plus", "prob"), ("topk_margin", "margin"),
+                                            ("entropy", "neg_entropy")])
+@pytest.mark.parametrize("steps", [5, 12])
+def test_dream_schedule_matches_dream_loop(alg, confidence, steps):
+    model = tiny_llada(seed=steps + len(alg))
+    prompt = _prompt(2, 6, seed=steps)
+    want = dream_generate(model, prompt, steps, 12, MASK, alg=alg)
+    got = generate(model, prompt, 12, 12, steps, mask_id=MASK, schedule="dream", confidence=confidence,
+                   confidence_from="sampling", progress=False)
+    assert torch.equal(got, want)
+
+
+def test_dream_alg_temp_draws_positions_with_the_seed():
+    model = tiny_llada(seed=2)
+    prompt = _prompt(2, 6, seed=2)
+    counts = []
+    kw = dict(mask_id=MASK, schedule="dream", confidence="neg_entropy", alg_temp=0.5, progress=False,
+              return_dict=True)
+    a = generate(model, prompt, 12, 12, 6, seed=1, callback=lambda info: counts.append(
+        info.transferred.sum(1).tolist()), **kw)
+    assert torch.equal(a.sequences, generate(model, prompt, 12, 12, 6, seed=1, **kw).sequences)
+    assert not torch.equal(a.order, generate(model, prompt, 12, 12, 6, seed=2, **kw).order)
+    left, want = 12, []
+    for i in range(6):  # Dream's counts from the masks left, both rows alike
+        ts = torch.linspace(1, 1e-3, 7)
+        n = int(torch.tensor(float(left)) * (1 - ts[i + 1] / ts[i])) if i < 5 else left
+        want.append([n, n])
+        left -= n
+    assert counts == want
+    assert (a.sequences != MASK).all()
+
+
 def test_stop_at_eos_stops_after_the_block():
     model = tiny_llada(seed=10)
     prompt = _prompt(1, 5)
@@ -161,6 +193,8 @@ def test_stop_at_eos_stops_after_the_block():
     (dict(gen_length=10), "gen_length"), (dict(threshold=0.9, factor=1.0), "threshold"),
     (dict(stop_at_eos=True), "eos_id"),
     (dict(confidence_eos_eot_inf=True, eos_id=1), "eot_id"),
+    (dict(schedule="cosine"), "schedule"), (dict(alg_temp=-1.0), "alg_temp"),
+    (dict(alg_temp=0.5, threshold=0.9), "alg_temp"),
     (dict(confidence_eos_eot_inf=True, eos_id=1, eot_id=2, confidence="margin"), "confidence='prob'"),
 ])
 def test_bad_arguments_name_the_argument(kw, name):
