@@ -146,8 +146,6 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
     if cache is not None and not hasattr(model, "init_cache"):
         raise ValueError(f"diffusion_kernels: cache={cache!r} needs a model with init_cache() "
                          "(diffusion_kernels.models.LLaDAModel); use cache=None for other models")
-    if cache is not None and (cfg_scale or shift_logits):
-        raise ValueError("diffusion_kernels: the KV caches support neither cfg_scale nor shift_logits")
     if (suppress_eos or stop_at_eos) and eos_id is None:
         raise ValueError("diffusion_kernels: 'suppress_eos'/'stop_at_eos' need 'eos_id'")
     if confidence_from is None:
@@ -183,26 +181,38 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
     order = torch.full((B, L), -1, dtype=torch.int64, device=device)
     suppress = [eos_id] if suppress_eos else None
     prompt_index = x != mask_id
-    kv = model.init_cache(B, L) if cache is not None else None
+    # CFG runs the conditional and the unconditional (prompt masked) rows as one doubled batch,
+    # with a cache of 2B rows when caching.
+    kv = model.init_cache(2 * B if cfg_scale else B, L) if cache is not None else None
+    model_mask = None if full_mask is None else (torch.cat([full_mask, full_mask]) if cfg_scale else full_mask)
+
+    def logits_for(lo, hi):
+        """Logits [B, hi - lo, V] of positions [lo, hi) (with the cache: of the positions run)."""
+        xs = x[:, lo:hi]
+        if cfg_scale:
+            xs = torch.cat([xs, torch.where(prompt_index[:, lo:hi], mask_id, xs)])
+        if kv is not None:
+            out = _logits_of(model(xs, attention_mask=model_mask, kv_cache=kv, start=lo))
+        else:
+            out = _logits_of(model(xs, attention_mask=model_mask))
+        if cfg_scale:
+            cond, un = out.chunk(2)
+            out = un + (cfg_scale + 1) * (cond - un)
+        return out
 
     def forward(step_in_block, start, end):
-        """Logits [B, q_len, V] for positions [q0, q1) of x and q0."""
-        if kv is not None:
-            if step_in_block == 0:  # full forward: refreshes every cached K/V (Fast-dLLM)
-                return _logits_of(model(x, attention_mask=full_mask, kv_cache=kv, start=0)), 0
+        """Logits [B, q1 - q0, V] for the positions [q0, q1) of x to decode, and q0."""
+        q0, q1 = 0, L  # a full forward: no cache, or the block's first step (refreshes every K/V)
+        if kv is not None and step_in_block > 0:
             q0, q1 = (start, L) if cache == "prefix" else (start, end)
-            return _logits_of(model(x[:, q0:q1], attention_mask=full_mask, kv_cache=kv, start=q0)), q0
-        if cfg_scale:
-            un_x = torch.where(prompt_index, mask_id, x)
-            m2 = None if full_mask is None else torch.cat([full_mask, full_mask])
-            both = _logits_of(model(torch.cat([x, un_x]), attention_mask=m2))
-            cond, un = both.chunk(2)
-            logits = un + (cfg_scale + 1) * (cond - un)
-        else:
-            logits = _logits_of(model(x, attention_mask=full_mask))
-        if shift_logits:
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-        return logits, 0
+        if not shift_logits:
+            return logits_for(q0, q1), q0
+        # Dream: the logits at i predict token i + 1, so the run starts one position earlier (with
+        # a cache that position's K/V are rewritten from the same committed token).
+        if q0 == 0:
+            logits = logits_for(0, q1)
+            return torch.cat([logits[:, :1], logits[:, :-1]], dim=1), 0
+        return logits_for(q0 - 1, q1)[:, :-1], q0
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = progress_bar(total=None if adaptive else steps, enabled=show, unit="step")

@@ -86,6 +86,35 @@ def test_cache_exact_with_one_step_per_block(cache):
     assert torch.equal(generate(model, prompt, 12, 3, 4, mask_id=MASK, cache=cache, progress=False), ref)
 
 
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize("kw", [dict(cfg_scale=0.7), dict(shift_logits=True), dict(cfg_scale=0.5, shift_logits=True)],
+                         ids=["cfg", "shift", "cfg+shift"])
+def test_cfg_and_shift_with_cache_exact_with_one_step_per_block(cache, kw):
+    model = tiny_llada(seed=9)
+    prompt = _prompt(2, 5, seed=3)
+    ref = generate(model, prompt, 12, 3, 4, mask_id=MASK, progress=False, **kw)
+    assert torch.equal(generate(model, prompt, 12, 3, 4, mask_id=MASK, cache=cache, progress=False, **kw), ref)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize("kw", [dict(shift_logits=True), dict(cfg_scale=0.5, shift_logits=True)],
+                         ids=["shift", "cfg+shift"])
+def test_cfg_and_shift_with_cache_on_a_model_without_token_mixing(cache, kw):
+    """With the attention output zeroed, position i's logits depend on token i alone, so a cache
+    changes nothing: any misplaced query range, shift offset or CFG half shows up as a different
+    result, at every step of every block. (Shifted, so that a position's proposal depends on its
+    neighbour's token: unshifted, every masked position would propose the same.)"""
+    model = tiny_llada(seed=10)
+    with torch.no_grad():
+        for block in model.transformer["blocks"]:
+            block.attn_out.weight.zero_()
+    prompt = _prompt(2, 5, seed=4)
+    ref = generate(model, prompt, 12, 4, 12, mask_id=MASK, progress=False, return_dict=True, **kw)
+    got = generate(model, prompt, 12, 4, 12, mask_id=MASK, cache=cache, progress=False, return_dict=True, **kw)
+    assert torch.equal(got.sequences, ref.sequences) and torch.equal(got.order, ref.order)
+    assert len(set(ref.sequences.flatten().tolist())) > 2
+
+
 def test_threshold_limits():
     model = tiny_llada(seed=7)
     prompt = _prompt(2, 5)
