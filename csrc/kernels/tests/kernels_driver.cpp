@@ -141,36 +141,113 @@ uint64_t masked_sampling_case(int64_t rows, int64_t vocab, uint32_t seed) {
   return fnv1a(lse.data(), lse.size() * 4, fnv1a(conf.data(), conf.size() * 4, fnv1a(x0.data(), x0.size() * 8)));
 }
 
+
+// attention_with_kv_cache in bf16: per-row write starts, a padding mask and key lengths, GQA,
+// head_dim 64, the cache write then the attention (split-KV with `splits` > 1, which adds the
+// merge launch). Checks the cache rows (written = new, others untouched), out against a double
+// loop over the bf16 inputs (bf16 output rounding + fp32 accumulation), lse, rows with no key.
+uint64_t attention_case(int64_t splits, uint32_t seed) {
+  constexpr int64_t B = 2, Lq = 5, Hq = 4, Hkv = 2, D = 64, Lc = 70;
+  const int64_t starts[B] = {3, 60};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  auto fill = [&](std::vector<uint16_t>& v, size_t n) {
+    v.resize(n);
+    for (auto& e : v) e = to_bf16_bits(normal(rng));
+  };
+  std::vector<uint16_t> q, kc, vc, kn, vn;
+  fill(q, B * Lq * Hq * D), fill(kc, B * Lc * Hkv * D), fill(vc, B * Lc * Hkv * D);
+  fill(kn, B * Lq * Hkv * D), fill(vn, B * Lq * Hkv * D);
+  const std::vector<uint16_t> kc0 = kc, vc0 = vc;
+  std::vector<uint8_t> mask(B * Lc, 1);
+  for (int64_t j = 0; j < 7; ++j) mask[1 * Lc + j] = 0;  // row 1: left padding
+  const int64_t lengths[B] = {Lc - 9, Lc};
+  std::vector<uint16_t> out(B * Lq * Hq * D, 0xffff);
+  std::vector<float> lse(B * Hq * Lq, -1.2345e38f);
+  dk::AttentionParams p{};
+  p.kind = dk::ScalarKind::BFloat16;
+  p.batch = B, p.q_len = Lq, p.heads_q = Hq, p.heads_kv = Hkv, p.head_dim = D, p.cache_len = Lc, p.new_len = Lq;
+  p.scale = 1.f / std::sqrt(static_cast<float>(D));
+  p.q = q.data(), p.q_sb = Lq * Hq * D, p.q_sl = Hq * D, p.q_sh = D;
+  p.k_cache = kc.data(), p.v_cache = vc.data();
+  p.kc_sb = p.vc_sb = Lc * Hkv * D, p.kc_sl = p.vc_sl = Hkv * D, p.kc_sh = p.vc_sh = D;
+  p.k_new = kn.data(), p.v_new = vn.data();
+  p.kn_sb = p.vn_sb = Lq * Hkv * D, p.kn_sl = p.vn_sl = Hkv * D, p.kn_sh = p.vn_sh = D;
+  p.write_starts = starts;
+  p.key_mask = reinterpret_cast<const bool*>(mask.data()), p.km_sb = Lc, p.km_sl = 1;
+  p.key_lengths = lengths;
+  p.out = out.data(), p.lse = lse.data();
+  std::vector<float> o_part, l_part;
+  p.num_splits = splits;
+  if (splits > 1) {
+    o_part.assign(splits * B * Hq * Lq * D, 0.f), l_part.assign(splits * B * Hq * Lq, 0.f);
+    p.o_partial = o_part.data(), p.lse_partial = l_part.data();
+  }
+  dk::launch_attention_cache_write(p, nullptr);
+  dk::launch_attention(p, nullptr);
+  auto at = [](int64_t b, int64_t l, int64_t h, int64_t len, int64_t heads) { return ((b * len + l) * heads + h) * D; };
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t j = 0; j < Lc; ++j) {
+      const bool written = j >= starts[b] && j < starts[b] + Lq;
+      for (int64_t h = 0; h < Hkv; ++h) {
+        const size_t o = at(b, j, h, Lc, Hkv);
+        const size_t n = written ? at(b, j - starts[b], h, Lq, Hkv) : 0;
+        expect(std::memcmp(&kc[o], written ? &kn[n] : &kc0[o], D * 2) == 0, "attention: k_cache row", b);
+        expect(std::memcmp(&vc[o], written ? &vn[n] : &vc0[o], D * 2) == 0, "attention: v_cache row", b);
+      }
+    }
+    for (int64_t h = 0; h < Hq; ++h) {
+      const int64_t hk = h / (Hq / Hkv);
+      for (int64_t i = 0; i < Lq; ++i) {
+        std::vector<double> s(Lc, -std::numeric_limits<double>::infinity());
+        double m = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < Lc; ++j) {
+          if (!mask[b * Lc + j] || j >= lengths[b]) continue;
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d)
+            dot += double(from_bf16_bits(q[at(b, i, h, Lq, Hq) + d])) * from_bf16_bits(kc[at(b, j, hk, Lc, Hkv) + d]);
+          s[j] = dot * p.scale;
+          m = std::max(m, s[j]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j < Lc; ++j) sum += std::exp(s[j] - m);
+        expect(std::fabs(lse[(b * Hq + h) * Lq + i] - (m + std::log(sum))) < 1e-3, "attention: lse", b);
+        for (int64_t d = 0; d < D; ++d) {
+          double o = 0;
+          for (int64_t j = 0; j < Lc; ++j) o += std::exp(s[j] - m) / sum * from_bf16_bits(vc[at(b, j, hk, Lc, Hkv) + d]);
+          const double got = from_bf16_bits(out[at(b, i, h, Lq, Hq) + d]);
+          expect(std::fabs(got - o) <= 1e-2 * std::fabs(o) + 1e-2, "attention: out", b);
+        }
+      }
+    }
+  }
+  return fnv1a(lse.data(), lse.size() * 4, fnv1a(out.data(), out.size() * 2, fnv1a(kc.data(), kc.size() * 2)));
+}
 }  // namespace
 
-int main() {
-  struct Case {
-    const char* name;
-    int64_t b, l, v;
-    bool bf16;
-  } cases[] = {
-      {"masked_confidence_f32_1x5x3001", 1, 5, 3001, false},
-      {"masked_confidence_bf16_2x3x50257", 2, 3, 50257, true},
-      {"masked_confidence_f32_3x1x1", 3, 1, 1, false},
-  };
-  int n = 0;
-  for (const Case& c : cases) {
-    try {
-      const uint64_t h = masked_confidence_case(c.b, c.l, c.v, c.bf16, 1234u + n);
-      std::printf("%s %016llx\n", c.name, static_cast<unsigned long long>(h));
-    } catch (const std::exception& e) {
-      std::printf("FAIL %s: %s\n", c.name, e.what());
-      ++failures;
-    }
-    ++n;
-  }
+// Runs one case: prints "<name> <hash>", or FAIL lines (a failed check or a kernel error).
+template <typename Fn>
+bool run_case(const char* name, Fn fn) {
+  const int before = failures;
   try {
-    std::printf("masked_sampling_f32_3x2001 %016llx\n", static_cast<unsigned long long>(masked_sampling_case(3, 2001, 99u)));
+    const uint64_t h = fn();
+    std::printf("%s %016llx\n", name, static_cast<unsigned long long>(h));
   } catch (const std::exception& e) {
-    std::printf("FAIL masked_sampling_f32_3x2001: %s\n", e.what());
+    std::printf("FAIL %s: %s\n", name, e.what());
     ++failures;
   }
-  ++n;
-  std::printf("%d passed, %d failed\n", n - (failures > 0 ? 1 : 0), failures > 0 ? 1 : 0);
+  return failures == before;
+}
+
+int main() {
+  int passed = 0, total = 0;
+  auto count = [&](bool ok) { passed += ok, ++total; };
+  count(run_case("masked_confidence_f32_1x5x3001", [] { return masked_confidence_case(1, 5, 3001, false, 1234u); }));
+  count(run_case("masked_confidence_bf16_2x3x50257", [] { return masked_confidence_case(2, 3, 50257, true, 1235u); }));
+  count(run_case("masked_confidence_f32_3x1x1", [] { return masked_confidence_case(3, 1, 1, false, 1236u); }));
+  count(run_case("masked_sampling_f32_3x2001", [] { return masked_sampling_case(3, 2001, 99u); }));
+  count(run_case("attention_bf16_splits1", [] { return attention_case(1, 321u); }));
+  count(run_case("attention_bf16_splits3", [] { return attention_case(3, 321u); }));
+  std::printf("%d passed, %d failed\n", passed, total - passed);
   return failures == 0 ? 0 : 1;
 }
