@@ -24,7 +24,8 @@ import sys
 from diffusion_kernels import demo
 
 assert os.path.isfile(demo.WEIGHTS), demo.WEIGHTS
-out = subprocess.run([sys.executable, "-m", "diffusion_kernels", "demo", "503912"], capture_output=True, text=True)
+out = subprocess.run([sys.executable, "-m", "diffusion_kernels", "demo", "503912748160293847561029"],
+                     capture_output=True, text=True)
 print(out.stdout[-300:])
-assert out.returncode == 0 and "012359" in out.stdout and "correct" in out.stdout, out.stdout + out.stderr
+assert out.returncode == 0 and "000111222334455667788999" in out.stdout and "correct" in out.stdout, out.stdout + out.stderr
 print("wheel demo: ok")

@@ -50,7 +50,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m diffusion_kernels")
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="sort digits with the embedded masked-diffusion model")
-    d.add_argument("digits", nargs="?", help="the digits to sort (default: random)")
+    d.add_argument("digits", nargs="?", help="the 24 digits to sort (default: random)")
     d.add_argument("--steps", type=int, default=None)
     d.add_argument("--block", type=int, default=None)
     d.add_argument("--threshold", type=float, default=None)
@@ -65,7 +65,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from .demo import task
     if args.block is None:
-        args.block = task.DIGITS
+        args.block = task.BLOCK
     return demo(args) if args.cmd == "demo" else bench(args)
 
 
