@@ -3,6 +3,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
+
 #define DK_CHECK_ARG(cond, name, ...) \
   TORCH_CHECK_VALUE(cond, "diffusion_kernels: argument '", name, "' ", __VA_ARGS__)
 
@@ -17,6 +19,18 @@ inline void check_same_device(const at::Tensor& t, const char* name, const at::T
                               const char* ref_name) {
   DK_CHECK_ARG(t.device() == ref.device(), name, "must be on the same device as '", ref_name,
                "' (", ref.device(), "), got ", t.device());
+}
+
+// An optional one-element int64 tensor on ref's device (a Philox seed or offset the kernel reads
+// where it runs): its data pointer, or nullptr when not given.
+inline const int64_t* one_int64_element(const std::optional<at::Tensor>& t, const char* name, const at::Tensor& ref,
+                                        const char* ref_name) {
+  if (!t.has_value()) return nullptr;
+  check_same_device(*t, name, ref, ref_name);
+  DK_CHECK_ARG(t->scalar_type() == at::kLong && t->numel() == 1, name,
+               "must be an int or a one-element int64 tensor, got a ", t->scalar_type(), " tensor of shape ",
+               t->sizes());
+  return t->data_ptr<int64_t>();
 }
 
 inline void check_last_dim_contiguous(const at::Tensor& t, const char* name) {

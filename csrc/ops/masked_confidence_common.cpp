@@ -26,15 +26,6 @@ const T* per_row(const std::optional<at::Tensor>& t, const char* name, at::Scala
   return t->data_ptr<T>();
 }
 
-const int64_t* one_value(const std::optional<at::Tensor>& t, const char* name, const at::Tensor& logits) {
-  if (!t.has_value()) return nullptr;
-  check_same_device(*t, name, logits, "logits");
-  DK_CHECK_ARG(t->scalar_type() == at::kLong && t->numel() == 1, name,
-               "must be an int or a one-element int64 tensor, got a ", t->scalar_type(), " tensor of shape ",
-               t->sizes());
-  return t->data_ptr<int64_t>();
-}
-
 ConfidenceKind confidence_kind(c10::string_view s) {
   if (s == "prob") return ConfidenceKind::Prob;
   if (s == "margin") return ConfidenceKind::Margin;
@@ -96,8 +87,8 @@ MaskedConfidenceParams prepare_masked_confidence(const at::Tensor& logits, const
     p.suppress_ids = ids.data_ptr<int64_t>();
     p.num_suppress = ids.numel();
   }
-  p.seed = one_value(seed, "seed", logits);
-  p.offset = one_value(offset, "offset", logits);
+  p.seed = one_int64_element(seed, "seed", logits, "logits");
+  p.offset = one_int64_element(offset, "offset", logits, "logits");
   p.seed_value = static_cast<uint64_t>(seed_value);
   p.offset_value = static_cast<uint64_t>(offset_value);
 

@@ -29,16 +29,6 @@ void check_tokens(const at::Tensor& t, const char* name, const at::Tensor& conf)
                ", got ", t.sizes());
 }
 
-// A one-element int64 tensor on the confidence's device, read by the kernel, or nullptr.
-const int64_t* key_tensor(const std::optional<at::Tensor>& t, const char* name, const at::Tensor& conf) {
-  if (!t.has_value()) return nullptr;
-  check_same_device(*t, name, conf, "confidence");
-  DK_CHECK_ARG(t->scalar_type() == at::kLong && t->numel() == 1, name,
-               "must be an int or a one-element int64 tensor, got a ", t->scalar_type(), " tensor of shape ",
-               t->sizes());
-  return t->data_ptr<int64_t>();
-}
-
 }  // namespace
 
 SelectTransferParams prepare_select_transfer(const SelectTransferArgs& a, at::Tensor& mask) {
@@ -85,8 +75,8 @@ SelectTransferParams prepare_select_transfer(const SelectTransferArgs& a, at::Te
   }
   p.seed = static_cast<uint64_t>(a.seed);
   p.offset = static_cast<uint64_t>(a.offset);
-  p.seed_tensor = key_tensor(a.seed_tensor, "seed", conf);
-  p.offset_tensor = key_tensor(a.offset_tensor, "offset", conf);
+  p.seed_tensor = one_int64_element(a.seed_tensor, "seed", conf, "confidence");
+  p.offset_tensor = one_int64_element(a.offset_tensor, "offset", conf, "confidence");
 
   DK_CHECK_ARG(a.x.has_value() == a.x0.has_value(), a.x.has_value() ? "x0" : "x",
                "must be given together with '", a.x.has_value() ? "x" : "x0", "' (x is written from x0)");
