@@ -51,19 +51,6 @@ void write_cache(const AttentionParams& p, int64_t elem) {
   });
 }
 
-// The valid key indices of every batch row, in increasing order.
-std::vector<std::vector<int64_t>> valid_keys(const AttentionParams& p) {
-  std::vector<std::vector<int64_t>> keys(p.batch);
-  for (int64_t b = 0; b < p.batch; ++b) {
-    int64_t end = p.cache_len;
-    if (p.key_lengths != nullptr) end = std::clamp<int64_t>(p.key_lengths[b], 0, p.cache_len);
-    keys[b].reserve(end);
-    for (int64_t j = 0; j < end; ++j)
-      if (p.key_mask == nullptr || p.key_mask[b * p.km_sb + j * p.km_sl]) keys[b].push_back(j);
-  }
-  return keys;
-}
-
 float bf16_round(float f, uint16_t& out) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -96,7 +83,7 @@ void run(const AttentionParams& p) {
   const int64_t stacked = group * p.q_len;
   if (p.batch == 0 || stacked == 0) return;
   const int64_t d = p.head_dim, dp = round_up(d, kDimAlign);
-  const auto keys = valid_keys(p);
+  const auto keys = valid_key_lists(p);
   int64_t max_keys = 0;
   for (const auto& k : keys) max_keys = std::max<int64_t>(max_keys, k.size());
 
@@ -198,6 +185,18 @@ void run(const AttentionParams& p) {
 }
 
 }  // namespace
+
+std::vector<std::vector<int64_t>> valid_key_lists(const AttentionParams& p) {
+  std::vector<std::vector<int64_t>> keys(p.batch);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    int64_t end = p.cache_len;
+    if (p.key_lengths != nullptr) end = std::clamp<int64_t>(p.key_lengths[b], 0, p.cache_len);
+    keys[b].reserve(end);
+    for (int64_t j = 0; j < end; ++j)
+      if (p.key_mask == nullptr || p.key_mask[b * p.km_sb + j * p.km_sl]) keys[b].push_back(j);
+  }
+  return keys;
+}
 
 DK_DEFINE_ATTEND_FNS(base, )
 DK_DEFINE_ATTEND_FNS(v3, DK_V3_TARGET)

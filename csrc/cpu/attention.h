@@ -1,10 +1,16 @@
 #pragma once
+#include <cstdint>
+#include <vector>
+
 #include "kernels/attention_params.h"
 
 namespace dk::cpu {
 
 // Copies k_new / v_new into the caches (the range was validated by the op).
 void write_kv_cache(const AttentionParams& params);
+
+// The valid key indices of every batch row, in increasing order.
+std::vector<std::vector<int64_t>> valid_key_lists(const AttentionParams& params);
 
 // Native CPU attention over the valid keys of the (already written) caches, float32 math.
 void attend(const AttentionParams& params);
