@@ -1,0 +1,126 @@
+// Driver of the brgemm CPU attention (see attention_gemm.h): tasks, threads, scratch, and the
+// wrappers over ATen's brgemm. The task body is in attention_gemm_avx512.cpp.
+#include "cpu/attention_gemm.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+#include <c10/util/BFloat16.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "cpu/attention.h"
+#include "cpu/isa_level.h"
+
+namespace dk::cpu {
+namespace {
+
+int64_t align64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
+
+struct Tiling {
+  int64_t rtiles, nheads, hgroups, tasks;
+};
+
+// Row tiles of the stacked query rows; kv heads per task as many as possible (a chunk's cache
+// rows then serve more heads) while leaving two tasks per thread.
+Tiling tiling(const AttentionParams& p) {
+  Tiling t;
+  const int64_t stacked = p.heads_q / p.heads_kv * p.q_len;
+  t.rtiles = (stacked + kGemmRows - 1) / kGemmRows;
+  const int64_t threads = at::get_num_threads();
+  t.nheads = std::min(kGemmHeads, p.heads_kv);
+  auto count = [&] {
+    t.hgroups = (p.heads_kv + t.nheads - 1) / t.nheads;
+    t.tasks = p.batch * t.hgroups * t.rtiles;
+  };
+  count();
+  while (t.nheads > 1 && t.tasks < 2 * threads) {
+    t.nheads = (t.nheads + 1) / 2;
+    count();
+  }
+  return t;
+}
+
+}  // namespace
+
+void gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, bool add,
+               const uint16_t* a, const uint16_t* b_vnni, float* c) {
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, add, reinterpret_cast<const c10::BFloat16*>(a),
+                              reinterpret_cast<const c10::BFloat16*>(b_vnni), c, /*is_vnni=*/true);
+}
+
+void gemm_f32(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, bool add,
+              const float* a, const float* b, float* c) {
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/false);
+}
+
+int64_t gemm_scratch_bytes(int64_t head_dim, int64_t nheads) {
+  const int64_t d = (head_dim + 1) / 2 * 2, f = 4;
+  return align64(nheads * d * kGemmRows * f) + align64(kGemmChunk * kGemmRows * f) +
+         align64(kGemmRows * kGemmChunk * f) + 2 * align64(kGemmChunk * d * f) +
+         align64(nheads * kGemmRows * d * f) + 2 * align64(nheads * kGemmRows * f);
+}
+
+void gemm_scratch_layout(void* base, int64_t head_dim, int64_t nheads, GemmScratch& w) {
+  const int64_t d = (head_dim + 1) / 2 * 2, f = 4;
+  char* c = static_cast<char*>(base);
+  auto take = [&](int64_t bytes) {
+    char* r = c;
+    c += align64(bytes);
+    return r;
+  };
+  w.q = take(nheads * d * kGemmRows * f);
+  w.s = reinterpret_cast<float*>(take(kGemmChunk * kGemmRows * f));
+  w.p = take(kGemmRows * kGemmChunk * f);
+  w.v = take(kGemmChunk * d * f);
+  w.k = take(kGemmChunk * d * f);
+  w.o = reinterpret_cast<float*>(take(nheads * kGemmRows * d * f));
+  w.m = reinterpret_cast<float*>(take(nheads * kGemmRows * f));
+  w.l = reinterpret_cast<float*>(take(nheads * kGemmRows * f));
+}
+
+bool gemm_attention_usable(const AttentionParams& p, bool even_with_idle_threads) {
+  if (cpu_level() != Level::V4 || p.batch == 0 || p.q_len == 0) return false;
+  // Without a split of the keys, fewer tasks than threads would leave threads idle.
+  const int64_t stacked = p.heads_q / p.heads_kv * p.q_len;
+  if (!even_with_idle_threads &&
+      p.batch * p.heads_kv * ((stacked + kGemmRows - 1) / kGemmRows) < at::get_num_threads())
+    return false;
+  switch (p.kind) {
+    case ScalarKind::Float32: return true;
+    case ScalarKind::BFloat16:
+      // VNNI pairs along head_dim; AMX (brgemm's bfloat16 kernels need it for the VNNI layout).
+      return p.head_dim % 2 == 0 && at::native::cpublas::could_pack(at::kBFloat16);
+    default: return false;
+  }
+}
+
+void attend_gemm(const AttentionParams& p) {
+  const Tiling tl = tiling(p);
+  const auto keys = valid_key_lists(p);
+  const int64_t stacked = p.heads_q / p.heads_kv * p.q_len;
+  const int64_t bytes = gemm_scratch_bytes(p.head_dim, tl.nheads);
+  at::parallel_for(0, tl.tasks, 1, [&](int64_t begin, int64_t end) {
+    std::unique_ptr<char[]> buf(new char[bytes + 64]);
+    void* base = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(buf.get()) + 63) & ~uintptr_t(63));
+    GemmScratch w;
+    gemm_scratch_layout(base, p.head_dim, tl.nheads, w);
+    for (int64_t i = begin; i < end; ++i) {
+      GemmTask t;
+      const int64_t rt = i % tl.rtiles, bg = i / tl.rtiles, hgi = bg % tl.hgroups;
+      t.b = bg / tl.hgroups;
+      t.hkv0 = hgi * tl.nheads;
+      t.nheads = std::min(tl.nheads, p.heads_kv - t.hkv0);
+      t.row0 = rt * kGemmRows;
+      t.rows = std::min(kGemmRows, stacked - t.row0);
+      t.keys = keys[t.b].data();
+      t.nkeys = static_cast<int64_t>(keys[t.b].size());
+      attend_gemm_task_v4(p, t, w);
+    }
+    // Give back the AMX tile state this thread configured.
+    if (p.kind == ScalarKind::BFloat16) at::native::cpublas::brgemm_release(true);
+  });
+}
+
+}  // namespace dk::cpu
