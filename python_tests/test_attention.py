@@ -1,4 +1,6 @@
-"""attention_with_kv_cache on CPU (the native kernel) against the pure-PyTorch reference."""
+"""attention_with_kv_cache on CPU (every CPU path) against the pure-PyTorch reference."""
+import os
+
 import pytest
 import torch
 
@@ -9,18 +11,24 @@ from diffusion_kernels import reference
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-@pytest.fixture(params=["auto", "native"])
+@pytest.fixture(params=["auto", "native", "aten", "gemm"])
 def cpu_path(request, monkeypatch):
-    """With every key valid the op attends through ATen's CPU flash attention unless
-    DK_CPU_ATTENTION=native; both paths are checked."""
+    """The op picks the brgemm kernel (few rows per kv head, or a mask), ATen's CPU flash attention
+    (every key valid) or the native kernel; DK_CPU_ATTENTION forces one where it applies (gemm:
+    bfloat16 on AMX and float32 on AVX-512, else the others; aten: every key valid)."""
     monkeypatch.setenv("DK_CPU_ATTENTION", request.param)
     return request.param
+
+
+def masks_reach(cpu_path):
+    """Whether calls with a mask or lengths run the path under test (ATen's has no mask)."""
+    return cpu_path != "aten"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", CASES, ids=Case.id)
 def test_matches_reference(case, dtype, cpu_path):
-    if cpu_path == "native" or case.mask == "none":
+    if masks_reach(cpu_path) or case.mask == "none":
         check_call(dk.attention_with_kv_cache, make_inputs(case, dtype))
 
 
@@ -33,7 +41,7 @@ def test_every_cpu_isa_build(dtype, isa, monkeypatch):
 
 def test_custom_scale_and_split_keys(cpu_path):
     # One task (batch 1, one kv head, 7 rows): the keys are split across threads and merged.
-    args = make_inputs(Case(1, 7, 2, 1, 128, 3000, 7, 5, "random" if cpu_path == "native" else "none"), torch.float32)
+    args = make_inputs(Case(1, 7, 2, 1, 128, 3000, 7, 5, "random" if masks_reach(cpu_path) else "none"), torch.float32)
     check_call(dk.attention_with_kv_cache, args, scale=0.3)
 
 
@@ -48,7 +56,7 @@ def test_non_contiguous(dtype, cpu_path):
     v_new = torch.randn(b, lq, h, 2 * d).to(dtype)[..., ::2].contiguous()
     args = dict(q=q, k_cache=big_k[:, 3:3 + lc, 1:1 + h], v_cache=big_v[:, 1:1 + h, 5:5 + lc].transpose(1, 2),
                 k_new=k_new, v_new=v_new, write_start=20,
-                key_padding_mask=(torch.rand(lc, b) < 0.8).t() if cpu_path == "native" else None,
+                key_padding_mask=(torch.rand(lc, b) < 0.8).t() if masks_reach(cpu_path) else None,
                 key_lengths=None)
     assert not args["k_cache"].is_contiguous() and not args["v_cache"].is_contiguous()
     check_call(dk.attention_with_kv_cache, args)
@@ -59,6 +67,22 @@ def test_non_contiguous(dtype, cpu_path):
     untouched = torch.ones_like(big_k, dtype=torch.bool)
     untouched[:, 23:32, 1:1 + h] = False
     assert torch.equal(big_k[untouched], before[untouched])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", [
+    Case(1, 33, 8, 1, 64, 257, 33, 224),                   # 264 stacked rows (9 tiles), odd last chunk
+    Case(2, 5, 4, 2, 128, 300, 5, [0, 295], "lengths"),    # a row with few or no keys
+    Case(3, 31, 2, 2, 128, 600, 0, 0, "random"),           # keys never consecutive: gathered
+    Case(1, 1, 2, 2, 64, 513, 1, 512, "left_pad"),         # one query, chunk boundary + 1
+], ids=Case.id)
+def test_gemm_kernel_edges(case, dtype, monkeypatch):
+    """The brgemm kernel's tiles and chunks: row tiles past 32, chunks of 64 (fp32) and 256
+    (bf16) keys with a tail, odd key counts (bf16 pairs keys), gathered keys, a negative scale."""
+    monkeypatch.setenv("DK_CPU_ATTENTION", "gemm")
+    args = make_inputs(case, dtype)
+    check_call(dk.attention_with_kv_cache, args)
+    check_call(dk.attention_with_kv_cache, args, scale=-0.2)
 
 
 def test_cache_rows_outside_write_bitwise_unchanged():
@@ -102,10 +126,18 @@ def test_no_cache_equals_prefix_equals_dual(cpu_path):
     assert torch.equal(dk_, k)
 
 
+def gemm_runs(dtype):
+    """Whether DK_CPU_ATTENTION=gemm runs the brgemm kernel for dtype here (else it falls back)."""
+    if dtype == torch.float16 or not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    return dtype == torch.float32 or (os.path.exists("/proc/cpuinfo") and " amx_tile" in open("/proc/cpuinfo").read())
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_left_padding_invariance(dtype, cpu_path):
     """A row's output is unchanged when left padding (any finite values) plus its mask is added:
-    bitwise on the native kernel; the unpadded call may take ATen's path, which rounds differently."""
+    bitwise on the native and brgemm kernels (the same keys in the same chunks); the unpadded call
+    may take ATen's path, which rounds differently."""
     lq, h, d, length, pad = 8, 4, 64, 50, 13
     q = torch.randn(1, lq, h, d).to(dtype)
     k, v = torch.randn(1, length, h, d).to(dtype), torch.randn(1, length, h, d).to(dtype)
@@ -121,7 +153,7 @@ def test_left_padding_invariance(dtype, cpu_path):
     padded = dk.attention_with_kv_cache(torch.cat([q, torch.randn_like(q)]), pk, pv,
                                         torch.cat([kn, torch.randn_like(kn)]), torch.cat([vn, torch.randn_like(vn)]),
                                         write_start=torch.tensor([pad + 30, 4]), key_padding_mask=mask)
-    if cpu_path == "native":
+    if cpu_path == "native" or (cpu_path == "gemm" and gemm_runs(dtype)):
         torch.testing.assert_close(padded[0], plain[0], rtol=0, atol=0)
     else:
         # ATen's path rounds P to the dtype before P @ V, the native kernel keeps it in float32:
