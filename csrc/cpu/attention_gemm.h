@@ -2,14 +2,17 @@
 // micro-kernels: AMX for bfloat16, AVX-512 FMA for float32 (float32 stays float32 throughout).
 //
 // Per task (batch row, group of kv heads, tile of up to kGemmRows stacked query rows), per chunk
-// of kGemmChunk valid keys, per head:
-//   S^T = K Q^T   K rows straight from the cache (their natural [keys, head_dim] layout is the
-//                 A operand, so the cache is never repacked); Q^T packed once per task;
-//   online softmax down the columns of S^T (one vector lane per query row), float32;
-//   O  += P V     P transposed (and rounded to bfloat16 for bfloat16 inputs, as flash-attn does);
-//                 for bfloat16 each V chunk is interleaved into the VNNI layout in a small buffer.
-// Heads are the inner loop so that one chunk's cache rows (all heads of a key are adjacent) are
-// fetched once for the whole group.
+// of valid keys:
+//   staging       the chunk's K and V rows of every head of the group, key row by key row
+//                 (each cache row holds the group's heads side by side: one contiguous run per
+//                 row, which the hardware prefetchers stream), into per-head buffers in L2; V in
+//                 the VNNI layout (pairs of keys interleaved) for bfloat16;
+//   then per head:
+//   S^T = K Q^T   K rows in their natural [keys, head_dim] layout as the A operand, so only the
+//                 32 x head_dim Q needs packing (once per task);
+//   online softmax down the columns of S^T (one vector lane per query row), float32, fused with
+//                 the transpose to P (rounded to bfloat16 for bfloat16 inputs, as flash-attn does);
+//   O  += P V.
 #pragma once
 #include <cstdint>
 
@@ -18,9 +21,9 @@
 namespace dk::cpu {
 
 constexpr int64_t kGemmRows = 32;   // query rows per tile: the N of S^T = K Q^T
-// Keys per chunk: bfloat16 amortises each brgemm call and AMX tile configuration over more
-// keys; float32 keeps S^T and P (float32) within L1. Measured with bench/attention_ratio.py.
-constexpr int64_t kGemmChunkBf16 = 256;
+// Keys per chunk (measured, 32 heads x 128, 1 thread): bfloat16 amortises each brgemm call and
+// AMX tile configuration over more keys; float32 keeps S^T and P (float32) closer to L1.
+constexpr int64_t kGemmChunkBf16 = 128;
 constexpr int64_t kGemmChunkF32 = 64;
 constexpr int64_t kGemmChunk = kGemmChunkBf16 > kGemmChunkF32 ? kGemmChunkBf16 : kGemmChunkF32;
 constexpr int64_t kGemmHeads = 8;   // most kv heads per task
@@ -37,8 +40,8 @@ struct GemmScratch {
   void* q;     // [nheads] Q^T packed: bf16 VNNI [d/2][kGemmRows][2], f32 [d][kGemmRows]
   float* s;    // [kGemmChunk][kGemmRows] S^T, then P^T
   void* p;     // [kGemmRows][kGemmChunk] P in the input type
-  void* v;     // [kGemmChunk][d] V chunk: bf16 VNNI, or gathered f32 rows
-  void* k;     // [kGemmChunk][d] K rows gathered when the chunk's keys are not consecutive
+  void* v;     // [nheads][kGemmChunk][d] staged V rows (bf16: VNNI row pairs)
+  void* k;     // [nheads][kGemmChunk][d] staged K rows
   float* o;    // [nheads][kGemmRows][d] unnormalised output
   float* m;    // [nheads][kGemmRows] running max (log2 domain)
   float* l;    // [nheads][kGemmRows] running sum

@@ -183,46 +183,56 @@ DK_INLINE void softmax_to_p(const float* s, int64_t n, float c, float* m, float*
   for (int h = 0; h < 2; ++h) st(l + h * kVecWidth, ld(l + h * kVecWidth) * ld(alpha + h * kVecWidth) + sum[h]);
 }
 
-// V rows keys[0..n) of one head in the VNNI layout [nk/2][d][2] (a zero row when n is odd).
-DK_INLINE void pack_v_bf16(const uint16_t* vbase, int64_t sl, const int64_t* keys, int64_t n, int64_t nk,
-                           int64_t d, uint16_t* dst) {
+// Two V rows a, b (b null: zeros) interleaved element by element: one VNNI row pair.
+DK_INLINE void pack_v_bf16_pair(const uint16_t* a, const uint16_t* b, int64_t d, uint16_t* out) {
+  int64_t e = 0;
+  if (b != nullptr) {
+    for (; e + 2 * kVecWidth <= d; e += 2 * kVecWidth) {
+      vu16x2 va, vb;
+      std::memcpy(&va, a + e, sizeof va);
+      std::memcpy(&vb, b + e, sizeof vb);
+      const vu16x2 w0 = __builtin_shufflevector(va, vb, 0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39, 8,
+                                                40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47);
+      const vu16x2 w1 = __builtin_shufflevector(va, vb, 16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23,
+                                                55, 24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63);
+      std::memcpy(out + 2 * e, &w0, sizeof w0);
+      std::memcpy(out + 2 * e + 2 * kVecWidth, &w1, sizeof w1);
+    }
+  }
+  for (; e < d; ++e) {
+    out[2 * e] = a[e];
+    out[2 * e + 1] = b != nullptr ? b[e] : uint16_t(0);
+  }
+}
+
+// The chunk's K rows ([head][C][d]) and V rows ([head][C][d]; bf16 in VNNI row pairs, the odd
+// tail paired with zeros) of every head of the group, read key row by key row: the group's heads
+// are adjacent in a cache row, so each row is one contiguous run the hardware prefetchers
+// stream, where the GEMMs reading one head's strided rows straight from the cache would wait on
+// every row. Then A (K) and B (V) have a leading dimension of d and stay in L2.
+template <typename T>
+DK_INLINE void stage_chunk(const T* kc, int64_t ksl, int64_t ksh, const T* vc, int64_t vsl, int64_t vsh,
+                           const int64_t* keys, int64_t n, int64_t nk, int64_t nheads, int64_t d, int64_t C,
+                           T* kst, T* vst) {
   for (int64_t j = 0; j < nk; j += 2) {
-    const uint16_t* a = vbase + keys[j] * sl;
-    const uint16_t* b = j + 1 < n ? vbase + keys[j + 1] * sl : nullptr;
-    uint16_t* out = dst + j * d;
-    int64_t e = 0;
-    if (b != nullptr) {
-      for (; e + 2 * kVecWidth <= d; e += 2 * kVecWidth) {
-        vu16x2 va, vb;
-        std::memcpy(&va, a + e, sizeof va);
-        std::memcpy(&vb, b + e, sizeof vb);
-        const vu16x2 w0 = __builtin_shufflevector(va, vb, 0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39, 8,
-                                                  40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47);
-        const vu16x2 w1 = __builtin_shufflevector(va, vb, 16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23,
-                                                  55, 24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63);
-        std::memcpy(out + 2 * e, &w0, sizeof w0);
-        std::memcpy(out + 2 * e + 2 * kVecWidth, &w1, sizeof w1);
+    const bool second = j + 1 < n;
+    const T* k0 = kc + keys[j] * ksl;
+    const T* k1 = second ? kc + keys[j + 1] * ksl : nullptr;
+    const T* v0 = vc + keys[j] * vsl;
+    const T* v1 = second ? vc + keys[j + 1] * vsl : nullptr;
+    for (int64_t hh = 0; hh < nheads; ++hh) {
+      T* kd = kst + (hh * C + j) * d;
+      T* vd = vst + (hh * C + j) * d;
+      std::memcpy(kd, k0 + hh * ksh, sizeof(T) * d);
+      if (second) std::memcpy(kd + d, k1 + hh * ksh, sizeof(T) * d);
+      if constexpr (std::is_same_v<T, uint16_t>) {
+        pack_v_bf16_pair(v0 + hh * vsh, second ? v1 + hh * vsh : nullptr, d, vd);
+      } else {
+        std::memcpy(vd, v0 + hh * vsh, sizeof(T) * d);
+        if (second) std::memcpy(vd + d, v1 + hh * vsh, sizeof(T) * d);
       }
     }
-    for (; e < d; ++e) {
-      out[2 * e] = a[e];
-      out[2 * e + 1] = b != nullptr ? b[e] : uint16_t(0);
-    }
   }
-}
-
-// Rows keys[0..n) of span elements each (the heads [hkv0, hkv0 + nheads) of a cache row).
-template <typename T>
-DK_INLINE void prefetch_span(const T* base, int64_t sl, const int64_t* keys, int64_t n, int64_t span) {
-  for (int64_t j = 0; j < n; ++j) {
-    const char* row = reinterpret_cast<const char*>(base + keys[j] * sl);
-    for (int64_t x = 0; x < span * static_cast<int64_t>(sizeof(T)); x += 64) __builtin_prefetch(row + x);
-  }
-}
-
-template <typename T>
-DK_INLINE void gather_rows(const T* base, int64_t sl, const int64_t* keys, int64_t n, int64_t d, T* dst) {
-  for (int64_t j = 0; j < n; ++j) std::memcpy(dst + j * d, base + keys[j] * sl, sizeof(T) * d);
 }
 
 template <typename T>
@@ -233,8 +243,8 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w)
   const float c = p.scale * kLog2e;
   T* qp = static_cast<T*>(w.q);
   T* pm = static_cast<T*>(w.p);
-  T* vb = static_cast<T*>(w.v);
-  T* kg = static_cast<T*>(w.k);
+  T* vs = static_cast<T*>(w.v);
+  T* ks = static_cast<T*>(w.k);
   const int64_t qstride = d * R;
   for (int64_t hh = 0; hh < t.nheads; ++hh) {
     pack_q<T>(p, t, hh, qp + hh * qstride);
@@ -249,22 +259,15 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w)
   for (int64_t c0 = 0; c0 < t.nkeys; c0 += C) {
     const int64_t n = std::min(C, t.nkeys - c0), nk = kBf16 ? (n + 1) / 2 * 2 : n;
     const int64_t* keys = t.keys + c0;
-    const bool consecutive = keys[n - 1] - keys[0] == n - 1;
+    stage_chunk(kc, p.kc_sl, p.kc_sh, vc, p.vc_sl, p.vc_sh, keys, n, nk, t.nheads, d, C, ks, vs);
     for (int64_t hh = 0; hh < t.nheads; ++hh) {
-      const T* kh = kc + hh * p.kc_sh;
-      const T* vh = vc + hh * p.vc_sh;
       float* o = w.o + hh * R * d;
-      const T* a = kh + keys[0] * p.kc_sl;
-      int64_t lda = p.kc_sl;
-      if (!consecutive) {
-        gather_rows(kh, p.kc_sl, keys, n, d, kg);
-        a = kg;
-        lda = d;
-      }
+      const T* kh = ks + hh * C * d;
+      const T* vh = vs + hh * C * d;
       if constexpr (kBf16) {
-        gemm_bf16(n, R, d, lda, R, R, false, a, qp + hh * qstride, w.s);
+        gemm_bf16(n, R, d, d, R, R, false, kh, qp + hh * qstride, w.s);
       } else {
-        gemm_f32(n, R, d, lda, R, R, false, a, qp + hh * qstride, w.s);
+        gemm_f32(n, R, d, d, R, R, false, kh, qp + hh * qstride, w.s);
       }
       softmax_to_p<T, C>(w.s, n, c, w.m + hh * R, w.l + hh * R, alpha, pm);
       for (int64_t r = 0; r < R; ++r) {
@@ -275,24 +278,10 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w)
         for (; e + kVecWidth <= d; e += kVecWidth) st(orow + e, ld(orow + e) * av);
         for (; e < d; ++e) orow[e] *= alpha[r];
       }
-      // bf16 (measured: it slows float32 down): a slice of the next chunk's cache rows, the whole span of the group's heads in each
-      // row: strided rows cross a page each, which the hardware prefetchers do not follow;
-      // one slice per head spreads the requests over the chunk's work. Only for caches whose
-      // heads are adjacent in a row (the usual [batch, len, heads, head_dim] layout).
-      if (kBf16 && c0 + C < t.nkeys && p.kc_sh == d && p.vc_sh == d) {
-        const int64_t nn = std::min(C, t.nkeys - c0 - C);
-        const int64_t j0 = nn * hh / t.nheads, j1 = nn * (hh + 1) / t.nheads;
-        prefetch_span(kc, p.kc_sl, keys + C + j0, j1 - j0, t.nheads * p.kc_sh);
-        prefetch_span(vc, p.vc_sl, keys + C + j0, j1 - j0, t.nheads * p.vc_sh);
-      }
       if constexpr (kBf16) {
-        pack_v_bf16(vh, p.vc_sl, keys, n, nk, d, vb);
-        gemm_bf16(R, d, nk, C, d, d, true, pm, vb, o);
-      } else if (consecutive) {
-        gemm_f32(R, d, n, C, p.vc_sl, d, true, pm, vh + keys[0] * p.vc_sl, o);
+        gemm_bf16(R, d, nk, C, d, d, true, pm, vh, o);
       } else {
-        gather_rows(vh, p.vc_sl, keys, n, d, vb);
-        gemm_f32(R, d, n, C, d, d, true, pm, vb, o);
+        gemm_f32(R, d, n, C, d, d, true, pm, vh, o);
       }
     }
   }
