@@ -89,6 +89,34 @@ def test_nonfinite_policy(dtype):
     assert torch.isfinite(conf[0, [3, 5, 6]]).all()
 
 
+@pytest.mark.parametrize("isa", ["base", "v3", "v4"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_max_rising_across_chunks(dtype, isa, monkeypatch):
+    """The CPU row loop exponentiates each chunk of 2048 against the max of the chunks before it:
+    a later chunk with a larger max is rescaled afterwards (a small jump) or summed again against
+    its own max (a jump past 64, whose terms would overflow). Rows whose first chunks are all
+    -inf have no max to start from."""
+    monkeypatch.setenv("DK_CPU_ISA", isa)
+    v = 3 * 2048 + 77
+    logits = make_logits(2, 8, v, dtype)
+    logits[0, 0, 2048 + 5] = 20.0                       # small jump in chunk 1
+    logits[0, 1, 2 * 2048 + 9] = 90.0                   # jump past 64 in chunk 2
+    logits[0, 2, 2048 + 1] = 30.0                       # rises twice, the second time past 64
+    logits[0, 2, 3 * 2048 + 70] = 100.0                 # ... in the ragged last chunk
+    logits[0, 3, : 2 * 2048] = float("-inf")            # no max before chunk 2
+    logits[0, 4, : 2 * 2048] = float("-inf")
+    logits[0, 4, 100] = float("nan")                    # a NaN inside the all -inf start
+    logits[0, 5, 2048 + 5] = 20.0
+    logits[0, 5, 3 * 2048 + 5] = 20.0                   # an equal max later keeps the first index
+    logits[1, 0] = torch.linspace(-40, 40, v)           # the max rises in every chunk
+    logits[1, 1] = torch.linspace(40, -40, v)           # falls in every chunk
+    x = torch.full((2, 8), MASK_ID)
+    x0, conf = assert_matches_reference(dk.masked_confidence, logits, x)
+    assert x0[0, :6].tolist() == [2048 + 5, 2 * 2048 + 9, 3 * 2048 + 70, x0[0, 3].item(), 100, 2048 + 5]
+    assert x0[0, 3] >= 2 * 2048 and torch.isnan(conf[0, 4])
+    assert x0[1, 0] >= v - 20 and x0[1, 1] == 0  # rounding to 16 bits ties the top few
+
+
 def test_empty_batch_and_seq():
     for b, l in [(0, 4), (2, 0)]:
         x0, conf = dk.masked_confidence(torch.randn(b, l, 11), torch.zeros(b, l, dtype=torch.long), 0)

@@ -50,7 +50,19 @@ inline __attribute__((always_inline)) float load_scalar(const uint16_t* p) {
   return f;
 }
 
-inline __attribute__((always_inline)) vfloat vmax(vfloat a, vfloat b) { return a > b ? a : b; }
+// a > b ? a : b, NaN in a ignored. In a file built for x86-64-v4 (which defines DK_VEC_AVX512
+// before any include: the target pragma does not define __AVX512F__) that is exactly vmaxps a, b,
+// which g++ (even from _mm512_max_ps) emits as a compare plus a masked copy: two uops, and a
+// second load when `a` came from memory. Hence the asm.
+inline __attribute__((always_inline)) vfloat vmax(vfloat a, vfloat b) {
+#if defined(DK_VEC_AVX512)
+  vfloat r;
+  asm("vmaxps %2, %1, %0" : "=v"(r) : "v"(a), "v"(b));  // Intel order: vmaxps r, a, b
+  return r;
+#else
+  return a > b ? a : b;
+#endif
+}
 
 // 2^t to about 1 ulp for t in [-126, 127]; smaller t gives 2^-126 (~1e-38) instead of 0,
 // harmless in a softmax sum that is >= 1; NaN propagates. t = k + r with integer k and
@@ -80,8 +92,10 @@ constexpr float kLog2e = 1.44269504088896341f;
 
 // 2^t for t <= 0 (softmax terms): same polynomial, no upper clamp (callers never pass t > 0
 // except with an infinite or NaN maximum, which they detect afterwards).
+// term: 2^t for any t <= 127 (the greedy row loop's terms, some above its running max).
 struct Exp2Generic {
   static inline __attribute__((always_inline)) vfloat nonpositive(vfloat t) { return vexp2(t); }
+  static inline __attribute__((always_inline)) vfloat term(vfloat t) { return vexp2(t); }
 };
 
 
