@@ -2,7 +2,7 @@
 option against the float64 reference, the same tokens as the CPU op for the same seed (only
 documented near-ties may differ), and bitwise-identical results in every fiber resume order. Both
 CUDA paths are covered: one block per row (general kernel) and the split vocabulary (few rows,
-vocab >= 4096, no filter, prob/random confidence)."""
+vocab >= 4096, no filter; every confidence kind)."""
 import pytest
 import torch
 
@@ -37,7 +37,7 @@ def assert_same_tokens_as_cpu(logits, x, got, **opts):
 @pytest.mark.parametrize("source", ["sampling", "logits"])
 @pytest.mark.parametrize("shape", [(2, 3, 1), (1, 3, 3), (2, 3, 1001), (1, 3, 5003)], ids=lambda s: "x".join(map(str, s)))
 def test_kinds_match_reference_and_cpu(shape, source, dtype):
-    """5003 ids over 3 rows takes the split path for prob/random, the general kernel otherwise."""
+    """5003 ids over 3 rows takes the split path (2 slices), the smaller rows the general kernel."""
     logits, x = make_case(*shape, dtype)
     for kind in KINDS:
         for temperature in (0.0, 0.7):
@@ -101,11 +101,31 @@ def test_nonfinite_rows_with_sampling(vocab):
     assert torch.isnan(conf[0, [0, 2, 3]]).all() and torch.isfinite(conf[0, [1, 4, 5]]).all()
 
 
-def test_llada_vocabulary_split_path():
-    """One larger case: LLaDA's vocabulary, 2 rows -> 61 slices per row."""
+@pytest.mark.parametrize("kind", ["prob", "margin", "neg_entropy"])
+def test_llada_vocabulary_split_path(kind):
+    """One larger case: LLaDA's vocabulary, 2 rows -> 61 slices per row; the second row's max
+    sits in a late slice, so the earlier slices' margin/entropy sums are rescaled."""
     logits, x = make_case(1, 2, 126464, torch.bfloat16)
-    (x0, _, _), _ = run_and_compare(op, logits, x, temperature=0.7, return_lse=True)
-    assert_same_tokens_as_cpu(logits, x, x0, temperature=0.7)
+    logits[0, 1, 120000] = 25.0
+    logits[0, 1, 3] = 24.0  # the runner-up in another slice: margin merges across slices
+    for source in ("sampling", "logits"):
+        opts = dict(temperature=0.7, confidence=kind, confidence_from=source, return_lse=True)
+        (x0, _, _), _ = run_and_compare(op, logits, x, **opts)
+        assert_same_tokens_as_cpu(logits, x, x0, **opts)
+
+
+@pytest.mark.parametrize("kind", ["margin", "neg_entropy"])
+def test_split_path_with_empty_and_nonfinite_slices(kind):
+    """Slices that are all -inf add nothing to the merged margin/entropy statistics; a NaN or
+    +inf anywhere gives the non-finite policy, as in the general kernel."""
+    logits, x = make_case(1, 4, 9000, torch.float32)
+    logits[0, 0, :6000] = float("-inf")   # the first slices are empty
+    logits[0, 2, 8000] = float("nan")
+    logits[0, 3, 50] = float("inf")
+    for temperature in (0.0, 0.9):
+        (x0, conf), _ = run_and_compare(op, logits, x, temperature=temperature, confidence=kind)
+        assert x0[0, 2] == 8000 and x0[0, 3] == 50
+        assert torch.isfinite(conf[0, 0]) and torch.isnan(conf[0, 2:]).all()
 
 
 CASES = {
@@ -113,6 +133,8 @@ CASES = {
     "general-entropy-logits": (2, 3, 1500, dict(temperature=1.1, confidence="neg_entropy", confidence_from="logits")),
     "split": (1, 3, 9000, dict(temperature=0.7, return_lse=True, suppress_ids=[4])),
     "split-random": (1, 2, 5000, dict(temperature=1.0, confidence="random", confidence_from="logits")),
+    "split-margin": (1, 3, 9000, dict(temperature=0.7, confidence="margin", return_lse=True)),
+    "split-entropy-logits": (1, 2, 9000, dict(temperature=1.2, confidence="neg_entropy", confidence_from="logits")),
 }
 
 

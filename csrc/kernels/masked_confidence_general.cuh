@@ -18,14 +18,6 @@
 
 namespace dk {
 
-template <int kThreads, typename Values>
-__device__ __forceinline__ DistStats block_dist_for(ConfidenceKind kind, const Values& z, int64_t n, float m,
-                                                    float tau, DistStats* scratch) {
-  if (kind == ConfidenceKind::Margin) return block_dist_stats<kThreads, true, false>(z, n, m, tau, scratch);
-  if (kind == ConfidenceKind::NegEntropy) return block_dist_stats<kThreads, false, true>(z, n, m, tau, scratch);
-  return block_dist_stats<kThreads, false, false>(z, n, m, tau, scratch);
-}
-
 // The raw row's online statistics, valid in every thread.
 template <typename T, int kThreads>
 __device__ __forceinline__ SoftmaxStats block_raw_stats(const RowValues<T>& raw, int64_t n, SoftmaxStats* scratch,
@@ -77,7 +69,7 @@ __global__ void __launch_bounds__(kThreads, 4) masked_confidence_general_kernel(
     int64_t token = st.argmax;
     float conf = 0.f;
     if (p.confidence_from_logits && (kind == ConfidenceKind::Margin || kind == ConfidenceKind::NegEntropy))
-      conf = confidence_from_stats(kind, block_dist_for<kThreads>(kind, raw, n, lmax, -INFINITY, dist_scratch), lmax, 0.f);
+      conf = confidence_from_stats(kind, block_dist_for<kThreads>(kind, raw, 0, n, lmax, -INFINITY, dist_scratch), lmax, 0.f);
     if (s.sampled() || (!p.confidence_from_logits && !random)) {
       const float inv = s.sampled() ? s.inv_temperature : 1.f;
       const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, inv};
@@ -91,7 +83,7 @@ __global__ void __launch_bounds__(kThreads, 4) masked_confidence_general_kernel(
         token = block_allreduce<kThreads>(own, best_scratch, BestShfl{}, BestMerge{}).index;
       }
       if (!p.confidence_from_logits && !random) {
-        const DistStats d = block_dist_for<kThreads>(kind, z, n, m, tau, dist_scratch);
+        const DistStats d = block_dist_for<kThreads>(kind, z, 0, n, m, tau, dist_scratch);
         conf = confidence_from_stats(kind, d, m, kind == ConfidenceKind::Prob ? z(token) : 0.f);
       }
     }

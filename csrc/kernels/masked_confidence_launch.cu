@@ -1,6 +1,6 @@
 // Host launcher of masked_confidence. nvcc builds it for the GPU; csrc/emulated/ compiles this
 // same file with g++ against the SIMT emulator. Three paths:
-//   - few rows, no filter, prob/random confidence: the split-vocabulary pair of kernels
+//   - few rows, no filter (any confidence kind): the split-vocabulary pair of kernels
 //     (masked_confidence_split.cuh explains the occupancy math);
 //   - greedy defaults: the one-pass kernel (masked_confidence.cuh);
 //   - anything else: the general one-block-per-row kernel (masked_confidence_general.cuh).

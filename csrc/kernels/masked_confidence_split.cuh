@@ -11,10 +11,12 @@
 // ceil(528 / rows) slices of at least kMinSliceLength ids (each thread then still has >= 8 ids,
 // enough to amortise the partial's write) and caps the slices at 1024 per row.
 //
-// Covers the unfiltered options (greedy or Gumbel-max at any temperature, prob or random
-// confidence from either source, block bounds, suppressed ids, lse): their statistics merge
-// exactly as online softmax statistics and Gumbel maxima do. Filters need a global threshold
-// search and margin/entropy a second statistics pass: those take the one-block-per-row kernel.
+// Covers the unfiltered options (greedy or Gumbel-max at any temperature, every confidence kind
+// from either source, block bounds, suppressed ids, lse): their statistics merge exactly as online
+// softmax statistics and Gumbel maxima do. margin and neg_entropy take a second pass over the
+// slice (it is in L1/L2 by then) for the top two values and sum e (z - m) against the slice's own
+// max m, which the merge rescales to the row's: e^(m - M) (h + (m - M) s). Filters need a global
+// threshold search first: those take the one-block-per-row kernel.
 #pragma once
 #include "simt/simt.h"  // first: under g++ it defines the CUDA keywords
 #include <cstdint>
@@ -33,7 +35,18 @@ struct SlicePartial {
   SoftmaxStats raw;  // online statistics of the logits (argmax, non-finite policy, lse, LLaDA prob)
   SoftmaxStats z;    // of z = logits / T (the sampled distribution's normaliser); unused when greedy
   Best best;         // the slice's Gumbel argmax
+  DistStats dist;    // margin / neg_entropy: statistics of their distribution against dist_max
+  float dist_max;    // the slice's max of that distribution (-inf: nothing to add)
 };
+
+// The distribution margin and neg_entropy are computed on: the raw logits (LLaDA's source) or
+// z = logits / T (Dream's; logits themselves when greedy).
+DK_HOST_DEVICE float dist_inv(const MaskedConfidenceParams& p, const RowSettings& s) {
+  return !p.confidence_from_logits && s.sampled() ? s.inv_temperature : 1.f;
+}
+DK_HOST_DEVICE bool needs_dist(ConfidenceKind kind) {
+  return kind == ConfidenceKind::Margin || kind == ConfidenceKind::NegEntropy;
+}
 
 // Slice length (a multiple of 4: Philox groups never straddle slices) and count for `p`; 1 slice
 // means the one-block-per-row kernels.
@@ -45,8 +58,7 @@ inline SplitPlan split_plan(const MaskedConfidenceParams& p) {
   const int64_t rows = p.batch * p.seq;
   const bool unfiltered = p.top_p == nullptr && !(p.top_p_value < 1.f) && p.top_k == nullptr &&
                           !(p.top_k_value > 0 && p.top_k_value < p.vocab);
-  const bool kind_ok = p.kind == ConfidenceKind::Prob || p.kind == ConfidenceKind::Random;
-  if (rows == 0 || !unfiltered || !kind_ok || rows * 2 > kSplitTargetBlocks) return {1, p.vocab};
+  if (rows == 0 || !unfiltered || rows * 2 > kSplitTargetBlocks) return {1, p.vocab};
   int64_t slices = (kSplitTargetBlocks + rows - 1) / rows;
   slices = slices < p.vocab / kMinSliceLength ? slices : p.vocab / kMinSliceLength;
   slices = slices < kMaxSlices ? slices : kMaxSlices;
@@ -61,6 +73,8 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(Maske
                                                                           SlicePartial* partials) {
   SIMT_SHARED(SoftmaxStats, stats_scratch, [kThreads / 32]);
   SIMT_SHARED(Best, best_scratch, [kThreads / 32 + 1]);
+  SIMT_SHARED(DistStats, dist_scratch, [kThreads / 32 + 1]);
+  SIMT_SHARED(float, raw_max, [1]);
   const PhiloxKey key = philox_key(p);
   const int64_t jobs = p.batch * p.seq * plan.slices;
   for (int64_t job = blockIdx.x; job < jobs; job += gridDim.x) {
@@ -90,6 +104,21 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(Maske
       const Best own = thread_gumbel_best<kThreads>(z, begin, end, -INFINITY, key, static_cast<uint32_t>(row));
       out.best = block_allreduce<kThreads>(own, best_scratch, BestShfl{}, BestMerge{});
     }
+    out.dist = DistStats{0.0, 0.0, -INFINITY, -INFINITY};
+    out.dist_max = -INFINITY;
+    if (needs_dist(p.kind)) {
+      if (threadIdx.x == 0) raw_max[0] = out.raw.max;  // block_merge's result is in warp 0 only
+      __syncthreads();
+      const float inv = dist_inv(p, s);
+      const float m = raw_max[0] * inv;  // rounding is monotone: the max of the products
+      __syncthreads();  // raw_max is rewritten by the next job
+      // An all -inf slice adds nothing; +inf or NaN rows take the non-finite policy in the merge.
+      if (m > -INFINITY && m < INFINITY) {
+        const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, inv};
+        out.dist = block_dist_for<kThreads>(p.kind, z, begin, end, m, -INFINITY, dist_scratch);
+        out.dist_max = m;
+      }
+    }
     if (threadIdx.x == 0) partials[job] = out;
     __syncthreads();  // stats_scratch is rewritten by the next job
   }
@@ -115,10 +144,12 @@ __global__ void masked_confidence_merge_kernel(MaskedConfidenceParams p, SplitPl
     const SlicePartial* part = partials + row * plan.slices;
     SoftmaxStats st = part[0].raw, zt = part[0].z;
     Best best = part[0].best;
+    float dist_max = part[0].dist_max;
     for (int64_t i = 1; i < plan.slices; ++i) {
       st = softmax_stats_merge(st, part[i].raw);
       zt = softmax_stats_merge(zt, part[i].z);
       best = best_merge(best, part[i].best);
+      dist_max = fmaxf(dist_max, part[i].dist_max);
     }
     if (st.first_nan != kNoIndex || st.max == -INFINITY || st.max == INFINITY) {
       softmax_stats_finish(st, &p.x0[row], &p.confidence[row], p.lse ? &p.lse[row] : nullptr);
@@ -129,7 +160,18 @@ __global__ void masked_confidence_merge_kernel(MaskedConfidenceParams p, SplitPl
     const int64_t token = s.sampled() ? best.index : st.argmax;
     const float v = to_float(logits[token]);  // never a suppressed id: those are -inf and lose
     float conf;
-    if (p.kind == ConfidenceKind::Random) conf = philox_uniform(philox_key(p), static_cast<uint32_t>(row), kRandomConfidenceColumn);
+    if (needs_dist(p.kind)) {
+      // Each slice's sums are against its own max m: rescale to the row's max M in slice order.
+      DistStats d{0.0, 0.0, -INFINITY, -INFINITY};
+      for (int64_t i = 0; i < plan.slices; ++i) {
+        const DistStats& ds = part[i].dist;
+        if (part[i].dist_max == -INFINITY) continue;
+        const double shift = static_cast<double>(part[i].dist_max) - dist_max;
+        const double f = exp(shift);
+        d = dist_merge(d, DistStats{ds.sum * f, (ds.zsum + shift * ds.sum) * f, ds.top1, ds.top2});
+      }
+      conf = confidence_from_stats(p.kind, d, dist_max, 0.f);
+    } else if (p.kind == ConfidenceKind::Random) conf = philox_uniform(philox_key(p), static_cast<uint32_t>(row), kRandomConfidenceColumn);
     else if (s.sampled() && !p.confidence_from_logits)
       conf = static_cast<float>(exp(static_cast<double>(v * s.inv_temperature) - zt.max) / zt.sum);
     else conf = static_cast<float>(exp(static_cast<double>(v) - st.max) / st.sum);

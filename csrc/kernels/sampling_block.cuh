@@ -85,11 +85,12 @@ struct DistMerge {
   }
 };
 
+// Over ids [begin, end): the whole row, or a slice of it (masked_confidence_split.cuh).
 template <int kThreads, bool kTop2, bool kZsum, typename Values>
-__device__ __forceinline__ DistStats block_dist_stats(const Values& z, int64_t n, float m, float tau,
+__device__ __forceinline__ DistStats block_dist_stats(const Values& z, int64_t begin, int64_t end, float m, float tau,
                                                       DistStats* scratch) {
   float s = 0.f, h = 0.f, t1 = -INFINITY, t2 = -INFINITY;
-  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+  for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) {
     const float v = z(j);
     if (!(v >= tau)) continue;
     const float e = expf(v - m);
@@ -101,6 +102,15 @@ __device__ __forceinline__ DistStats block_dist_stats(const Values& z, int64_t n
     }
   }
   return block_allreduce<kThreads>(DistStats{s, h, t1, t2}, scratch, DistShfl{}, DistMerge{});
+}
+
+// The statistics `kind` needs: top-2 for margin, the entropy sum for neg_entropy.
+template <int kThreads, typename Values>
+__device__ __forceinline__ DistStats block_dist_for(ConfidenceKind kind, const Values& z, int64_t begin, int64_t end,
+                                                    float m, float tau, DistStats* scratch) {
+  if (kind == ConfidenceKind::Margin) return block_dist_stats<kThreads, true, false>(z, begin, end, m, tau, scratch);
+  if (kind == ConfidenceKind::NegEntropy) return block_dist_stats<kThreads, false, true>(z, begin, end, m, tau, scratch);
+  return block_dist_stats<kThreads, false, false>(z, begin, end, m, tau, scratch);
 }
 
 // The confidence of `kind` (prob, margin, neg_entropy) from the kept set's statistics; `z_token`
