@@ -11,12 +11,15 @@ from diffusion_kernels import reference
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-@pytest.fixture(params=["auto", "native", "aten", "gemm"])
+@pytest.fixture(params=["auto", "native", "aten", "gemm", "gemm-widened"])
 def cpu_path(request, monkeypatch):
     """The op picks the brgemm kernel (few rows per kv head, or a mask), ATen's CPU flash attention
     (every key valid) or the native kernel; DK_CPU_ATTENTION forces one where it applies (gemm:
-    bfloat16 on AMX and float32 on AVX-512, else the others; aten: every key valid)."""
-    monkeypatch.setenv("DK_CPU_ATTENTION", request.param)
+    AVX-512, bfloat16 on AMX or widened to float32 without it, else the others; aten: every key
+    valid). gemm-widened: bfloat16 widened to float32 GEMMs even on AMX."""
+    monkeypatch.setenv("DK_CPU_ATTENTION", request.param.split("-")[0])
+    if request.param == "gemm-widened":
+        monkeypatch.setenv("DK_CPU_ATTENTION_WIDEN", "1")
     return request.param
 
 
@@ -69,6 +72,7 @@ def test_non_contiguous(dtype, cpu_path):
     assert torch.equal(big_k[untouched], before[untouched])
 
 
+@pytest.mark.parametrize("widen", ["0", "1"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", [
     Case(1, 33, 8, 1, 64, 257, 33, 224),                   # 264 stacked rows (9 tiles), odd last chunk
@@ -76,10 +80,14 @@ def test_non_contiguous(dtype, cpu_path):
     Case(3, 31, 2, 2, 128, 600, 0, 0, "random"),           # non-consecutive keys
     Case(1, 1, 2, 2, 64, 513, 1, 512, "left_pad"),         # one query, chunk boundary + 1
 ], ids=Case.id)
-def test_gemm_kernel_edges(case, dtype, monkeypatch):
-    """The brgemm kernel's tiles and chunks: row tiles past 32, chunks of 64 (fp32) and 256
-    (bf16) keys with a tail, odd key counts (bf16 pairs keys), non-consecutive keys, a negative scale."""
+def test_gemm_kernel_edges(case, dtype, widen, monkeypatch):
+    """The brgemm kernel's tiles and chunks: row tiles past 32, chunks of 64 (fp32, widened bf16)
+    and 128 (AMX bf16) keys with a tail, odd key counts (AMX bf16 pairs keys), non-consecutive
+    keys, a negative scale."""
+    if dtype == torch.float32 and widen == "1":
+        pytest.skip("widening is for bfloat16")
     monkeypatch.setenv("DK_CPU_ATTENTION", "gemm")
+    monkeypatch.setenv("DK_CPU_ATTENTION_WIDEN", widen)
     args = make_inputs(case, dtype)
     check_call(dk.attention_with_kv_cache, args)
     check_call(dk.attention_with_kv_cache, args, scale=-0.2)
@@ -132,7 +140,7 @@ def gemm_runs(dtype):
         return False
     if os.environ.get("DK_CPU_ISA") in ("base", "v3"):  # the kernel needs the AVX-512 build
         return False
-    return dtype == torch.float32 or (os.path.exists("/proc/cpuinfo") and " amx_tile" in open("/proc/cpuinfo").read())
+    return True  # float32, and bfloat16 on AMX or widened to float32
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -155,7 +163,7 @@ def test_left_padding_invariance(dtype, cpu_path):
     padded = dk.attention_with_kv_cache(torch.cat([q, torch.randn_like(q)]), pk, pv,
                                         torch.cat([kn, torch.randn_like(kn)]), torch.cat([vn, torch.randn_like(vn)]),
                                         write_start=torch.tensor([pad + 30, 4]), key_padding_mask=mask)
-    if cpu_path == "native" or (cpu_path == "gemm" and gemm_runs(dtype)):
+    if cpu_path == "native" or (cpu_path.startswith("gemm") and gemm_runs(dtype)):
         torch.testing.assert_close(padded[0], plain[0], rtol=0, atol=0)
     else:
         # ATen's path rounds P to the dtype before P @ V, the native kernel keeps it in float32:

@@ -7,6 +7,8 @@
 #include <c10/util/BFloat16.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "cpu/attention.h"
@@ -39,6 +41,14 @@ Tiling tiling(const AttentionParams& p) {
     count();
   }
   return t;
+}
+
+// brgemm has AMX bfloat16 kernels here (read per call, like the ISA level: DK_CPU_ISA and
+// DK_CPU_ATTENTION_WIDEN=1, which widens bfloat16 even on AMX, let the tests cover both forms).
+bool bf16_on_amx() {
+  const char* widen = std::getenv("DK_CPU_ATTENTION_WIDEN");
+  if (widen != nullptr && std::strcmp(widen, "1") == 0) return false;
+  return at::native::cpublas::could_pack(at::kBFloat16);
 }
 
 }  // namespace
@@ -89,8 +99,9 @@ bool gemm_attention_usable(const AttentionParams& p, bool even_with_idle_threads
   switch (p.kind) {
     case ScalarKind::Float32: return true;
     case ScalarKind::BFloat16:
-      // VNNI pairs along head_dim; AMX (brgemm's bfloat16 kernels need it for the VNNI layout).
-      return p.head_dim % 2 == 0 && at::native::cpublas::could_pack(at::kBFloat16);
+      // VNNI pairs along head_dim on AMX (brgemm's bfloat16 kernels need it for the VNNI
+      // layout); any head_dim widened to float32 otherwise.
+      return p.head_dim % 2 == 0 || !bf16_on_amx();
     default: return false;
   }
 }
@@ -100,6 +111,7 @@ void attend_gemm(const AttentionParams& p) {
   const auto keys = valid_key_lists(p);
   const int64_t stacked = p.heads_q / p.heads_kv * p.q_len;
   const int64_t bytes = gemm_scratch_bytes(p.head_dim, tl.nheads);
+  const bool widen = p.kind == ScalarKind::BFloat16 && !bf16_on_amx();
   at::parallel_for(0, tl.tasks, 1, [&](int64_t begin, int64_t end) {
     // Kept per thread across calls: a fresh ~1 MB block would be mapped and page-faulted in on
     // every call (measurable against a ~2 ms call).
@@ -118,10 +130,10 @@ void attend_gemm(const AttentionParams& p) {
       t.rows = std::min(kGemmRows, stacked - t.row0);
       t.keys = keys[t.b].data();
       t.nkeys = static_cast<int64_t>(keys[t.b].size());
-      attend_gemm_task_v4(p, t, w);
+      attend_gemm_task_v4(p, t, w, widen);
     }
     // Give back the AMX tile state this thread configured.
-    if (p.kind == ScalarKind::BFloat16) at::native::cpublas::brgemm_release(true);
+    if (p.kind == ScalarKind::BFloat16 && !widen) at::native::cpublas::brgemm_release(true);
   });
 }
 

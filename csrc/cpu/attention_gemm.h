@@ -1,5 +1,6 @@
 // CPU attention for few query rows per kv head (the dual/prefix-cache step) on ATen's brgemm
-// micro-kernels: AMX for bfloat16, AVX-512 FMA for float32 (float32 stays float32 throughout).
+// micro-kernels: AMX for bfloat16, AVX-512 FMA for float32 (float32 stays float32 throughout),
+// and for bfloat16 on AVX-512 CPUs without AMX, float32 GEMMs on K/V widened while staged.
 //
 // Per task (batch row, group of kv heads, tile of up to kGemmRows stacked query rows), per chunk
 // of valid keys:
@@ -50,7 +51,8 @@ struct GemmScratch {
 int64_t gemm_scratch_bytes(int64_t head_dim, int64_t nheads);
 void gemm_scratch_layout(void* base, int64_t head_dim, int64_t nheads, GemmScratch& w);
 
-// Whether attend_gemm can run this call here (AVX-512 and, for bfloat16, AMX; not float16) and,
+// Whether attend_gemm can run this call here (AVX-512; bfloat16 on AMX, or widened to float32
+// without it; not float16) and,
 // unless even_with_idle_threads, has at least one task per thread (it does not split the keys).
 bool gemm_attention_usable(const AttentionParams& p, bool even_with_idle_threads = false);
 
@@ -64,7 +66,8 @@ void gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_
 void gemm_f32(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, bool add,
               const float* a, const float* b, float* c);
 
-// One task, everything from packing Q to storing out/lse (attention_gemm_avx512.cpp).
-void attend_gemm_task_v4(const AttentionParams& p, const GemmTask& t, const GemmScratch& w);
+// One task, everything from packing Q to storing out/lse (attention_gemm_avx512.cpp);
+// widen_bf16: bfloat16 tensors, float32 GEMMs.
+void attend_gemm_task_v4(const AttentionParams& p, const GemmTask& t, const GemmScratch& w, bool widen_bf16);
 
 }  // namespace dk::cpu

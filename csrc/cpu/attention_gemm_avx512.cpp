@@ -110,20 +110,28 @@ DK_INLINE void transpose_rows(const uint32_t* const (&src)[R], int64_t words, ui
 }
 
 // Q^T of one head for S^T = K Q^T: column r is stacked query row row0 + r (zero past rows).
-// bf16 VNNI [d/2][R][2] is the same transpose on 32-bit words (pairs of consecutive e).
-template <typename T>
+// bf16 VNNI [d/2][R][2] is the same transpose on 32-bit words (pairs of consecutive e). Widened
+// (bf16 rows, float32 GEMMs): element by element, d x 32 per head and task.
+template <typename In, typename T>
 void pack_q(const AttentionParams& p, const GemmTask& t, int64_t hh, T* dst) {
   const int64_t d = p.head_dim, group = p.heads_q / p.heads_kv;
-  const T* q = static_cast<const T*>(p.q);
-  const uint32_t* src[R];
+  const In* q = static_cast<const In*>(p.q);
+  const In* rows[R];
   for (int64_t r = 0; r < R; ++r) {
-    src[r] = nullptr;
+    rows[r] = nullptr;
     if (r < t.rows) {
       const int64_t row = t.row0 + r, hg = row / p.q_len, l = row - hg * p.q_len;
-      src[r] = reinterpret_cast<const uint32_t*>(q + t.b * p.q_sb + l * p.q_sl + ((t.hkv0 + hh) * group + hg) * p.q_sh);
+      rows[r] = q + t.b * p.q_sb + l * p.q_sl + ((t.hkv0 + hh) * group + hg) * p.q_sh;
     }
   }
-  transpose_rows(src, d * static_cast<int64_t>(sizeof(T)) / 4, reinterpret_cast<uint32_t*>(dst));
+  if constexpr (std::is_same_v<In, T>) {
+    const uint32_t* src[R];
+    for (int64_t r = 0; r < R; ++r) src[r] = reinterpret_cast<const uint32_t*>(rows[r]);
+    transpose_rows(src, d * static_cast<int64_t>(sizeof(T)) / 4, reinterpret_cast<uint32_t*>(dst));
+  } else {
+    for (int64_t e = 0; e < d; ++e)
+      for (int64_t r = 0; r < R; ++r) dst[e * R + r] = rows[r] != nullptr ? to_float(rows[r][e]) : 0.f;
+  }
 }
 
 // Online softmax down the n rows of S^T (scores times c = scale * log2(e)) for the 32 query
@@ -210,32 +218,47 @@ DK_INLINE void pack_v_bf16_pair(const uint16_t* a, const uint16_t* b, int64_t d,
 // are adjacent in a cache row, so each row is one contiguous run the hardware prefetchers
 // stream, where the GEMMs reading one head's strided rows straight from the cache would wait on
 // every row. Then A (K) and B (V) have a leading dimension of d and stay in L2.
-template <typename T>
-DK_INLINE void stage_chunk(const T* kc, int64_t ksl, int64_t ksh, const T* vc, int64_t vsl, int64_t vsh,
+// A cache row into the staging buffer: a copy, or bf16 widened to float32.
+DK_INLINE void copy_row(const float* src, float* dst, int64_t d) { std::memcpy(dst, src, sizeof(float) * d); }
+DK_INLINE void copy_row(const uint16_t* src, uint16_t* dst, int64_t d) { std::memcpy(dst, src, sizeof(uint16_t) * d); }
+DK_INLINE void copy_row(const uint16_t* src, float* dst, int64_t d) {
+  int64_t e = 0;
+  for (; e + kVecWidth <= d; e += kVecWidth) {
+    vu16 h;
+    std::memcpy(&h, src + e, sizeof h);
+    st(dst + e, (vfloat)(__builtin_convertvector(h, vuint) << 16));
+  }
+  for (; e < d; ++e) dst[e] = to_float(src[e]);
+}
+
+template <typename In, typename T>
+DK_INLINE void stage_chunk(const In* kc, int64_t ksl, int64_t ksh, const In* vc, int64_t vsl, int64_t vsh,
                            const int64_t* keys, int64_t n, int64_t nk, int64_t nheads, int64_t d, int64_t C,
                            T* kst, T* vst) {
   for (int64_t j = 0; j < nk; j += 2) {
     const bool second = j + 1 < n;
-    const T* k0 = kc + keys[j] * ksl;
-    const T* k1 = second ? kc + keys[j + 1] * ksl : nullptr;
-    const T* v0 = vc + keys[j] * vsl;
-    const T* v1 = second ? vc + keys[j + 1] * vsl : nullptr;
+    const In* k0 = kc + keys[j] * ksl;
+    const In* k1 = second ? kc + keys[j + 1] * ksl : nullptr;
+    const In* v0 = vc + keys[j] * vsl;
+    const In* v1 = second ? vc + keys[j + 1] * vsl : nullptr;
     for (int64_t hh = 0; hh < nheads; ++hh) {
       T* kd = kst + (hh * C + j) * d;
       T* vd = vst + (hh * C + j) * d;
-      std::memcpy(kd, k0 + hh * ksh, sizeof(T) * d);
-      if (second) std::memcpy(kd + d, k1 + hh * ksh, sizeof(T) * d);
+      copy_row(k0 + hh * ksh, kd, d);
+      if (second) copy_row(k1 + hh * ksh, kd + d, d);
       if constexpr (std::is_same_v<T, uint16_t>) {
         pack_v_bf16_pair(v0 + hh * vsh, second ? v1 + hh * vsh : nullptr, d, vd);
       } else {
-        std::memcpy(vd, v0 + hh * vsh, sizeof(T) * d);
-        if (second) std::memcpy(vd + d, v1 + hh * vsh, sizeof(T) * d);
+        copy_row(v0 + hh * vsh, vd, d);
+        if (second) copy_row(v1 + hh * vsh, vd + d, d);
       }
     }
   }
 }
 
-template <typename T>
+// In: the tensors' element type; T: the GEMMs' (bf16 on AMX, float32 otherwise: on AVX-512
+// without AMX, bf16 caches are widened as they are staged).
+template <typename In, typename T>
 void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w) {
   constexpr bool kBf16 = std::is_same_v<T, uint16_t>;
   constexpr int64_t C = kBf16 ? kGemmChunkBf16 : kGemmChunkF32;
@@ -247,14 +270,14 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w)
   T* ks = static_cast<T*>(w.k);
   const int64_t qstride = d * R;
   for (int64_t hh = 0; hh < t.nheads; ++hh) {
-    pack_q<T>(p, t, hh, qp + hh * qstride);
+    pack_q<In, T>(p, t, hh, qp + hh * qstride);
     std::fill(w.m + hh * R, w.m + (hh + 1) * R, kNegInf);
     std::fill(w.l + hh * R, w.l + (hh + 1) * R, 0.f);
     std::fill(w.o + hh * R * d, w.o + (hh + 1) * R * d, 0.f);
   }
 
-  const T* kc = static_cast<const T*>(p.k_cache) + t.b * p.kc_sb + t.hkv0 * p.kc_sh;
-  const T* vc = static_cast<const T*>(p.v_cache) + t.b * p.vc_sb + t.hkv0 * p.vc_sh;
+  const In* kc = static_cast<const In*>(p.k_cache) + t.b * p.kc_sb + t.hkv0 * p.kc_sh;
+  const In* vc = static_cast<const In*>(p.v_cache) + t.b * p.vc_sb + t.hkv0 * p.vc_sh;
   alignas(64) float alpha[R];
   for (int64_t c0 = 0; c0 < t.nkeys; c0 += C) {
     const int64_t n = std::min(C, t.nkeys - c0), nk = kBf16 ? (n + 1) / 2 * 2 : n;
@@ -286,7 +309,7 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w)
     }
   }
 
-  T* out = static_cast<T*>(p.out);
+  In* out = static_cast<In*>(p.out);
   for (int64_t hh = 0; hh < t.nheads; ++hh) {
     for (int64_t r = 0; r < t.rows; ++r) {
       const int64_t row = t.row0 + r, hg = row / p.q_len, ql = row - hg * p.q_len;
@@ -295,8 +318,8 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w)
       // No valid key (l == 0): output 0 and lse -inf.
       const float inv = l > 0.f ? 1.f / l : 0.f;
       const float* o = w.o + (hh * R + r) * d;
-      T* dst = out + ((t.b * p.q_len + ql) * p.heads_q + h) * d;
-      for (int64_t e = 0; e < d; ++e) dst[e] = from_float<T>(o[e] * inv);
+      In* dst = out + ((t.b * p.q_len + ql) * p.heads_q + h) * d;
+      for (int64_t e = 0; e < d; ++e) dst[e] = from_float<In>(o[e] * inv);
       if (p.lse != nullptr)
         p.lse[(t.b * p.heads_q + h) * p.q_len + ql] = l > 0.f ? (m + std::log2(l)) * kLn2 : kNegInf;
     }
@@ -307,11 +330,15 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w)
 
 }  // namespace
 
-void attend_gemm_task_v4(const AttentionParams& p, const GemmTask& t, const GemmScratch& w) {
+void attend_gemm_task_v4(const AttentionParams& p, const GemmTask& t, const GemmScratch& w, bool widen_bf16) {
   if (p.kind == ScalarKind::BFloat16) {
-    run_task<uint16_t>(p, t, w);
+    if (widen_bf16) {
+      run_task<uint16_t, float>(p, t, w);
+    } else {
+      run_task<uint16_t, uint16_t>(p, t, w);
+    }
   } else {
-    run_task<float>(p, t, w);
+    run_task<float, float>(p, t, w);
   }
 }
 
