@@ -1,6 +1,8 @@
 """Speed-up of one dual-cache step (ours) over full recompute (SDPA), against the target
 0.7 x (L / block). Medians of many rounds; CPU time of the process as well as wall time, since
-wall time on a shared machine is dominated by threads waiting for a core.
+wall time on a shared machine is dominated by threads waiting for a core. The three are timed in
+interleaved rounds (ours x3, Fast-dLLM's step x3, full recompute x1), so a slow spell of the
+machine (other tenants) lands on all of them rather than on one.
 
     python bench/attention_ratio.py [--threads N] [--rounds R]
 """
@@ -16,15 +18,19 @@ from research_baselines import fast_dllm_dual_cache_attention, full_recompute_at
 HEADS, HEAD_DIM, BLOCK = 32, 128, 32
 
 
-def median_times(fn, args, rounds):
-    fn(*args)
-    wall, cpu = [], []
-    for _ in range(rounds):
-        w, c = time.perf_counter(), time.process_time()
+def interleaved_medians(calls, rounds):
+    """calls: [(fn, args, repeats per round)]; returns [(median wall, median cpu)] per call."""
+    times = [([], []) for _ in calls]
+    for fn, args, _ in calls:
         fn(*args)
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-    return statistics.median(wall), statistics.median(cpu)
+    for _ in range(rounds):
+        for (fn, args, repeats), (wall, cpu) in zip(calls, times):
+            for _ in range(repeats):
+                w, c = time.perf_counter(), time.process_time()
+                fn(*args)
+                wall.append(time.perf_counter() - w)
+                cpu.append(time.process_time() - c)
+    return [(statistics.median(w), statistics.median(c)) for w, c in times]
 
 
 def main():
@@ -45,9 +51,10 @@ def main():
                 s = length // 2
                 q, kn, vn = (t[:, s:s + BLOCK].contiguous() for t in (q_all, k_all, v_all))
                 kc, vc = k_all.clone(), v_all.clone()
-                ours = median_times(dk.attention_with_kv_cache, (q, kc, vc, kn, vn, s), a.rounds)
-                fdl = median_times(fast_dllm_dual_cache_attention, (q, kc, vc, kn, vn, s), a.rounds)
-                full = median_times(full_recompute_attention, (q_all, k_all, v_all), max(3, a.rounds // 3))
+                ours, fdl, full = interleaved_medians([
+                    (dk.attention_with_kv_cache, (q, kc, vc, kn, vn, s), 3),
+                    (fast_dllm_dual_cache_attention, (q, kc, vc, kn, vn, s), 3),
+                    (full_recompute_attention, (q_all, k_all, v_all), 1)], max(3, a.rounds // 3))
                 print(f"| {str(dtype)[6:]} | {batch} | {length} | {ours[0]*1e3:.1f} / {ours[1]*1e3:.1f} "
                       f"| {fdl[0]*1e3:.1f} / {fdl[1]*1e3:.1f} | {full[0]*1e3:.1f} / {full[1]*1e3:.1f} "
                       f"| {full[0]/ours[0]:.1f} / {full[1]/ours[1]:.1f} | {0.7*length/BLOCK:.1f} |", flush=True)

@@ -11,15 +11,18 @@ from diffusion_kernels import reference
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-@pytest.fixture(params=["auto", "native", "aten", "gemm", "gemm-widened"])
+@pytest.fixture(params=["auto", "native", "aten", "gemm", "gemm-widened", "gemm-staged"])
 def cpu_path(request, monkeypatch):
     """The op picks the brgemm kernel (few rows per kv head, or a mask), ATen's CPU flash attention
     (every key valid) or the native kernel; DK_CPU_ATTENTION forces one where it applies (gemm:
     AVX-512, bfloat16 on AMX or widened to float32 without it, else the others; aten: every key
-    valid). gemm-widened: bfloat16 widened to float32 GEMMs even on AMX."""
+    valid). gemm-widened: bfloat16 widened to float32 GEMMs even on AMX; gemm-staged: float32
+    chunks of consecutive keys staged rather than read in place."""
     monkeypatch.setenv("DK_CPU_ATTENTION", request.param.split("-")[0])
     if request.param == "gemm-widened":
         monkeypatch.setenv("DK_CPU_ATTENTION_WIDEN", "1")
+    if request.param == "gemm-staged":
+        monkeypatch.setenv("DK_CPU_ATTENTION_STAGE", "1")
     return request.param
 
 
@@ -72,7 +75,7 @@ def test_non_contiguous(dtype, cpu_path):
     assert torch.equal(big_k[untouched], before[untouched])
 
 
-@pytest.mark.parametrize("widen", ["0", "1"])
+@pytest.mark.parametrize("form", ["default", "widen", "stage"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", [
     Case(1, 33, 8, 1, 64, 257, 33, 224),                   # 264 stacked rows (9 tiles), odd last chunk
@@ -80,14 +83,15 @@ def test_non_contiguous(dtype, cpu_path):
     Case(3, 31, 2, 2, 128, 600, 0, 0, "random"),           # non-consecutive keys
     Case(1, 1, 2, 2, 64, 513, 1, 512, "left_pad"),         # one query, chunk boundary + 1
 ], ids=Case.id)
-def test_gemm_kernel_edges(case, dtype, widen, monkeypatch):
-    """The brgemm kernel's tiles and chunks: row tiles past 32, chunks of 64 (fp32, widened bf16)
-    and 128 (AMX bf16) keys with a tail, odd key counts (AMX bf16 pairs keys), non-consecutive
-    keys, a negative scale."""
-    if dtype == torch.float32 and widen == "1":
-        pytest.skip("widening is for bfloat16")
+def test_gemm_kernel_edges(case, dtype, form, monkeypatch):
+    """The brgemm kernel's tiles and chunks: row tiles past 32, chunks of 128 keys with a tail,
+    odd key counts (AMX bf16 pairs keys), non-consecutive keys (staged even in float32), a
+    negative scale; each form: bf16 widened to float32, float32 staged instead of read in place."""
+    if form == ("widen" if dtype == torch.float32 else "stage"):
+        pytest.skip("widening is for bfloat16, in-place reading for float32")
     monkeypatch.setenv("DK_CPU_ATTENTION", "gemm")
-    monkeypatch.setenv("DK_CPU_ATTENTION_WIDEN", widen)
+    monkeypatch.setenv("DK_CPU_ATTENTION_WIDEN", "1" if form == "widen" else "0")
+    monkeypatch.setenv("DK_CPU_ATTENTION_STAGE", "1" if form == "stage" else "0")
     args = make_inputs(case, dtype)
     check_call(dk.attention_with_kv_cache, args)
     check_call(dk.attention_with_kv_cache, args, scale=-0.2)

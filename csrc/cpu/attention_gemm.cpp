@@ -43,13 +43,14 @@ Tiling tiling(const AttentionParams& p) {
   return t;
 }
 
-// brgemm has AMX bfloat16 kernels here (read per call, like the ISA level: DK_CPU_ISA and
-// DK_CPU_ATTENTION_WIDEN=1, which widens bfloat16 even on AMX, let the tests cover both forms).
-bool bf16_on_amx() {
-  const char* widen = std::getenv("DK_CPU_ATTENTION_WIDEN");
-  if (widen != nullptr && std::strcmp(widen, "1") == 0) return false;
-  return at::native::cpublas::could_pack(at::kBFloat16);
+// brgemm has AMX bfloat16 kernels here. Read per call, like the ISA level, so the tests cover
+// every form: DK_CPU_ATTENTION_WIDEN=1 widens bfloat16 even on AMX; DK_CPU_ATTENTION_STAGE=1
+// stages float32 chunks that the kernel would otherwise read in place.
+bool env_is_1(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, "1") == 0;
 }
+bool bf16_on_amx() { return !env_is_1("DK_CPU_ATTENTION_WIDEN") && at::native::cpublas::could_pack(at::kBFloat16); }
 
 }  // namespace
 
@@ -112,6 +113,7 @@ void attend_gemm(const AttentionParams& p) {
   const int64_t stacked = p.heads_q / p.heads_kv * p.q_len;
   const int64_t bytes = gemm_scratch_bytes(p.head_dim, tl.nheads);
   const bool widen = p.kind == ScalarKind::BFloat16 && !bf16_on_amx();
+  const GemmOptions opts{widen, env_is_1("DK_CPU_ATTENTION_STAGE")};
   at::parallel_for(0, tl.tasks, 1, [&](int64_t begin, int64_t end) {
     // Kept per thread across calls: a fresh ~1 MB block would be mapped and page-faulted in on
     // every call (measurable against a ~2 ms call).
@@ -130,7 +132,7 @@ void attend_gemm(const AttentionParams& p) {
       t.rows = std::min(kGemmRows, stacked - t.row0);
       t.keys = keys[t.b].data();
       t.nkeys = static_cast<int64_t>(keys[t.b].size());
-      attend_gemm_task_v4(p, t, w, widen);
+      attend_gemm_task_v4(p, t, w, opts);
     }
     // Give back the AMX tile state this thread configured.
     if (p.kind == ScalarKind::BFloat16 && !widen) at::native::cpublas::brgemm_release(true);

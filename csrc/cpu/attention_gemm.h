@@ -4,7 +4,9 @@
 //
 // Per task (batch row, group of kv heads, tile of up to kGemmRows stacked query rows), per chunk
 // of valid keys:
-//   staging       the chunk's K and V rows of every head of the group, key row by key row
+//   staging       (bfloat16, and float32 chunks of non-consecutive keys; other float32 chunks
+//                 are read in place by the GEMMs, the cache row as leading dimension)
+//                 the chunk's K and V rows of every head of the group, key row by key row
 //                 (each cache row holds the group's heads side by side: one contiguous run per
 //                 row, which the hardware prefetchers stream), into per-head buffers in L2; V in
 //                 the VNNI layout (pairs of keys interleaved) for bfloat16;
@@ -25,7 +27,7 @@ constexpr int64_t kGemmRows = 32;   // query rows per tile: the N of S^T = K Q^T
 // Keys per chunk (measured, 32 heads x 128, 1 thread): bfloat16 amortises each brgemm call and
 // AMX tile configuration over more keys; float32 keeps S^T and P (float32) closer to L1.
 constexpr int64_t kGemmChunkBf16 = 128;
-constexpr int64_t kGemmChunkF32 = 64;
+constexpr int64_t kGemmChunkF32 = 128;
 constexpr int64_t kGemmChunk = kGemmChunkBf16 > kGemmChunkF32 ? kGemmChunkBf16 : kGemmChunkF32;
 constexpr int64_t kGemmHeads = 8;   // most kv heads per task
 
@@ -66,8 +68,12 @@ void gemm_bf16(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_
 void gemm_f32(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, bool add,
               const float* a, const float* b, float* c);
 
-// One task, everything from packing Q to storing out/lse (attention_gemm_avx512.cpp);
-// widen_bf16: bfloat16 tensors, float32 GEMMs.
-void attend_gemm_task_v4(const AttentionParams& p, const GemmTask& t, const GemmScratch& w, bool widen_bf16);
+struct GemmOptions {
+  bool widen_bf16;    // bfloat16 tensors, float32 GEMMs (no AMX, or DK_CPU_ATTENTION_WIDEN=1)
+  bool stage_always;  // stage float32 chunks of consecutive keys too (DK_CPU_ATTENTION_STAGE=1)
+};
+
+// One task, everything from packing Q to storing out/lse (attention_gemm_avx512.cpp).
+void attend_gemm_task_v4(const AttentionParams& p, const GemmTask& t, const GemmScratch& w, const GemmOptions& o);
 
 }  // namespace dk::cpu

@@ -259,8 +259,9 @@ DK_INLINE void stage_chunk(const In* kc, int64_t ksl, int64_t ksh, const In* vc,
 // In: the tensors' element type; T: the GEMMs' (bf16 on AMX, float32 otherwise: on AVX-512
 // without AMX, bf16 caches are widened as they are staged).
 template <typename In, typename T>
-void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w) {
+void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w, const GemmOptions& o_) {
   constexpr bool kBf16 = std::is_same_v<T, uint16_t>;
+  constexpr bool kInPlace = std::is_same_v<In, float> && std::is_same_v<T, float>;
   constexpr int64_t C = kBf16 ? kGemmChunkBf16 : kGemmChunkF32;
   const int64_t d = p.head_dim, group = p.heads_q / p.heads_kv;
   const float c = p.scale * kLog2e;
@@ -282,15 +283,27 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w)
   for (int64_t c0 = 0; c0 < t.nkeys; c0 += C) {
     const int64_t n = std::min(C, t.nkeys - c0), nk = kBf16 ? (n + 1) / 2 * 2 : n;
     const int64_t* keys = t.keys + c0;
-    stage_chunk(kc, p.kc_sl, p.kc_sh, vc, p.vc_sl, p.vc_sh, keys, n, nk, t.nheads, d, C, ks, vs);
+    // float32 chunks of consecutive keys: the GEMMs read K and V in place (leading dimension
+    // the cache row), no staging copy (on a Zen 4, L = 512, one thread: 5.7 -> 4.1 ms a call).
+    const bool in_place = kInPlace && !o_.stage_always && keys[n - 1] - keys[0] == n - 1;
+    if (!in_place) stage_chunk(kc, p.kc_sl, p.kc_sh, vc, p.vc_sl, p.vc_sh, keys, n, nk, t.nheads, d, C, ks, vs);
     for (int64_t hh = 0; hh < t.nheads; ++hh) {
       float* o = w.o + hh * R * d;
       const T* kh = ks + hh * C * d;
       const T* vh = vs + hh * C * d;
+      int64_t ldk = d, ldv = d;
+      if constexpr (kInPlace) {
+        if (in_place) {
+          kh = kc + keys[0] * p.kc_sl + hh * p.kc_sh;
+          vh = vc + keys[0] * p.vc_sl + hh * p.vc_sh;
+          ldk = p.kc_sl;
+          ldv = p.vc_sl;
+        }
+      }
       if constexpr (kBf16) {
         gemm_bf16(n, R, d, d, R, R, false, kh, qp + hh * qstride, w.s);
       } else {
-        gemm_f32(n, R, d, d, R, R, false, kh, qp + hh * qstride, w.s);
+        gemm_f32(n, R, d, ldk, R, R, false, kh, qp + hh * qstride, w.s);
       }
       softmax_to_p<T, C>(w.s, n, c, w.m + hh * R, w.l + hh * R, alpha, pm);
       for (int64_t r = 0; r < R; ++r) {
@@ -304,7 +317,7 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w)
       if constexpr (kBf16) {
         gemm_bf16(R, d, nk, C, d, d, true, pm, vh, o);
       } else {
-        gemm_f32(R, d, n, C, d, d, true, pm, vh, o);
+        gemm_f32(R, d, n, C, ldv, d, true, pm, vh, o);
       }
     }
   }
@@ -330,15 +343,15 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w)
 
 }  // namespace
 
-void attend_gemm_task_v4(const AttentionParams& p, const GemmTask& t, const GemmScratch& w, bool widen_bf16) {
+void attend_gemm_task_v4(const AttentionParams& p, const GemmTask& t, const GemmScratch& w, const GemmOptions& o) {
   if (p.kind == ScalarKind::BFloat16) {
-    if (widen_bf16) {
-      run_task<uint16_t, float>(p, t, w);
+    if (o.widen_bf16) {
+      run_task<uint16_t, float>(p, t, w, o);
     } else {
-      run_task<uint16_t, uint16_t>(p, t, w);
+      run_task<uint16_t, uint16_t>(p, t, w, o);
     }
   } else {
-    run_task<float, float>(p, t, w);
+    run_task<float, float>(p, t, w, o);
   }
 }
 
