@@ -24,17 +24,9 @@ constexpr float kLn2 = 0.69314718055994531f;
 static_assert(R == 2 * kVecWidth, "a row of S^T is two vectors");
 static_assert(kGemmChunkBf16 % kVecWidth == 0 && kGemmChunkF32 % kVecWidth == 0, "P is transposed in blocks of 16 keys");
 
-typedef uint16_t vu16 __attribute__((vector_size(2 * kVecWidth)));
 typedef uint16_t vu16x2 __attribute__((vector_size(4 * kVecWidth)));
 
 #define DK_INLINE inline __attribute__((always_inline))
-
-DK_INLINE vfloat ld(const float* p) {
-  vfloat v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-DK_INLINE void st(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
 
 DK_INLINE float to_float(float x) { return x; }
 DK_INLINE float to_float(uint16_t h) {
@@ -145,7 +137,7 @@ DK_INLINE void softmax_to_p(const float* s, int64_t n, float c, float* m, float*
   vfloat hi[2] = {ninf, ninf}, lo[2] = {pinf, pinf};
   for (int64_t j = 0; j < n; ++j) {
     for (int h = 0; h < 2; ++h) {
-      const vfloat x = ld(s + j * R + h * kVecWidth);
+      const vfloat x = load16(s + j * R + h * kVecWidth);
       hi[h] = vmax(hi[h], x);
       lo[h] = x < lo[h] ? x : lo[h];
     }
@@ -154,13 +146,13 @@ DK_INLINE void softmax_to_p(const float* s, int64_t n, float c, float* m, float*
   vfloat u[2], sum[2] = {zero, zero};
   for (int h = 0; h < 2; ++h) {
     const vfloat mx = (c >= 0.f ? hi[h] : lo[h]) * cv;
-    const vfloat m_old = ld(m + h * kVecWidth);
+    const vfloat m_old = load16(m + h * kVecWidth);
     const vfloat m_new = vmax(m_old, mx);
     // A row whose scores are all -inf so far (infinite inputs) has no mass: subtracting 0
     // instead of -inf keeps 2^(-inf) = 0 there (vexp2 clamps it to 2^-126, times l = 0).
     u[h] = m_new == ninf ? zero : m_new;
-    st(alpha + h * kVecWidth, vexp2(m_old - u[h]));
-    st(m + h * kVecWidth, m_new);
+    store16(alpha + h * kVecWidth, vexp2(m_old - u[h]));
+    store16(m + h * kVecWidth, m_new);
   }
   for (int64_t j0 = 0; j0 < n; j0 += kVecWidth) {
     const int64_t valid = std::min<int64_t>(kVecWidth, n - j0);
@@ -168,7 +160,7 @@ DK_INLINE void softmax_to_p(const float* s, int64_t n, float c, float* m, float*
       vfloat v[kVecWidth];
       for (int i = 0; i < kVecWidth; ++i) {
         if (i < valid) {
-          v[i] = vexp2(ld(s + (j0 + i) * R + h * kVecWidth) * cv - u[h]);
+          v[i] = vexp2(load16(s + (j0 + i) * R + h * kVecWidth) * cv - u[h]);
           sum[h] += v[i];
         } else {
           v[i] = zero;
@@ -183,12 +175,12 @@ DK_INLINE void softmax_to_p(const float* s, int64_t n, float c, float* m, float*
           const vu16 hb = __builtin_convertvector(b >> 16, vu16);
           std::memcpy(dst, &hb, sizeof hb);
         } else {
-          st(dst, v[i]);
+          store16(dst, v[i]);
         }
       }
     }
   }
-  for (int h = 0; h < 2; ++h) st(l + h * kVecWidth, ld(l + h * kVecWidth) * ld(alpha + h * kVecWidth) + sum[h]);
+  for (int h = 0; h < 2; ++h) store16(l + h * kVecWidth, load16(l + h * kVecWidth) * load16(alpha + h * kVecWidth) + sum[h]);
 }
 
 // Two V rows a, b (b null: zeros) interleaved element by element: one VNNI row pair.
@@ -223,11 +215,7 @@ DK_INLINE void copy_row(const float* src, float* dst, int64_t d) { std::memcpy(d
 DK_INLINE void copy_row(const uint16_t* src, uint16_t* dst, int64_t d) { std::memcpy(dst, src, sizeof(uint16_t) * d); }
 DK_INLINE void copy_row(const uint16_t* src, float* dst, int64_t d) {
   int64_t e = 0;
-  for (; e + kVecWidth <= d; e += kVecWidth) {
-    vu16 h;
-    std::memcpy(&h, src + e, sizeof h);
-    st(dst + e, (vfloat)(__builtin_convertvector(h, vuint) << 16));
-  }
+  for (; e + kVecWidth <= d; e += kVecWidth) store16(dst + e, load16(src + e));
   for (; e < d; ++e) dst[e] = to_float(src[e]);
 }
 
@@ -311,7 +299,7 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w,
         const vfloat av = splat(alpha[r]);
         float* orow = o + r * d;
         int64_t e = 0;
-        for (; e + kVecWidth <= d; e += kVecWidth) st(orow + e, ld(orow + e) * av);
+        for (; e + kVecWidth <= d; e += kVecWidth) store16(orow + e, load16(orow + e) * av);
         for (; e < d; ++e) orow[e] *= alpha[r];
       }
       if constexpr (kBf16) {

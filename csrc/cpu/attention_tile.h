@@ -61,26 +61,8 @@ DK_DECLARE_ATTEND_FNS(v4)
 
 namespace {  // see vec_math.h: no shared out-of-line copies between levels
 
-typedef uint16_t vu16 __attribute__((vector_size(2 * kVecWidth)));
-
 #define DK_INLINE inline __attribute__((always_inline))
 
-DK_INLINE vfloat load16(const float* p) {
-  vfloat v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-DK_INLINE vfloat load16(const _Float16* p) {
-  vhalf h;
-  std::memcpy(&h, p, sizeof h);
-  return __builtin_convertvector(h, vfloat);
-}
-DK_INLINE vfloat load16(const uint16_t* p) {  // bfloat16 bits: the top half of a float32
-  vu16 h;
-  std::memcpy(&h, p, sizeof h);
-  return (vfloat)(__builtin_convertvector(h, vuint) << 16);
-}
-DK_INLINE void store16(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
 // A broadcast (splat() adds to +0.0, which the compiler must keep for -0.0 and emits as an add).
 DK_INLINE vfloat bcast(float f) { return vfloat{f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f}; }
 

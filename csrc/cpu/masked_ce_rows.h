@@ -40,26 +40,8 @@ namespace {
 constexpr int64_t kCeChunk = 2048;  // floats: the staging buffer stays in L1
 static_assert(kCeChunk % kVecWidth == 0);
 
-typedef uint16_t vushort __attribute__((vector_size(2 * kVecWidth)));
-
-// In-order loads and stores of kVecWidth elements (the gradient is written back element by
-// element, so no lane permutation as in load_pair).
-inline __attribute__((always_inline)) vfloat ce_load(const float* p) {
-  vfloat v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline __attribute__((always_inline)) vfloat ce_load(const _Float16* p) {
-  vhalf h;
-  std::memcpy(&h, p, sizeof h);
-  return __builtin_convertvector(h, vfloat);
-}
-inline __attribute__((always_inline)) vfloat ce_load(const bf16_bits* p) {
-  vushort h;
-  std::memcpy(&h, p, sizeof h);
-  return (vfloat)(__builtin_convertvector(h, vuint) << 16);
-}
-
+// In-order stores of kVecWidth elements (the gradient is written back element by element, so
+// no lane permutation as in load_pair); the loads are vec_math.h's load16.
 inline __attribute__((always_inline)) void ce_store(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
 inline __attribute__((always_inline)) void ce_store(_Float16* p, vfloat v) {
   const vhalf h = __builtin_convertvector(v, vhalf);
@@ -71,7 +53,7 @@ inline __attribute__((always_inline)) void ce_store(bf16_bits* p, vfloat v) {
   const vuint rounded = (u + (0x7fffu + ((u >> 16) & 1u))) >> 16;
   const vuint is_nan = (vuint)((u & 0x7fffffffu) > 0x7f800000u);
   const vuint r = (is_nan & ((u >> 16) | 0x40u)) | (~is_nan & rounded);
-  const vushort h = __builtin_convertvector(r, vushort);
+  const vu16 h = __builtin_convertvector(r, vu16);
   std::memcpy(p, &h, sizeof h);
 }
 
@@ -114,14 +96,14 @@ inline __attribute__((always_inline)) CeRowStats ce_stats(const T* row, int64_t 
     vfloat m0 = splat(-std::numeric_limits<float>::infinity()), m1 = m0;
     int64_t q = 0;
     for (; q + 1 < full; q += 2) {
-      buf[q] = ce_load(row + c0 + q * kVecWidth);
-      buf[q + 1] = ce_load(row + c0 + (q + 1) * kVecWidth);
+      buf[q] = load16(row + c0 + q * kVecWidth);
+      buf[q + 1] = load16(row + c0 + (q + 1) * kVecWidth);
       m0 = vmax(buf[q], m0);
       m1 = vmax(buf[q + 1], m1);
     }
     int64_t nvec = full;
     if (q < full) {
-      buf[q] = ce_load(row + c0 + q * kVecWidth);
+      buf[q] = load16(row + c0 + q * kVecWidth);
       m0 = vmax(buf[q], m0);
     }
     if (full * kVecWidth < n) {  // ragged tail padded with -inf, which adds exactly 0
@@ -159,7 +141,7 @@ inline __attribute__((always_inline)) void ce_softmax_scaled(const T* row, T* ou
   const vfloat l = splat(lse), va = splat(a);
   int64_t j = 0;
   for (; j + kVecWidth <= vocab; j += kVecWidth)
-    ce_store(out + j, va * ce_exp2_nonpositive((ce_load(row + j) - l) * kLog2e));
+    ce_store(out + j, va * ce_exp2_nonpositive((load16(row + j) - l) * kLog2e));
   for (; j < vocab; ++j) {
     const float x = ce_scalar_load(row + j);
     ce_scalar_store(out + j, a * std::exp(x - lse));

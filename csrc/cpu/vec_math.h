@@ -17,7 +17,27 @@ typedef int32_t vint __attribute__((vector_size(4 * kVecWidth)));
 typedef uint32_t vuint __attribute__((vector_size(4 * kVecWidth)));
 typedef _Float16 vhalf __attribute__((vector_size(2 * kVecWidth)));
 
+typedef uint16_t vu16 __attribute__((vector_size(2 * kVecWidth)));
+
 inline __attribute__((always_inline)) vfloat splat(float f) { return vfloat{} + f; }
+
+// kVecWidth consecutive elements as floats, in order; and the store of a float vector.
+inline __attribute__((always_inline)) vfloat load16(const float* p) {
+  vfloat v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline __attribute__((always_inline)) vfloat load16(const _Float16* p) {
+  vhalf h;
+  std::memcpy(&h, p, sizeof h);
+  return __builtin_convertvector(h, vfloat);
+}
+inline __attribute__((always_inline)) vfloat load16(const uint16_t* p) {  // bfloat16: the top half of a float32
+  vu16 h;
+  std::memcpy(&h, p, sizeof h);
+  return (vfloat)(__builtin_convertvector(h, vuint) << 16);
+}
+inline __attribute__((always_inline)) void store16(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
 
 // Loads 2 * kVecWidth consecutive elements as two float vectors. The lanes may come out in
 // any order (callers only reduce over them), which lets bfloat16 skip a widening shuffle.
