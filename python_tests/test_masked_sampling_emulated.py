@@ -2,7 +2,7 @@
 option against the float64 reference, the same tokens as the CPU op for the same seed (only
 documented near-ties may differ), and bitwise-identical results in every fiber resume order. Both
 CUDA paths are covered: one block per row (general kernel) and the split vocabulary (few rows,
-vocab >= 4096, no filter; every confidence kind)."""
+vocab >= 4096; every option, filters through per-row histograms summed over the slices)."""
 import pytest
 import torch
 
@@ -61,6 +61,47 @@ def test_filters_match_reference(filt, dtype):
             opts["top_p"] = safe_top_p(logits, opts["top_p"], temperature)
         (x0, _), _ = run_and_compare(op, logits, x, **opts)
         assert_same_tokens_as_cpu(logits, x, x0, **opts)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("filt", FILTERS, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
+def test_filters_on_the_split_path(filt, dtype):
+    """Few rows of 9000 ids: the thresholds come from histograms summed over 4 slices per row."""
+    logits, x = make_case(1, 3, 9000, dtype, scale=2.0)
+    logits[0, 0, 2000:2040] = logits[0, 0, 1999]  # a tie run across a slice boundary region
+    for kind, temperature, source in (("prob", 0.0, "sampling"), ("margin", 1.3, "sampling"),
+                                      ("neg_entropy", 1.3, "sampling"), ("prob", 1.3, "sampling"),
+                                      ("neg_entropy", 0.8, "logits"), ("random", 0.8, "logits")):
+        opts = dict(filt, temperature=temperature, confidence=kind, confidence_from=source)
+        if 0 < opts.get("top_p", 1) < 1:
+            opts["top_p"] = safe_top_p(logits, opts["top_p"], temperature)
+        (x0, _), _ = run_and_compare(op, logits, x, **opts)
+        assert_same_tokens_as_cpu(logits, x, x0, **opts)
+
+
+def test_dream_defaults_on_the_llada_vocabulary():
+    """Dream's sampler (T = 0.2, top_p = 0.95, entropy) at batch 1: 61 slices per row."""
+    logits, x = make_case(1, 2, 126464, torch.bfloat16)
+    opts = dict(temperature=0.2, top_p=safe_top_p(logits, 0.95, 0.2), confidence="neg_entropy", return_lse=True)
+    (x0, _, _), _ = run_and_compare(op, logits, x, **opts)
+    assert_same_tokens_as_cpu(logits, x, x0, **opts)
+
+
+def test_split_path_per_row_filters_and_nonfinite_rows():
+    """Per-row temperature / top-p / top-k tensors (some rows unfiltered, one greedy) on the split
+    path, with NaN, +inf and all -inf rows among them."""
+    logits, x = make_case(3, 4, 6000, torch.float32)
+    logits[0, 2, 100] = float("nan")
+    logits[1, 0, 5000] = float("inf")
+    logits[2, 3] = float("-inf")
+    t = torch.tensor([0.7, 0.0, 1.5])
+    opts = dict(temperature=t, top_p=safe_top_p(logits, 0.8, t), top_k=torch.tensor([0, 7, 6000]),
+                confidence="margin", return_lse=True)
+    opts["top_p"][2] = 1.0
+    (x0, conf, _), _ = run_and_compare(op, logits, x, **opts)
+    assert x0[0, 2] == 100 and x0[1, 0] == 5000 and x0[2, 3] == 0
+    assert torch.isnan(conf[[0, 1, 2], [2, 0, 3]]).all()
+    assert_same_tokens_as_cpu(logits, x, x0, **opts)
 
 
 def test_per_row_arguments_and_block_restriction():
@@ -135,6 +176,7 @@ CASES = {
     "split-random": (1, 2, 5000, dict(temperature=1.0, confidence="random", confidence_from="logits")),
     "split-margin": (1, 3, 9000, dict(temperature=0.7, confidence="margin", return_lse=True)),
     "split-entropy-logits": (1, 2, 9000, dict(temperature=1.2, confidence="neg_entropy", confidence_from="logits")),
+    "split-filtered": (1, 3, 9000, dict(temperature=0.9, top_p=0.9, top_k=50, confidence="prob", return_lse=True)),
 }
 
 

@@ -15,12 +15,18 @@
 // from either source, block bounds, suppressed ids, lse): their statistics merge exactly as online
 // softmax statistics and Gumbel maxima do. margin and neg_entropy take a second pass over the
 // slice (it is in L1/L2 by then) for the top two values and sum e (z - m) against the slice's own
-// max m, which the merge rescales to the row's: e^(m - M) (h + (m - M) s). Filters need a global
-// threshold search first: those take the one-block-per-row kernel.
+// max m, which the merge rescales to the row's: e^(m - M) (h + (m - M) s).
+//
+// Filtered rows (top-p / top-k) need the row's threshold before the draw: a statistics launch
+// over the slices, then per radix level a histogram launch over the slices (summed into one
+// histogram per row by integer atomics: exact in any order) and a pick launch per row
+// (masked_confidence_split_filters.cuh), then the draw and the kept set's statistics over the
+// slices against the row's max, and the merge.
 #pragma once
 #include "simt/simt.h"  // first: under g++ it defines the CUDA keywords
 #include <cstdint>
 #include "kernels/masked_confidence_params.h"
+#include "kernels/masked_confidence_split_filters.cuh"
 #include "kernels/sampling_block.cuh"
 #include "kernels/sampling_row.cuh"
 #include "kernels/softmax_stats.cuh"
@@ -52,25 +58,38 @@ DK_HOST_DEVICE bool needs_dist(ConfidenceKind kind) {
 // means the one-block-per-row kernels.
 struct SplitPlan {
   int64_t slices, length;
+  bool filtered;  // some row may have top-p / top-k: the threshold launches run
 };
+
+// Whether the slices compute distribution statistics: margin / neg_entropy, and with filters
+// Dream's prob too (renormalised over the kept set).
+DK_HOST_DEVICE bool uses_dist(const MaskedConfidenceParams& p, const SplitPlan& plan) {
+  return needs_dist(p.kind) || (plan.filtered && p.kind == ConfidenceKind::Prob && !p.confidence_from_logits);
+}
 
 inline SplitPlan split_plan(const MaskedConfidenceParams& p) {
   const int64_t rows = p.batch * p.seq;
-  const bool unfiltered = p.top_p == nullptr && !(p.top_p_value < 1.f) && p.top_k == nullptr &&
-                          !(p.top_k_value > 0 && p.top_k_value < p.vocab);
-  if (rows == 0 || !unfiltered || rows * 2 > kSplitTargetBlocks) return {1, p.vocab};
+  const bool filtered = p.top_p != nullptr || p.top_p_value < 1.f || p.top_k != nullptr ||
+                        (p.top_k_value > 0 && p.top_k_value < p.vocab);
+  if (rows == 0 || rows * 2 > kSplitTargetBlocks) return {1, p.vocab, false};
   int64_t slices = (kSplitTargetBlocks + rows - 1) / rows;
   slices = slices < p.vocab / kMinSliceLength ? slices : p.vocab / kMinSliceLength;
   slices = slices < kMaxSlices ? slices : kMaxSlices;
-  if (slices <= 1) return {1, p.vocab};
+  if (slices <= 1) return {1, p.vocab, false};
   int64_t length = ((p.vocab + slices - 1) / slices + 3) / 4 * 4;
-  return {(p.vocab + length - 1) / length, length};
+  return {(p.vocab + length - 1) / length, length, filtered};
 }
 
-template <typename T, int kThreads>
+// What a slice launch computes: everything at once (unfiltered rows), or for filtered rows first
+// the statistics (the row's max and the non-finite policy need them), then, once the thresholds
+// are known, the draw and the kept set's statistics.
+enum class SlicePhase { All, Stats, Draw };
+
+template <typename T, int kThreads, SlicePhase kPhase>
 __global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(MaskedConfidenceParams p,
                                                                           SplitPlan plan,
-                                                                          SlicePartial* partials) {
+                                                                          SlicePartial* partials,
+                                                                          const FilterState* states) {
   SIMT_SHARED(SoftmaxStats, stats_scratch, [kThreads / 32]);
   SIMT_SHARED(Best, best_scratch, [kThreads / 32 + 1]);
   SIMT_SHARED(DistStats, dist_scratch, [kThreads / 32 + 1]);
@@ -88,39 +107,66 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(Maske
     const RowValues<T> raw{logits, p.suppress_ids, p.num_suppress, 1.f};
     const int64_t begin = slice * plan.length;
     const int64_t end = begin + plan.length < p.vocab ? begin + plan.length : p.vocab;
-    SoftmaxStats st = softmax_stats_empty(), zt = softmax_stats_empty();
-    for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) {
-      const float v = raw(j);
-      softmax_stats_push(st, v, j);
-      if (s.sampled()) softmax_stats_push(zt, v * s.inv_temperature, j);
-    }
-    SlicePartial out;
-    out.raw = block_merge<kThreads>(st, stats_scratch);
-    __syncthreads();  // stats_scratch is reused
-    out.z = block_merge<kThreads>(zt, stats_scratch);
-    out.best = Best{-INFINITY, INT64_MAX};
-    if (s.sampled()) {
-      const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, s.inv_temperature};
-      const Best own = thread_gumbel_best<kThreads>(z, begin, end, -INFINITY, key, static_cast<uint32_t>(row));
-      out.best = block_allreduce<kThreads>(own, best_scratch, BestShfl{}, BestMerge{});
-    }
-    out.dist = DistStats{0.0, 0.0, -INFINITY, -INFINITY};
-    out.dist_max = -INFINITY;
-    if (needs_dist(p.kind)) {
-      if (threadIdx.x == 0) raw_max[0] = out.raw.max;  // block_merge's result is in warp 0 only
+    SlicePartial& out = partials[job];
+    if constexpr (kPhase != SlicePhase::Draw) {
+      SoftmaxStats st = softmax_stats_empty(), zt = softmax_stats_empty();
+      for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) {
+        const float v = raw(j);
+        softmax_stats_push(st, v, j);
+        if (kPhase == SlicePhase::All && s.sampled()) softmax_stats_push(zt, v * s.inv_temperature, j);
+      }
+      st = block_merge<kThreads>(st, stats_scratch);
+      __syncthreads();  // stats_scratch is reused
+      zt = block_merge<kThreads>(zt, stats_scratch);
+      if (threadIdx.x == 0) {
+        out.raw = st;
+        out.z = zt;
+        raw_max[0] = st.max;  // block_merge's result is in warp 0 only
+      }
       __syncthreads();
-      const float inv = dist_inv(p, s);
-      const float m = raw_max[0] * inv;  // rounding is monotone: the max of the products
-      __syncthreads();  // raw_max is rewritten by the next job
-      // An all -inf slice adds nothing; +inf or NaN rows take the non-finite policy in the merge.
-      if (m > -INFINITY && m < INFINITY) {
-        const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, inv};
-        out.dist = block_dist_for<kThreads>(p.kind, z, begin, end, m, -INFINITY, dist_scratch);
-        out.dist_max = m;
+    }
+    if constexpr (kPhase == SlicePhase::Stats) {
+      continue;  // raw_max is not read: nothing to wait for
+    } else {
+      // All: against the slice's own max, no threshold. Draw: against the row's, over {z >= tau}.
+      float tau = -INFINITY, lmax = 0.f;
+      bool finite = true;
+      if constexpr (kPhase == SlicePhase::Draw) {
+        const FilterState& f = states[row];
+        finite = f.finite != 0;
+        tau = fmaxf(f.tau[0], f.tau[1]);
+        lmax = f.lmax;
+      } else {
+        lmax = raw_max[0];
+        __syncthreads();  // raw_max is rewritten by the next job
+      }
+      if (!finite) continue;  // uniform: the merge applies the non-finite policy
+      Best best{-INFINITY, INT64_MAX};
+      if (s.sampled()) {
+        const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, s.inv_temperature};
+        const Best own = thread_gumbel_best<kThreads>(z, begin, end, tau, key, static_cast<uint32_t>(row));
+        best = block_allreduce<kThreads>(own, best_scratch, BestShfl{}, BestMerge{});
+      }
+      DistStats dist{0.0, 0.0, -INFINITY, -INFINITY};
+      float dist_max = -INFINITY;
+      if (uses_dist(p, plan)) {
+        const float inv = dist_inv(p, s);
+        const float m = lmax * inv;  // rounding is monotone: the max of the products
+        // LLaDA's margin/entropy (confidence from the logits) are over the whole raw row.
+        const float keep = p.confidence_from_logits ? -INFINITY : tau;
+        // An all -inf slice adds nothing; +inf or NaN rows take the non-finite policy in the merge.
+        if (m > -INFINITY && m < INFINITY) {
+          const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, inv};
+          dist = block_dist_for<kThreads>(p.kind, z, begin, end, m, keep, dist_scratch);
+          dist_max = m;
+        }
+      }
+      if (threadIdx.x == 0) {
+        out.best = best;
+        out.dist = dist;
+        out.dist_max = dist_max;
       }
     }
-    if (threadIdx.x == 0) partials[job] = out;
-    __syncthreads();  // stats_scratch is rewritten by the next job
   }
 }
 
@@ -160,8 +206,9 @@ __global__ void masked_confidence_merge_kernel(MaskedConfidenceParams p, SplitPl
     const int64_t token = s.sampled() ? best.index : st.argmax;
     const float v = to_float(logits[token]);  // never a suppressed id: those are -inf and lose
     float conf;
-    if (needs_dist(p.kind)) {
-      // Each slice's sums are against its own max m: rescale to the row's max M in slice order.
+    if (uses_dist(p, plan)) {
+      // Each slice's sums are against its own max m (against the row's, with filters: f = 1):
+      // rescale to the row's max M in slice order.
       DistStats d{0.0, 0.0, -INFINITY, -INFINITY};
       for (int64_t i = 0; i < plan.slices; ++i) {
         const DistStats& ds = part[i].dist;
@@ -170,7 +217,8 @@ __global__ void masked_confidence_merge_kernel(MaskedConfidenceParams p, SplitPl
         const double f = exp(shift);
         d = dist_merge(d, DistStats{ds.sum * f, (ds.zsum + shift * ds.sum) * f, ds.top1, ds.top2});
       }
-      conf = confidence_from_stats(p.kind, d, dist_max, 0.f);
+      const float z_token = v * dist_inv(p, s);  // for Dream's prob over the kept set
+      conf = confidence_from_stats(p.kind, d, dist_max, z_token);
     } else if (p.kind == ConfidenceKind::Random) conf = philox_uniform(philox_key(p), static_cast<uint32_t>(row), kRandomConfidenceColumn);
     else if (s.sampled() && !p.confidence_from_logits)
       conf = static_cast<float>(exp(static_cast<double>(v * s.inv_temperature) - zt.max) / zt.sum);

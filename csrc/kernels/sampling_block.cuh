@@ -194,74 +194,104 @@ __device__ __forceinline__ unsigned long long fixed_mass(float v, float m) {
 
 constexpr int kRadixBins = 2048;
 
-// The filter threshold by a three-level radix select over the keys (11 + 11 + 10 bits), one
-// histogram pass over the row per level (the row stays in L2), never a sort:
+// Level `level` (0, 1, 2) of the three-level radix select (11 + 11 + 10 bits of the key): which
+// bits it bins, how many bins, and which bits the levels before it decided.
+struct RadixLevel {
+  int shift;
+  uint32_t bins, decided;
+};
+__device__ __forceinline__ RadixLevel radix_level(int level) {
+  return RadixLevel{level == 0 ? 21 : (level == 1 ? 10 : 0), level == 2 ? 1024u : 2048u,
+                    level == 0 ? 0u : ~((uint32_t{1} << (level == 1 ? 21 : 10)) - 1)};
+}
+
+// Adds the ids [begin, end) whose key matches `prefix` on the decided bits into `hist` (shared or
+// global): a count each, or kByMass their fixed-point mass. Integer atomics: any order, same sums.
+template <int kThreads, bool kByMass, typename Values>
+__device__ __forceinline__ void radix_histogram(const Values& z, int64_t begin, int64_t end, float m,
+                                                const RadixLevel& lv, uint32_t prefix, unsigned long long* hist) {
+  for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) {
+    const float v = z(j);
+    const uint32_t key = order_key(v);
+    if ((key & lv.decided) != prefix) continue;
+    const unsigned long long w = kByMass ? fixed_mass(v, m) : 1ull;
+    if (w != 0) atomicAdd(&hist[(key >> lv.shift) & (lv.bins - 1)], w);
+  }
+}
+
+// From the level's complete histogram: the bin where the running total (descending values) passes
+// `want` (kByMass: at level 0 `want` is first set to top_p times the total), and what remains of
+// `want` inside it. Returns ~0 when no bin does (only the first mass level can miss: keep
+// everything). `scan` has 2 * kThreads entries, `pick` 2; every thread calls this and gets the
+// same result.
+template <int kThreads, bool kByMass>
+__device__ unsigned long long radix_pick(const unsigned long long* hist, const RadixLevel& lv, int level, float top_p,
+                                         unsigned long long& want, unsigned long long* scan,
+                                         unsigned long long* pick) {
+  static_assert(kRadixBins % kThreads == 0, "whole bins per thread");
+  const int t = threadIdx.x;
+  if (t == 0) pick[0] = ~0ull;
+  // Thread t owns `per` consecutive bins, counted from the top (descending values).
+  const int per = static_cast<int>(lv.bins) / kThreads;
+  const int top = static_cast<int>(lv.bins) - 1 - per * t;
+  unsigned long long seg = 0;
+  for (int i = 0; i < per; ++i) seg += hist[top - i];
+  // Inclusive scan of the segments (Hillis-Steele, double-buffered; integers: exact).
+  int src = 0;
+  scan[t] = seg;
+  __syncthreads();
+  for (int off = 1; off < kThreads; off <<= 1) {
+    const unsigned long long v = scan[src * kThreads + t] + (t >= off ? scan[src * kThreads + t - off] : 0ull);
+    scan[(1 - src) * kThreads + t] = v;
+    src = 1 - src;
+    __syncthreads();
+  }
+  const unsigned long long incl = scan[src * kThreads + t], excl = incl - seg;
+  if (level == 0 && kByMass) {
+    const unsigned long long total = scan[src * kThreads + kThreads - 1];
+    want = static_cast<unsigned long long>(static_cast<double>(top_p) * static_cast<double>(total));
+  }
+  const bool mine = kByMass ? (excl <= want && want < incl) : (excl < want && want <= incl);
+  if (mine) {  // exactly one thread: the cumulative sums are monotone
+    unsigned long long acc = excl;
+    for (int i = 0; i < per; ++i) {
+      const unsigned long long h = hist[top - i];
+      if (kByMass ? acc + h > want : acc + h >= want) {
+        pick[0] = static_cast<unsigned long long>(top - i);
+        pick[1] = want - acc;
+        break;
+      }
+      acc += h;
+    }
+  }
+  __syncthreads();
+  const unsigned long long chosen = pick[0];
+  if (chosen != ~0ull) want = pick[1];
+  __syncthreads();  // pick and scan are rewritten by the next call
+  return chosen;
+}
+
+// The filter threshold by a three-level radix select over the keys, one histogram pass over the
+// row per level (the row stays in L2), never a sort:
 //   kByMass = false: the k-th largest value (with multiplicity), k in [1, n];
 //   kByMass = true:  the first value, descending, at which the cumulative mass exceeds top_p times
 //                    the total; -inf when it never does (keep everything).
 // `hist` has kRadixBins entries, `scan` 2 * kThreads, `pick` 2; every thread calls this.
+// (masked_confidence_split.cuh runs the same levels with the histogram summed over slices.)
 template <int kThreads, bool kByMass, typename Values>
 __device__ float radix_threshold(const Values& z, int64_t n, float m, float top_p, int64_t k,
                                  unsigned long long* hist, unsigned long long* scan, unsigned long long* pick) {
-  static_assert(kRadixBins % kThreads == 0, "whole bins per thread");
-  const int t = threadIdx.x;
   uint32_t prefix = 0;
   unsigned long long want = kByMass ? 0 : static_cast<unsigned long long>(k);  // remaining target
   for (int level = 0; level < 3; ++level) {
-    const int shift = level == 0 ? 21 : (level == 1 ? 10 : 0);
-    const uint32_t bins = level == 2 ? 1024u : 2048u;
-    const uint32_t decided = level == 0 ? 0u : ~((uint32_t{1} << (level == 1 ? 21 : 10)) - 1);
-    for (int i = t; i < kRadixBins; i += kThreads) hist[i] = 0;
-    if (t == 0) pick[0] = ~0ull;
+    const RadixLevel lv = radix_level(level);
+    for (int i = threadIdx.x; i < kRadixBins; i += kThreads) hist[i] = 0;
     __syncthreads();
-    for (int64_t j = t; j < n; j += kThreads) {
-      const float v = z(j);
-      const uint32_t key = order_key(v);
-      if ((key & decided) != prefix) continue;
-      const unsigned long long w = kByMass ? fixed_mass(v, m) : 1ull;
-      if (w != 0) atomicAdd(&hist[(key >> shift) & (bins - 1)], w);
-    }
+    radix_histogram<kThreads, kByMass>(z, 0, n, m, lv, prefix, hist);
     __syncthreads();
-    // Thread t owns `per` consecutive bins, counted from the top (descending values).
-    const int per = static_cast<int>(bins) / kThreads;
-    const int top = static_cast<int>(bins) - 1 - per * t;
-    unsigned long long seg = 0;
-    for (int i = 0; i < per; ++i) seg += hist[top - i];
-    // Inclusive scan of the segments (Hillis-Steele, double-buffered; integers: exact).
-    int src = 0;
-    scan[t] = seg;
-    __syncthreads();
-    for (int off = 1; off < kThreads; off <<= 1) {
-      const unsigned long long v = scan[src * kThreads + t] + (t >= off ? scan[src * kThreads + t - off] : 0ull);
-      scan[(1 - src) * kThreads + t] = v;
-      src = 1 - src;
-      __syncthreads();
-    }
-    const unsigned long long incl = scan[src * kThreads + t], excl = incl - seg;
-    if (level == 0 && kByMass) {
-      const unsigned long long total = scan[src * kThreads + kThreads - 1];
-      want = static_cast<unsigned long long>(static_cast<double>(top_p) * static_cast<double>(total));
-    }
-    const bool mine = kByMass ? (excl <= want && want < incl) : (excl < want && want <= incl);
-    if (mine) {  // exactly one thread: the cumulative sums are monotone
-      unsigned long long acc = excl;
-      for (int i = 0; i < per; ++i) {
-        const unsigned long long h = hist[top - i];
-        if (kByMass ? acc + h > want : acc + h >= want) {
-          pick[0] = static_cast<unsigned long long>(top - i);
-          pick[1] = want - acc;
-          break;
-        }
-        acc += h;
-      }
-    }
-    __syncthreads();
-    const unsigned long long chosen = pick[0];
-    want = pick[1];
-    __syncthreads();  // pick and hist are rewritten next level (or by the next call)
-    // Only the first mass level can miss: later levels hold more than the remaining target.
+    const unsigned long long chosen = radix_pick<kThreads, kByMass>(hist, lv, level, top_p, want, scan, pick);
     if (chosen == ~0ull) return -INFINITY;
-    prefix |= static_cast<uint32_t>(chosen) << shift;
+    prefix |= static_cast<uint32_t>(chosen) << lv.shift;
   }
   return from_order_key(prefix);
 }

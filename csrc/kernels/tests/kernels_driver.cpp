@@ -107,7 +107,8 @@ uint64_t masked_confidence_case(int64_t batch, int64_t seq, int64_t vocab, bool 
   return fnv1a(conf.data(), conf.size() * 4, fnv1a(x0.data(), x0.size() * 8));
 }
 
-// The general kernel (temperature, top-p, top-k, margin): the token must lie among the row's
+// The general kernel (temperature, top-p, top-k, margin), or for a vocabulary of 4096 or more the
+// split path with its filter launches: the token must lie among the row's
 // top_k largest logits (a strict check of the kept set would need the reference; Python tests do
 // that) and the margin in [0, 1]; the hash compares resume orders.
 uint64_t masked_sampling_case(int64_t rows, int64_t vocab, uint32_t seed) {
@@ -130,6 +131,8 @@ uint64_t masked_sampling_case(int64_t rows, int64_t vocab, uint32_t seed) {
   p.kind = dk::ConfidenceKind::Margin;
   p.suppress_ids = suppress.data(), p.num_suppress = 1;
   p.seed_value = 77, p.offset_value = 5;
+  std::vector<uint64_t> scratch((dk::masked_confidence_scratch_bytes(p) + 7) / 8);  // split-vocabulary path
+  p.scratch = scratch.data(), p.scratch_bytes = static_cast<int64_t>(scratch.size() * 8);
   dk::launch_masked_confidence(p, nullptr);
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = &logits[r * vocab];
@@ -246,6 +249,7 @@ int main() {
   count(run_case("masked_confidence_bf16_2x3x50257", [] { return masked_confidence_case(2, 3, 50257, true, 1235u); }));
   count(run_case("masked_confidence_f32_3x1x1", [] { return masked_confidence_case(3, 1, 1, false, 1236u); }));
   count(run_case("masked_sampling_f32_3x2001", [] { return masked_sampling_case(3, 2001, 99u); }));
+  count(run_case("masked_sampling_split_f32_3x9001", [] { return masked_sampling_case(3, 9001, 98u); }));
   count(run_case("attention_bf16_splits1", [] { return attention_case(1, 321u); }));
   count(run_case("attention_bf16_splits3", [] { return attention_case(3, 321u); }));
   std::printf("%d passed, %d failed\n", passed, total - passed);
