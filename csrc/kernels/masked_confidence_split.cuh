@@ -1,5 +1,5 @@
 // Split-vocabulary path of masked_confidence for few rows: several blocks per row each reduce a
-// slice of the vocabulary into partial statistics in a global scratch; a second launch merges the
+// slice of the vocabulary into partial statistics in a global scratch; a last launch merges the
 // slices of each row in slice order (a fixed serial order: deterministic) and writes the outputs.
 //
 // Why: one block per row leaves batch 1 x block 32 = 32 blocks for a 132-SM H100. A block of 256
@@ -11,9 +11,9 @@
 // ceil(528 / rows) slices of at least kMinSliceLength ids (each thread then still has >= 8 ids,
 // enough to amortise the partial's write) and caps the slices at 1024 per row.
 //
-// Covers the unfiltered options (greedy or Gumbel-max at any temperature, every confidence kind
-// from either source, block bounds, suppressed ids, lse): their statistics merge exactly as online
-// softmax statistics and Gumbel maxima do. margin and neg_entropy take a second pass over the
+// Unfiltered rows (greedy or Gumbel-max at any temperature, every confidence kind
+// from either source, block bounds, suppressed ids, lse) take one slice launch: their statistics
+// merge exactly as online softmax statistics and Gumbel maxima do. margin and neg_entropy take a second pass over the
 // slice (it is in L1/L2 by then) for the top two values and sum e (z - m) against the slice's own
 // max m, which the merge rescales to the row's: e^(m - M) (h + (m - M) s).
 //
@@ -21,7 +21,8 @@
 // over the slices, then per radix level a histogram launch over the slices (summed into one
 // histogram per row by integer atomics: exact in any order) and a pick launch per row
 // (masked_confidence_split_filters.cuh), then the draw and the kept set's statistics over the
-// slices against the row's max, and the merge.
+// slices against the row's max, and the merge: with both filters 16 launches, none of which waits
+// for the host (per-row filter values are read on the device).
 #pragma once
 #include "simt/simt.h"  // first: under g++ it defines the CUDA keywords
 #include <cstdint>
