@@ -247,7 +247,7 @@ DK_INLINE void stage_chunk(const In* kc, int64_t ksl, int64_t ksh, const In* vc,
 // In: the tensors' element type; T: the GEMMs' (bf16 on AMX, float32 otherwise: on AVX-512
 // without AMX, bf16 caches are widened as they are staged).
 template <typename In, typename T>
-void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w, const GemmOptions& o_) {
+void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w, const GemmOptions& opts) {
   constexpr bool kBf16 = std::is_same_v<T, uint16_t>;
   constexpr bool kInPlace = std::is_same_v<In, float> && std::is_same_v<T, float>;
   constexpr int64_t C = kBf16 ? kGemmChunkBf16 : kGemmChunkF32;
@@ -272,8 +272,8 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w,
     const int64_t n = std::min(C, t.nkeys - c0), nk = kBf16 ? (n + 1) / 2 * 2 : n;
     const int64_t* keys = t.keys + c0;
     // float32 chunks of consecutive keys: the GEMMs read K and V in place (leading dimension
-    // the cache row), no staging copy (on a Zen 4, L = 512, one thread: 5.7 -> 4.1 ms a call).
-    const bool in_place = kInPlace && !o_.stage_always && keys[n - 1] - keys[0] == n - 1;
+    // the cache row), no staging copy (on a Zen 4, L = 512, one thread: 5.7 -> 4.1-4.6 ms a call).
+    const bool in_place = kInPlace && !opts.stage_always && keys[n - 1] - keys[0] == n - 1;
     if (!in_place) stage_chunk(kc, p.kc_sl, p.kc_sh, vc, p.vc_sl, p.vc_sh, keys, n, nk, t.nheads, d, C, ks, vs);
     for (int64_t hh = 0; hh < t.nheads; ++hh) {
       float* o = w.o + hh * R * d;
