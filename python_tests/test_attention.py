@@ -75,8 +75,13 @@ def test_non_contiguous(dtype, cpu_path):
     assert torch.equal(big_k[untouched], before[untouched])
 
 
-@pytest.mark.parametrize("form", ["default", "widen", "stage"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+# Each dtype's forms: float32 read in place or staged; bfloat16 as the CPU runs it (AMX, or
+# widened without it) or widened.
+GEMM_FORMS = [(torch.float32, "default"), (torch.float32, "stage"), (torch.bfloat16, "default"),
+              (torch.bfloat16, "widen")]
+
+
+@pytest.mark.parametrize("dtype,form", GEMM_FORMS, ids=lambda v: str(v))
 @pytest.mark.parametrize("case", [
     Case(1, 33, 8, 1, 64, 257, 33, 224),                   # 264 stacked rows (9 tiles), odd last chunk
     Case(2, 5, 4, 2, 128, 300, 5, [0, 295], "lengths"),    # a row with few or no keys
@@ -87,8 +92,6 @@ def test_gemm_kernel_edges(case, dtype, form, monkeypatch):
     """The brgemm kernel's tiles and chunks: row tiles past 32, chunks of 128 keys with a tail,
     odd key counts (AMX bf16 pairs keys), non-consecutive keys (staged even in float32), a
     negative scale; each form: bf16 widened to float32, float32 staged instead of read in place."""
-    if form == ("widen" if dtype == torch.float32 else "stage"):
-        pytest.skip("widening is for bfloat16, in-place reading for float32")
     monkeypatch.setenv("DK_CPU_ATTENTION", "gemm")
     monkeypatch.setenv("DK_CPU_ATTENTION_WIDEN", "1" if form == "widen" else "0")
     monkeypatch.setenv("DK_CPU_ATTENTION_STAGE", "1" if form == "stage" else "0")
