@@ -2,6 +2,7 @@
 // targets x86-64-v4: it is only called when attention_gemm.cpp found AVX-512 (and, for
 // bfloat16, AMX). No torch headers here; the GEMMs go through gemm_bf16 / gemm_f32.
 #if defined(__x86_64__)
+#define DK_VEC_AVX512 1  // cpu/vec_math.h: vmax as vmaxps
 #pragma GCC target("arch=x86-64-v4")
 #endif
 

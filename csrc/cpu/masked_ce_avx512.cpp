@@ -1,6 +1,7 @@
 // The AVX-512 build of the masked cross-entropy row loops: the generic vector code of
 // masked_ce_rows.h compiled for x86-64-v4; called only after a run-time CPU check (masked_ce.cpp).
 #if defined(__x86_64__)
+#define DK_VEC_AVX512 1  // cpu/vec_math.h: vmax as vmaxps
 #pragma GCC target("arch=x86-64-v4")
 #endif
 

@@ -70,10 +70,10 @@ inline __attribute__((always_inline)) float load_scalar(const uint16_t* p) {
   return f;
 }
 
-// a > b ? a : b, NaN in a ignored. In a file built for x86-64-v4 (which defines DK_VEC_AVX512
-// before any include: the target pragma does not define __AVX512F__) that is exactly vmaxps a, b,
-// which g++ (even from _mm512_max_ps) emits as a compare plus a masked copy: two uops, and a
-// second load when `a` came from memory. Hence the asm.
+// a > b ? a : b, NaN in a ignored. In a file built for x86-64-v4 (each *_avx512.cpp defines
+// DK_VEC_AVX512 before any include: the target pragma does not define __AVX512F__) that is
+// exactly vmaxps a, b, which g++ (even from _mm512_max_ps) emits as a compare plus a masked copy:
+// two uops, and a second load when `a` came from memory. Hence the asm.
 inline __attribute__((always_inline)) vfloat vmax(vfloat a, vfloat b) {
 #if defined(DK_VEC_AVX512)
   vfloat r;
