@@ -1,22 +1,66 @@
 #!/usr/bin/env bash
-# GPU validation, one command, for the rare machine with a GPU: build for that GPU, run the whole
-# suite on CUDA, run compute-sanitizer memcheck and racecheck over the CUDA tests, and compare
-# the emulated tensor-core wrappers with the real instructions.
-#   bash bench/gpu_validate.sh        (from the repository root, torch with CUDA installed)
-set -euo pipefail
+# GPU validation, one command, for the rare machine with a GPU (device time is scarce: every step
+# is time-boxed and the independent ones overlap):
+#   - the tensor-core wrappers (csrc/simt/ptx_test) built and run on the GPU: hardware ldmatrix/mma
+#     against the PTX ISA layouts and against the shuffle emulation, from the start, beside the build;
+#   - the extension built in place for this GPU (torch and nvcc of the machine, no pip);
+#   - the CUDA tests (pytest -m cuda), with compute-sanitizer memcheck and racecheck over the
+#     small cases running beside them;
+#   - bench/gpu_bench.py on the otherwise idle GPU.
+# Logs go to $OUT (the device tool's folder) or $DK_GPU_LOGS, at most 8 files.
+#   bash bench/gpu_validate.sh        (from anywhere; needs nvidia-smi, nvcc and torch with CUDA)
+set -uo pipefail
 cd "$(dirname "$0")/.."
-cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1)
-echo "GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), compute capability $cap"
-DK_CUDA_ARCHS="$cap" DK_BUILD_EMULATOR=1 pip install -q --no-build-isolation -e .
-python -c "import diffusion_kernels as dk; print(dk.build_info())"
-python -m pytest -q python_tests
+logs=${OUT:-${DK_GPU_LOGS:-/tmp/dk_gpu_logs}}
+mkdir -p "$logs"
+PY=${PYTHON:-$(command -v python || command -v python3)}
+command -v nvcc >/dev/null || export PATH=${CUDA_HOME:-/usr/local/cuda}/bin:$PATH
 SAN=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1)
+T0=$(date +%s)
+failed=0
+
+report() {  # report NAME RC START: one line per step, the log's tail on failure
+  local took=$(( $(date +%s) - $3 ))
+  if [[ $2 -eq 0 ]]; then echo "ok   $1 ($took s)"; else
+    echo "FAIL $1 rc=$2 ($took s)"; tail -n 40 "$logs/$1.log"; failed=1; fi
+}
+
+{ nvidia-smi; "$PY" -c "import torch; print('torch', torch.__version__, torch.version.cuda)"; nvcc --version | tail -2
+  echo "compute capability $cap, $(nproc) CPUs"; } > "$logs/env.log" 2>&1
+cat "$logs/env.log"
+
+# 1. ptx wrappers on the GPU: its own nvcc build, overlapping the extension's build.
+( t=$(date +%s)
+  timeout 300 bash -c "nvcc -std=c++20 -x cu -arch=sm_${cap/./} -I csrc csrc/simt/ptx_test/ptx_test.cpp -o /tmp/dk_ptx_test \
+    && /tmp/dk_ptx_test all" > "$logs/ptx.log" 2>&1; echo $? > /tmp/dk_ptx.rc ) &
+ptx_pid=$!
+
+# 2. the extension, in place, for this GPU only.
+t=$(date +%s)
+DK_CUDA_ARCHS="$cap" MAX_JOBS=$(nproc) timeout 300 "$PY" setup.py build_ext --inplace > "$logs/build.log" 2>&1
+rc=$?; report build $rc "$t"
+if [[ $rc -ne 0 ]]; then wait $ptx_pid; report ptx "$(cat /tmp/dk_ptx.rc)" "$T0"; exit 1; fi
+"$PY" -c "import diffusion_kernels as dk; i = dk.build_info(); print(i); assert i['cuda'], i" | tee -a "$logs/env.log"
+
+# 3. CUDA tests, with the sanitizers over the small cases in parallel (16 CPUs, one GPU).
+small="not 126464 and not 152064 and not c2048 and not c4096 and not trap and not compile"
+PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfE python_tests -m cuda)
 for tool in memcheck racecheck; do
-  echo "== compute-sanitizer --tool $tool =="
-  "$SAN" --tool "$tool" --error-exitcode 1 --target-processes all python -m pytest -q -x python_tests -m cuda
+  ( timeout 280 "$SAN" --tool "$tool" --error-exitcode 1 "${PYTEST[@]}" -x -k "$small" > "$logs/$tool.log" 2>&1
+    echo $? > "/tmp/dk_$tool.rc" ) &
 done
-# The same driver the emulator tests run, now on the GPU: the layout test checks the hardware's
-# ldmatrix/mma against the PTX ISA formulas, the GEMMs compare tensor cores with FORCE_EMU.
-echo "== ptx wrappers on the GPU: tensor cores vs documented layouts vs shuffle emulation =="
-nvcc -std=c++20 -x cu -arch="sm_${cap/./}" -I csrc csrc/simt/ptx_test/ptx_test.cpp -o /tmp/dk_ptx_test
-/tmp/dk_ptx_test all
+t=$(date +%s)
+timeout 280 "${PYTEST[@]}" --durations=8 > "$logs/cuda_tests.log" 2>&1
+report cuda_tests $? "$t"
+wait
+report ptx "$(cat /tmp/dk_ptx.rc)" "$T0"
+for tool in memcheck racecheck; do report "$tool" "$(cat /tmp/dk_$tool.rc)" "$t"; done
+
+# 4. timings on the idle GPU.
+t=$(date +%s)
+timeout 150 "$PY" bench/gpu_bench.py --json "$logs/gpu_bench.json" > "$logs/bench.log" 2>&1
+report bench $? "$t"
+cat "$logs/bench.log"
+echo "gpu_validate: $(( $(date +%s) - T0 )) s, $([[ $failed -eq 0 ]] && echo all ok || echo FAILURES)"
+exit $failed

@@ -113,7 +113,7 @@ def dream_sample_tokens(logits, x, mask_id, temperature, top_p=0.95):
     else:
         x0 = probs.argmax(-1)
     confidence = torch.sum(probs * torch.log(probs + 1e-10), dim=-1)
-    full_confidence = torch.full(x.shape, float("-inf"), dtype=logits.dtype)
+    full_confidence = torch.full(x.shape, float("-inf"), dtype=logits.dtype, device=logits.device)
     full_confidence[mask_index] = confidence.to(logits.dtype)
     x0_full = x.clone()
     x0_full[mask_index] = x0

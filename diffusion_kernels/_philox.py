@@ -37,7 +37,7 @@ def philox_bits(seed: int, offset: int, row: torch.Tensor, column: torch.Tensor)
     seed &= (1 << 64) - 1
     offset &= (1 << 64) - 1
     row = torch.as_tensor(row, dtype=torch.int64) & _M32
-    column = torch.as_tensor(column, dtype=torch.int64)
+    column = torch.as_tensor(column, dtype=torch.int64, device=row.device)
     row, column = torch.broadcast_tensors(row, column)
     ctr = (column >> 2, row, torch.full_like(row, offset & _M32), torch.full_like(row, offset >> 32))
     words = torch.stack(philox4x32_10(ctr, seed & _M32, seed >> 32), dim=-1)

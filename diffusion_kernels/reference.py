@@ -13,11 +13,12 @@ RANDOM_CONFIDENCE_COLUMN = 2**33
 CONFIDENCE_KINDS = ("prob", "margin", "neg_entropy", "random")
 
 
-def _per_row(value, batch, dtype):
-    """A scalar or a [batch] tensor as a [batch] tensor."""
+def _per_row(value, batch, dtype, device):
+    """A scalar or a [batch] tensor as a [batch] tensor on device."""
     if isinstance(value, torch.Tensor):
-        return value.reshape(-1).to(dtype).expand(batch) if value.numel() == 1 else value.to(dtype)
-    return torch.full((batch,), value, dtype=dtype)
+        value = value.to(device=device, dtype=dtype)
+        return value.reshape(-1).expand(batch) if value.numel() == 1 else value
+    return torch.full((batch,), value, dtype=dtype, device=device)
 
 
 def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int, *, temperature=0.0,
@@ -30,17 +31,18 @@ def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int, *, te
     the Python mirror of the kernels' Philox stream, in float64.
     """
     B, L, V = logits.shape
+    dev = logits.device
     work = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if suppress_ids is not None and len(suppress_ids) > 0:
         work = work.clone()
-        work[..., torch.as_tensor(suppress_ids, dtype=torch.long)] = float("-inf")
+        work[..., torch.as_tensor(suppress_ids, dtype=torch.long, device=dev)] = float("-inf")
     dt = work.dtype
-    T = _per_row(temperature, B, dt)[:, None, None]
-    p = _per_row(top_p, B, dt)[:, None]
-    k = _per_row(top_k, B, torch.int64)[:, None]
-    bs = _per_row(block_start, B, torch.int64)[:, None]
-    be = _per_row(L if block_end is None else block_end, B, torch.int64)[:, None]
-    pos = torch.arange(L)[None, :]
+    T = _per_row(temperature, B, dt, dev)[:, None, None]
+    p = _per_row(top_p, B, dt, dev)[:, None]
+    k = _per_row(top_k, B, torch.int64, dev)[:, None]
+    bs = _per_row(block_start, B, torch.int64, dev)[:, None]
+    be = _per_row(L if block_end is None else block_end, B, torch.int64, dev)[:, None]
+    pos = torch.arange(L, device=dev)[None, :]
     active = (x == mask_id) & (pos >= bs) & (pos < be)
 
     sampled = (T > 0) & torch.isfinite(1 / T.float())  # 1/T overflowing float32: the argmax limit
@@ -60,10 +62,10 @@ def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int, *, te
     q = torch.where(kept, e, 0)
     q = q / q.sum(-1, keepdim=True)
 
-    rows = (torch.arange(B)[:, None] * L + torch.arange(L)[None, :])[..., None]
+    rows = (torch.arange(B, device=dev)[:, None] * L + torch.arange(L, device=dev)[None, :])[..., None]
     greedy_x0 = work.argmax(-1)
     if bool(sampled.any()):
-        g = _philox.philox_gumbel(int(seed), int(offset), rows, torch.arange(V)[None, None, :])
+        g = _philox.philox_gumbel(int(seed), int(offset), rows, torch.arange(V, device=dev)[None, None, :])
         score = torch.where(kept, z.double() + g, float("-inf"))
         x0 = torch.where(sampled[..., 0], score.argmax(-1), greedy_x0)
     else:

@@ -1,0 +1,250 @@
+"""GPU timings of every op against the research code's way, for the rare machine with a GPU
+(bench/gpu_validate.sh runs it). CPU numbers live in the pytest-benchmark files beside this one.
+
+    python bench/gpu_bench.py --json gpu.json          # on a CUDA machine
+    python bench/gpu_bench.py --device cpu --quick     # smoke test of the script itself
+
+Each call reads inputs the previous calls did not touch (a ring of copies larger than the L2), so
+a small problem is not timed out of the cache. Time = median wall time of one call followed by a
+device synchronisation, launch overhead included (what a sampler loop sees). The copy and read
+bandwidths of the same card are measured in the same run, as the ceilings of the streaming ops.
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, when run as a script
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import diffusion_kernels as dk  # noqa: E402
+from research_baselines import (dream_sample_tokens, fast_dllm_dual_cache_attention, full_recompute_attention,  # noqa: E402
+                                llada_greedy_confidence, llada_sample_confidence, llada_topk_transfer)
+
+MASK_ID = 126336
+RING_BYTES = 512 * 2**20  # several times an H100/H200 L2 (50-60 MB)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn, ring, device, reps):
+    """Median seconds of fn(*ring[i % len(ring)]) over reps calls, after two warm-up calls."""
+    for i in range(2):
+        fn(*ring[i % len(ring)])
+    sync(device)
+    times = []
+    for i in range(reps):
+        args = ring[(i + 2) % len(ring)]
+        t0 = time.perf_counter()
+        fn(*args)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def ring_of(make, nbytes, quick):
+    """Copies of one input set so that a pass over the ring leaves no input in the L2."""
+    first = make()
+    count = 1 if quick else max(2, min(64, RING_BYTES // max(1, nbytes) + 1))
+    return [first] + [tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in first) for _ in range(count - 1)]
+
+
+def bandwidth_rows(device, quick):
+    n = (1 << 20) if quick else (1 << 30)  # 4 GiB of float32 on a GPU
+    buf = torch.ones(n, device=device)
+    t_copy = median_time(lambda b: b.clone(), [(buf,)], device, 5 if quick else 20)
+    t_read = median_time(lambda b: b.sum(), [(buf,)], device, 5 if quick else 20)
+    return [dict(group="bandwidth", impl="copy", seconds=t_copy, gbps=2 * buf.numel() * 4 / t_copy / 1e9),
+            dict(group="bandwidth", impl="read (sum)", seconds=t_read, gbps=buf.numel() * 4 / t_read / 1e9)]
+
+
+def confidence_rows(device, quick, reps):
+    shapes = [(1, 8, 1000), (2, 8, 1003)] if quick else [(1, 32, 126464), (8, 32, 126464), (1, 256, 152064)]
+    cases = {
+        "greedy": {
+            "ours": lambda l, x: dk.masked_confidence(l, x, MASK_ID),
+            "llada": lambda l, x: llada_greedy_confidence(l, x, MASK_ID),
+        },
+        "T=0.7": {
+            "ours": lambda l, x: dk.masked_confidence(l, x, MASK_ID, temperature=0.7, confidence_from="logits", seed=1),
+            "llada": lambda l, x: llada_sample_confidence(l, x, MASK_ID, 0.7),
+        },
+        "dream T=0.2 top_p=0.95 entropy": {
+            "ours": lambda l, x: dk.masked_confidence(l, x, MASK_ID, temperature=0.2, top_p=0.95,
+                                                      confidence="neg_entropy", seed=1),
+            "dream": lambda l, x: dream_sample_tokens(l, x, MASK_ID, 0.2, 0.95),
+        },
+    }
+    rows = []
+    for shape in shapes:
+        nbytes = shape[0] * shape[1] * shape[2] * 2
+
+        def make():
+            logits = torch.randn(*shape, device=device).mul_(3).to(torch.bfloat16)
+            return logits, torch.full(shape[:2], MASK_ID, device=device)
+
+        ring = ring_of(make, nbytes, quick)
+        for case, impls in cases.items():
+            for impl, fn in impls.items():
+                t = median_time(fn, ring, device, reps if impl == "ours" else max(3, reps // 4))
+                rows.append(dict(group=f"masked_confidence {case} {list(shape)} bf16", impl=impl, seconds=t,
+                                 gbps=nbytes / t / 1e9))
+        del ring
+    return rows
+
+
+def attention_rows(device, quick, reps):
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    # (name, batch, heads_q, heads_kv, cache_len): LLaDA-8B 32 heads of 128, Dream-7B GQA 28/4.
+    shapes = [("tiny", 1, 4, 2, 96)] if quick else [
+        ("LLaDA", 1, 32, 32, 1024), ("LLaDA", 1, 32, 32, 2048), ("LLaDA", 8, 32, 32, 1024), ("Dream", 1, 28, 4, 1024)]
+    block, d = (8, 64) if quick else (32, 128)
+    rows = []
+    for name, b, hq, hkv, length in shapes:
+        start = length // 2
+
+        def make():
+            k_cache = torch.randn(b, length, hkv, d, device=device, dtype=dtype)
+            v_cache = torch.randn_like(k_cache)
+            q = torch.randn(b, block, hq, d, device=device, dtype=dtype)
+            k_new = torch.randn(b, block, hkv, d, device=device, dtype=dtype)
+            return q, k_cache, v_cache, k_new, k_new.clone()
+
+        nbytes = 2 * b * length * hkv * d * 2
+        ring = ring_of(make, nbytes, quick)
+        rep = hq // hkv
+
+        def fast_dllm(q, kc, vc, kn, vn):
+            # Dream's code repeats the kv heads (repeat_kv) before SDPA; LLaDA has none to repeat.
+            if rep > 1:
+                end = start + kn.shape[1]
+                kc[:, start:end], vc[:, start:end] = kn, vn
+                kc, vc = kc.repeat_interleave(rep, 2), vc.repeat_interleave(rep, 2)
+                return F.scaled_dot_product_attention(q.transpose(1, 2), kc.transpose(1, 2), vc.transpose(1, 2))
+            return fast_dllm_dual_cache_attention(q, kc, vc, kn, vn, start)
+
+        def full(q, kc, vc, kn, vn):
+            # the step without a cache: every position's query (here the cache rows stand in for them)
+            qa = kc.repeat_interleave(rep, 2) if rep > 1 else kc
+            ka, va = (kc.repeat_interleave(rep, 2), vc.repeat_interleave(rep, 2)) if rep > 1 else (kc, vc)
+            return full_recompute_attention(qa, ka, va)
+
+        impls = {
+            "ours": lambda q, kc, vc, kn, vn: dk.attention_with_kv_cache(q, kc, vc, kn, vn, write_start=start),
+            "fast_dllm (SDPA)": fast_dllm,
+            "full recompute (SDPA)": full,
+        }
+        group = f"attention dual-cache step {name} B={b} L={length} H={hq}/{hkv} D={d} {str(dtype)[6:]}"
+        for impl, fn in impls.items():
+            t = median_time(fn, ring, device, reps)
+            rows.append(dict(group=group, impl=impl, seconds=t, gbps=nbytes / t / 1e9))
+        del ring
+    return rows
+
+
+def transfer_rows(device, quick, reps):
+    rows = []
+    for b, length in ([(2, 16)] if quick else [(8, 256), (64, 1024)]):
+        def make():
+            conf = torch.rand(b, length, device=device)
+            conf[:, ::3] = float("-inf")
+            x0 = torch.randint(0, 1000, (b, length), device=device)
+            return conf, torch.full((b, length), MASK_ID, device=device), x0
+        ring = ring_of(make, b * length * 20, quick)
+        k = torch.full((b,), 4, device=device)
+        impls = {
+            "ours": lambda c, x, x0: dk.select_transfer(c, k=k, x=x, x0=x0),
+            "llada loop": lambda c, x, x0: llada_topk_transfer(c, k, x, x0),
+        }
+        for impl, fn in impls.items():
+            t = median_time(fn, ring, device, reps)
+            rows.append(dict(group=f"select_transfer top-k B={b} L={length}", impl=impl, seconds=t))
+    return rows
+
+
+def loss_rows(device, quick, reps):
+    n, v = (64, 1003) if quick else (4096, 126464)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+
+    def make():
+        logits = torch.randn(n, v, device=device).to(dtype).requires_grad_()
+        targets = torch.randint(0, v, (n,), device=device)
+        return logits, targets, torch.rand(n, device=device) < 0.5
+
+    def ours(logits, targets, masked):
+        ce, _ = dk.masked_cross_entropy(logits, targets, masked)
+        ce.sum().backward()
+        logits.grad = None
+
+    def torch_way(logits, targets, masked):
+        # LLaDA's SFT/pre-training loss: cross-entropy of the gathered masked rows, float32 upcast
+        F.cross_entropy(logits[masked].float(), targets[masked], reduction="sum").backward()
+        logits.grad = None
+
+    ring = ring_of(make, n * v * 2, quick)[:2]  # the backward writes a gradient as large again
+    rows = []
+    for impl, fn in {"ours": ours, "torch (gather + float32 CE)": torch_way}.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        t = median_time(fn, ring, device, reps)
+        row = dict(group=f"masked CE forward+backward N={n} V={v} {str(dtype)[6:]} t=0.5", impl=impl, seconds=t)
+        if device.type == "cuda":
+            row["peak_extra_gib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**30
+        rows.append(row)
+    return rows
+
+
+def print_table(rows):
+    by_group = {}
+    for r in rows:
+        by_group.setdefault(r["group"], []).append(r)
+    for group, rs in by_group.items():
+        print(f"\n{group}")
+        ours = next((r["seconds"] for r in rs if r["impl"] == "ours"), None)
+        for r in rs:
+            extra = f"  {r['gbps']:8.1f} GB/s" if "gbps" in r else ""
+            extra += f"  peak +{r['peak_extra_gib']:.2f} GiB" if "peak_extra_gib" in r else ""
+            ratio = f"  ours is {r['seconds'] / ours:6.1f}x faster" if ours and r["impl"] != "ours" else ""
+            print(f"  {r['impl']:28s} {r['seconds'] * 1e6:11.1f} us{extra}{ratio}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, measures nothing")
+    p.add_argument("--reps", type=int, default=50)
+    p.add_argument("--only", default="bandwidth,confidence,attention,transfer,loss")
+    p.add_argument("--json")
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+    reps = 3 if a.quick else a.reps
+    torch.manual_seed(0)
+    sections = {"bandwidth": lambda: bandwidth_rows(device, a.quick), "confidence": lambda: confidence_rows(device, a.quick, reps),
+                "attention": lambda: attention_rows(device, a.quick, reps), "transfer": lambda: transfer_rows(device, a.quick, reps),
+                "loss": lambda: loss_rows(device, a.quick, max(3, reps // 5))}
+    rows = []
+    for name in a.only.split(","):
+        t0 = time.perf_counter()
+        try:
+            rows += sections[name]()
+        except Exception as e:  # one failing section must not cost the others' numbers on a leased GPU
+            print(f"section {name} failed: {type(e).__name__}: {e}", flush=True)
+        print(f"[{name}: {time.perf_counter() - t0:.1f} s]", flush=True)
+    print_table(rows)
+    info = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                torch=torch.__version__, build=dk.build_info())
+    if a.json:
+        Path(a.json).write_text(json.dumps(dict(info=info, rows=rows), indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
