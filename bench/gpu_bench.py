@@ -222,7 +222,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, measures nothing")
     p.add_argument("--reps", type=int, default=50)
-    p.add_argument("--only", default="bandwidth,confidence,attention,transfer,loss")
+    p.add_argument("--only", default="confidence,bandwidth,attention,transfer,loss")
     p.add_argument("--json")
     a = p.parse_args(argv)
     device = torch.device(a.device)

@@ -47,7 +47,7 @@ if [[ $rc -ne 0 ]]; then wait $ptx_pid; report ptx "$(cat /tmp/dk_ptx.rc)" "$T0"
 small="not 126464 and not 152064 and not c2048 and not c4096 and not trap and not compile"
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfE python_tests -m cuda)
 for tool in memcheck racecheck; do
-  ( timeout 280 "$SAN" --tool "$tool" --error-exitcode 1 "${PYTEST[@]}" -x -k "$small" > "$logs/$tool.log" 2>&1
+  ( timeout 280 "$SAN" --tool "$tool" --error-exitcode 1 "${PYTEST[@]}" -k "$small" > "$logs/$tool.log" 2>&1
     echo $? > "/tmp/dk_$tool.rc" ) &
 done
 t=$(date +%s)
