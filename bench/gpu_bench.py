@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repositor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import diffusion_kernels as dk  # noqa: E402
-from research_baselines import (dream_sample_tokens, fast_dllm_dual_cache_attention, full_recompute_attention,  # noqa: E402
-                                llada_greedy_confidence, llada_sample_confidence, llada_topk_transfer)
+from bench_sampling import CASES as SAMPLING_CASES  # noqa: E402  (the CPU benchmark's cases, on the GPU)
+from research_baselines import fast_dllm_dual_cache_attention, full_recompute_attention, llada_topk_transfer  # noqa: E402
 
 MASK_ID = 126336
 RING_BYTES = 512 * 2**20  # several times an H100/H200 L2 (50-60 MB)
@@ -50,6 +50,49 @@ def median_time(fn, ring, device, reps):
     return statistics.median(times)
 
 
+def pipelined_time(fn, ring, device, reps):
+    """Seconds per call when reps calls are queued back to back with one synchronisation at the
+    end (a sampler loop without host syncs): the larger of the host's and the device's time."""
+    fn(*ring[0])
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(reps):
+        fn(*ring[(i + 1) % len(ring)])
+    sync(device)
+    return (time.perf_counter() - t0) / reps
+
+
+def kernel_time(fn, ring, device, reps):
+    """Seconds of GPU kernel time per call (torch.profiler's device events), or None."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    fn(*ring[0])
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(reps):
+            fn(*ring[(i + 1) % len(ring)])
+        sync(device)
+    total_us = 0.0
+    for e in prof.events():
+        if str(getattr(e, "device_type", "")).endswith("CUDA"):  # kernels, memcpys and memsets
+            total_us += e.time_range.elapsed_us()
+    return total_us * 1e-6 / reps if total_us else None
+
+
+def timed_row(fn, ring, device, reps, **row):
+    """A result row: synchronised latency, pipelined time per call and kernel time per call."""
+    row["seconds"] = median_time(fn, ring, device, reps)
+    row["pipelined_seconds"] = pipelined_time(fn, ring, device, reps)
+    try:
+        row["kernel_seconds"] = kernel_time(fn, ring, device, min(reps, 10))
+    except Exception as e:  # the profiler's event fields move between torch versions
+        row["kernel_seconds"] = None
+        row["kernel_error"] = f"{type(e).__name__}: {e}"
+    return row
+
+
 def ring_of(make, nbytes, quick):
     """Copies of one input set so that a pass over the ring leaves no input in the L2."""
     first = make()
@@ -68,21 +111,6 @@ def bandwidth_rows(device, quick):
 
 def confidence_rows(device, quick, reps):
     shapes = [(1, 8, 1000), (2, 8, 1003)] if quick else [(1, 32, 126464), (8, 32, 126464), (1, 256, 152064)]
-    cases = {
-        "greedy": {
-            "ours": lambda l, x: dk.masked_confidence(l, x, MASK_ID),
-            "llada": lambda l, x: llada_greedy_confidence(l, x, MASK_ID),
-        },
-        "T=0.7": {
-            "ours": lambda l, x: dk.masked_confidence(l, x, MASK_ID, temperature=0.7, confidence_from="logits", seed=1),
-            "llada": lambda l, x: llada_sample_confidence(l, x, MASK_ID, 0.7),
-        },
-        "dream T=0.2 top_p=0.95 entropy": {
-            "ours": lambda l, x: dk.masked_confidence(l, x, MASK_ID, temperature=0.2, top_p=0.95,
-                                                      confidence="neg_entropy", seed=1),
-            "dream": lambda l, x: dream_sample_tokens(l, x, MASK_ID, 0.2, 0.95),
-        },
-    }
     rows = []
     for shape in shapes:
         nbytes = shape[0] * shape[1] * shape[2] * 2
@@ -92,11 +120,11 @@ def confidence_rows(device, quick, reps):
             return logits, torch.full(shape[:2], MASK_ID, device=device)
 
         ring = ring_of(make, nbytes, quick)
-        for case, impls in cases.items():
+        for case, impls in SAMPLING_CASES.items():
             for impl, fn in impls.items():
-                t = median_time(fn, ring, device, reps if impl == "ours" else max(3, reps // 4))
-                rows.append(dict(group=f"masked_confidence {case} {list(shape)} bf16", impl=impl, seconds=t,
-                                 gbps=nbytes / t / 1e9))
+                row = timed_row(fn, ring, device, reps if impl == "ours" else max(3, reps // 4),
+                                group=f"masked_confidence {case} {list(shape)} bf16", impl=impl)
+                rows.append(dict(row, gbps=nbytes / row["seconds"] / 1e9))
         del ring
     return rows
 
@@ -144,8 +172,8 @@ def attention_rows(device, quick, reps):
         }
         group = f"attention dual-cache step {name} B={b} L={length} H={hq}/{hkv} D={d} {str(dtype)[6:]}"
         for impl, fn in impls.items():
-            t = median_time(fn, ring, device, reps)
-            rows.append(dict(group=group, impl=impl, seconds=t, gbps=nbytes / t / 1e9))
+            row = timed_row(fn, ring, device, reps, group=group, impl=impl)
+            rows.append(dict(row, gbps=nbytes / row["seconds"] / 1e9))
         del ring
     return rows
 
@@ -165,8 +193,7 @@ def transfer_rows(device, quick, reps):
             "llada loop": lambda c, x, x0: llada_topk_transfer(c, k, x, x0),
         }
         for impl, fn in impls.items():
-            t = median_time(fn, ring, device, reps)
-            rows.append(dict(group=f"select_transfer top-k B={b} L={length}", impl=impl, seconds=t))
+            rows.append(timed_row(fn, ring, device, reps, group=f"select_transfer top-k B={b} L={length}", impl=impl))
     return rows
 
 
@@ -195,8 +222,8 @@ def loss_rows(device, quick, reps):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-        t = median_time(fn, ring, device, reps)
-        row = dict(group=f"masked CE forward+backward N={n} V={v} {str(dtype)[6:]} t=0.5", impl=impl, seconds=t)
+        row = timed_row(fn, ring, device, reps, group=f"masked CE forward+backward N={n} V={v} {str(dtype)[6:]} t=0.5",
+                        impl=impl)
         if device.type == "cuda":
             row["peak_extra_gib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**30
         rows.append(row)
@@ -211,7 +238,10 @@ def print_table(rows):
         print(f"\n{group}")
         ours = next((r["seconds"] for r in rs if r["impl"] == "ours"), None)
         for r in rs:
-            extra = f"  {r['gbps']:8.1f} GB/s" if "gbps" in r else ""
+            extra = f"  pipelined {r['pipelined_seconds'] * 1e6:9.1f} us" if "pipelined_seconds" in r else ""
+            if r.get("kernel_seconds"):
+                extra += f"  kernels {r['kernel_seconds'] * 1e6:9.1f} us"
+            extra += f"  {r['gbps']:8.1f} GB/s" if "gbps" in r else ""
             extra += f"  peak +{r['peak_extra_gib']:.2f} GiB" if "peak_extra_gib" in r else ""
             ratio = f"  ours is {r['seconds'] / ours:6.1f}x faster" if ours and r["impl"] != "ours" else ""
             print(f"  {r['impl']:28s} {r['seconds'] * 1e6:11.1f} us{extra}{ratio}")

@@ -86,6 +86,31 @@ DK_AI float scan_max(const float* z, int64_t n, bool& has_nan) {
   return best;
 }
 
+// to_float_buffer and scan_max in one pass (rows without suppressed ids): the row is read once
+// and the buffer written once, instead of written and then read again.
+template <typename T>
+DK_AI float convert_scan_max(const T* row, int64_t n, float* out, bool& has_nan) {
+  vfloat m = splat(-kInf);
+  vint nan = vint{} + 0;
+  int64_t j = 0;
+  for (; j + kVecWidth <= n; j += kVecWidth) {
+    const vfloat v = load16(row + j);
+    store16(out + j, v);
+    m = vmax(v, m);  // NaN lanes keep m
+    nan |= (v != v);
+  }
+  float best = hmax(m);
+  bool any = false;
+  for (int i = 0; i < kVecWidth; ++i) any |= nan[i] != 0;
+  for (; j < n; ++j) {
+    out[j] = load_scalar(row + j);
+    any |= std::isnan(out[j]);
+    if (out[j] > best) best = out[j];
+  }
+  has_nan = any;
+  return best;
+}
+
 // First index holding v: 64 ids per step, lanes inspected only in the step that has a match
 // (a scalar scan cost 12 % of the sampled path: the maximum sits mid-row on average).
 DK_AI int64_t first_equal(const float* z, int64_t n, float v) {
@@ -245,8 +270,9 @@ DK_AI int64_t gumbel_code_bound(float c) {
 // otherwise the block skips the two logarithms when no id's uniform code is high enough for its
 // noise to lift the block's largest z up to the best score (the usual case once a good score is
 // found: at T = 0.7 on randn * 3 logits, V = 126464, 2.8 % of the blocks need them). Skipped
-// ids score strictly below the best, so the result is unchanged.
-DK_AI int64_t gumbel_argmax(const float* z, int64_t n, float tau, PhiloxKey key, uint32_t row) {
+// ids score strictly below the best, so the result is unchanged. The scores are of z = raw * inv
+// (inv = 1 when raw already holds z): tempering here saves a pass that writes a tempered copy.
+DK_AI int64_t gumbel_argmax(const float* raw, float inv, int64_t n, float tau, PhiloxKey key, uint32_t row) {
   vfloat bv = splat(-kInf);
   vint bi = vint{} + 0;
   vint lane;
@@ -259,13 +285,22 @@ DK_AI int64_t gumbel_argmax(const float* z, int64_t n, float tau, PhiloxKey key,
   for (int64_t c0 = 0; c0 < n; c0 += 4 * kVecWidth) {
     vfloat zv[4];
     if (c0 + 4 * kVecWidth <= n) {
-      std::memcpy(zv, z + c0, sizeof zv);
+      std::memcpy(zv, raw + c0, sizeof zv);
     } else {
       for (int q = 0; q < 4; ++q)
         for (int i = 0; i < kVecWidth; ++i) {
           const int64_t j = c0 + q * kVecWidth + i;
-          zv[q][i] = j < n ? z[j] : -kInf;
+          zv[q][i] = j < n ? raw[j] : -kInf;
         }
+    }
+    // z is rounded before the noise is added, never fused into an FMA with + g: g++ fuses only a
+    // product whose every use is an addition (here also a compare and a max), and the AVX-512
+    // build pins it in a register to be sure.
+    for (int q = 0; q < 4; ++q) {
+      zv[q] *= inv;
+#if defined(DK_VEC_AVX512)
+      asm("" : "+v"(zv[q]));
+#endif
     }
     const float zmax = hmax(vmax(vmax(zv[0], zv[1]), vmax(zv[2], zv[3])));
     if (zmax + kGumbelMax < best) continue;
@@ -311,10 +346,15 @@ template <typename Exp2, typename T>
 DK_AI SampleRowResult sample_row(const T* row, const SampleRowArgs& a) {
   const int64_t n = a.vocab;
   float* raw = a.raw;
-  to_float_buffer(row, n, raw);
-  for (int64_t i = 0; i < a.num_suppress; ++i) raw[a.suppress[i]] = -kInf;
   bool has_nan = false;
-  const float lmax = scan_max(raw, n, has_nan);
+  float lmax;
+  if (a.num_suppress == 0) {
+    lmax = convert_scan_max(row, n, raw, has_nan);
+  } else {
+    to_float_buffer(row, n, raw);
+    for (int64_t i = 0; i < a.num_suppress; ++i) raw[a.suppress[i]] = -kInf;
+    lmax = scan_max(raw, n, has_nan);
+  }
   // The greedy policy for rows that are not all finite (kernels/softmax_stats.cuh).
   if (has_nan) {
     int64_t j = 0;
@@ -342,7 +382,10 @@ DK_AI SampleRowResult sample_row(const T* row, const SampleRowArgs& a) {
   if (need_dist) {
     const float* z = raw;
     float m = lmax;
-    if (s.sampled()) {
+    // The filters and a confidence of the sampling distribution read z many times: a tempered
+    // copy then. LLaDA's case (confidence from the logits, no filter) only draws: tempered on the fly.
+    const bool z_copy = s.filtered(n) || (!a.from_logits && !random);
+    if (s.sampled() && z_copy) {
       const float inv = s.inv_temperature;
       for (int64_t j = 0; j < n; ++j) a.tempered[j] = raw[j] * inv;
       z = a.tempered;
@@ -356,7 +399,8 @@ DK_AI SampleRowResult sample_row(const T* row, const SampleRowArgs& a) {
       }
       if (s.top_k > 0 && s.top_k < n) tau = std::max(tau, radix_threshold<false>(z, nullptr, n, s.top_k, 0, a.cand));
     }
-    if (s.sampled()) out.token = gumbel_argmax(z, n, tau, a.key, a.row);
+    if (s.sampled()) out.token = z_copy ? gumbel_argmax(z, 1.f, n, tau, a.key, a.row)
+                                        : gumbel_argmax(raw, s.inv_temperature, n, tau, a.key, a.row);
     if (!a.from_logits && !random) {
       const DistStats st = margin ? dist_stats<Exp2, true, false>(z, n, m, tau, nullptr)
                            : entropy ? dist_stats<Exp2, false, true>(z, n, m, tau, nullptr)

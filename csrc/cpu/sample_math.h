@@ -43,14 +43,23 @@ DK_AI vfloat vlog(vfloat x) {
 
 // High and low words of a * b for 16 lanes: even and odd lanes through 64-bit products.
 DK_AI void vmulhilo(uint32_t a, vuint b, vuint& hi, vuint& lo) {
-#if defined(__AVX512F__)
-  // GCC turns the generic form into vpmullq (3 uops); vpmuludq is the 32 x 32 -> 64 multiply.
+#if defined(DK_VEC_AVX512)  // (the target pragma of the AVX-512 files does not define __AVX512F__)
+  // vpmuludq is the 32 x 32 -> 64 multiply, one uop. GCC with AVX512DQ turns the generic form
+  // below into vpandq + vpmullq (3 uops on port 0 of an Intel core: the 7 vpmullq per round were
+  // the hottest instructions of the sampled row in a perf profile) and may do the same to
+  // _mm512_mul_epu32, and `b * a` is vpmulld (2 uops): hence the asm, and the low words taken
+  // from the same two products. Multiplies and 512-bit shifts share port 0 on Intel cores, so the
+  // words are moved by shuffles (port 5): one to bring the odd words down, one two-source
+  // permute each for the high and the low words.
   const __m512i bi = (__m512i)b, av = _mm512_set1_epi32(static_cast<int>(a));
-  const __m512i even = _mm512_mul_epu32(bi, av);
-  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(bi, 32), av);
-  hi = (vuint)_mm512_or_si512(_mm512_srli_epi64(even, 32),
-                              _mm512_and_si512(odd, _mm512_set1_epi64(static_cast<long long>(0xffffffff00000000ull))));
-  lo = b * a;
+  const __m512i odd_in = _mm512_shuffle_epi32(bi, _MM_PERM_DDBB);  // words 1, 1, 3, 3, ...
+  __m512i even, odd;
+  asm("vpmuludq %2, %1, %0" : "=v"(even) : "v"(bi), "v"(av));
+  asm("vpmuludq %2, %1, %0" : "=v"(odd) : "v"(odd_in), "v"(av));
+  const __m512i hi_idx = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+  const __m512i lo_idx = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+  hi = (vuint)_mm512_permutex2var_epi32(even, hi_idx, odd);
+  lo = (vuint)_mm512_permutex2var_epi32(even, lo_idx, odd);
 #else
   const vu64 w = (vu64)b;
   const vu64 even = (w & 0xffffffffu) * a;
