@@ -316,10 +316,8 @@ DK_AI int64_t gumbel_argmax(const float* raw, float inv, int64_t n, float tau, P
       const int64_t bound = bounds[q];
       if (bound >= 0) {
         const vuint vb = vuint{} + static_cast<uint32_t>(std::min<int64_t>(bound, 0x7fffff));
-        const vint hot = ((w[0] >> 9) > vb) | ((w[1] >> 9) > vb) | ((w[2] >> 9) > vb) | ((w[3] >> 9) > vb);
-        bool any = false;
-        for (int i = 0; i < kVecWidth; ++i) any |= hot[i] != 0;
-        if (!any) continue;
+        const vint hot = (vint)(((w[0] >> 9) > vb) | ((w[1] >> 9) > vb) | ((w[2] >> 9) > vb) | ((w[3] >> 9) > vb));
+        if (!any_lane(hot)) continue;
       }
     }
     vfloat g[4];
