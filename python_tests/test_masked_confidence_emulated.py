@@ -43,6 +43,22 @@ def test_non_contiguous_and_ties():
     assert x0[0, 1] == 5
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("offset", [0, 1, 3, 7])
+@pytest.mark.parametrize("vocab", [603, 5003], ids=["one-block", "split"])
+def test_any_row_alignment_keeps_the_first_maximum(vocab, offset, dtype):
+    """The kernels read 16-byte packs after a few single elements up to the first 16-byte
+    boundary: rows starting anywhere, with maxima tied across that head, the packs, the slices
+    (5003 ids: two slices per row) and the ragged end, must still give the lowest index."""
+    logits = make_logits(2, 2, vocab + 8, dtype)[:, :, offset:offset + vocab]
+    ties = {(0, 0): [1, 300, vocab - 1], (0, 1): [4, 5], (1, 0): [vocab // 2 - 1, vocab // 2, vocab - 4],
+            (1, 1): [vocab - 2, vocab - 1]}
+    for (b, l), ids in ties.items():
+        logits[b, l, ids] = 60.0
+    x0, _ = assert_matches_reference(emulated.masked_confidence, logits, torch.full((2, 2), MASK_ID))
+    assert x0.tolist() == [[1, 4], [vocab // 2 - 1, vocab - 2]]
+
+
 def test_nonfinite_policy():
     logits = make_logits(1, 5, 1500, torch.float32)
     logits[0, 0, [900, 30]] = float("nan")
