@@ -9,7 +9,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 nvcc=${CUDA_HOME:+$CUDA_HOME/bin/nvcc}
 [[ -n "$nvcc" && -x "$nvcc" ]] || nvcc=$(command -v nvcc) || { echo "nvcc not found" >&2; exit 2; }
 declare -A EXPECT=(
-  [masked_confidence]="shfl.sync.bfly atom.shared.add.u64 ld.global.v4.u32"  # 16-byte row loads (row_stream.cuh)
+  [masked_confidence]="shfl.sync.bfly atom.shared.add.u64"
   [attention]="mma.sync.aligned.m16n8k16 ldmatrix cp.async"
   # p_mask must round like the CPU's two tensor ops: an uncontractable multiply, not an FMA (an
   # H200 run caught nvcc fusing it; the emulator cannot see contraction)

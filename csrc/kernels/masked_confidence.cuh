@@ -1,12 +1,11 @@
 // Greedy masked confidence (block restriction and log-sum-exp included; the other options take
 // masked_confidence_general.cuh or the split path): one thread block per (batch, position) row;
-// each thread streams its 16-byte packs of the vocabulary once, then the block merges statistics.
+// each thread streams a strided slice of the vocabulary once, then the block merges statistics.
 #pragma once
 #include "simt/simt.h"  // first: under g++ it defines the CUDA keywords
 #include <cstdint>
 #include "kernels/dtype.cuh"
 #include "kernels/masked_confidence_params.h"
-#include "kernels/row_stream.cuh"
 #include "kernels/sampling_row.cuh"
 #include "kernels/softmax_stats.cuh"
 
@@ -30,7 +29,19 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_kernel(MaskedConfi
     }
     const T* logits = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
     SoftmaxStats st = softmax_stats_empty();
-    stream_row<kThreads>(logits, 0, p.vocab, [&](float v, int64_t j) { softmax_stats_push(st, v, j); });
+    // Four independent loads in flight per thread; indices stay increasing per thread.
+    int64_t j = threadIdx.x;
+    for (; j + 3 * kThreads < p.vocab; j += 4 * kThreads) {
+      const float v0 = to_float(logits[j]);
+      const float v1 = to_float(logits[j + kThreads]);
+      const float v2 = to_float(logits[j + 2 * kThreads]);
+      const float v3 = to_float(logits[j + 3 * kThreads]);
+      softmax_stats_push(st, v0, j);
+      softmax_stats_push(st, v1, j + kThreads);
+      softmax_stats_push(st, v2, j + 2 * kThreads);
+      softmax_stats_push(st, v3, j + 3 * kThreads);
+    }
+    for (; j < p.vocab; j += kThreads) softmax_stats_push(st, to_float(logits[j]), j);
     st = block_merge<kThreads>(st, scratch);
     if (threadIdx.x == 0) softmax_stats_finish(st, &p.x0[row], &p.confidence[row], p.lse ? &p.lse[row] : nullptr);
     __syncthreads();  // scratch is rewritten by the next row

@@ -28,7 +28,6 @@
 #include <cstdint>
 #include "kernels/masked_confidence_params.h"
 #include "kernels/masked_confidence_split_filters.cuh"
-#include "kernels/row_stream.cuh"
 #include "kernels/sampling_block.cuh"
 #include "kernels/sampling_row.cuh"
 #include "kernels/softmax_stats.cuh"
@@ -112,11 +111,11 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(Maske
     SlicePartial& out = partials[job];
     if constexpr (kPhase != SlicePhase::Draw) {
       SoftmaxStats st = softmax_stats_empty(), zt = softmax_stats_empty();
-      stream_row<kThreads>(logits, begin, end, [&](float v, int64_t j) {
-        v = raw.adjust(v, j);
+      for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) {
+        const float v = raw(j);
         softmax_stats_push(st, v, j);
         if (kPhase == SlicePhase::All && s.sampled()) softmax_stats_push(zt, v * s.inv_temperature, j);
-      });
+      }
       st = block_merge<kThreads>(st, stats_scratch);
       __syncthreads();  // stats_scratch is reused
       zt = block_merge<kThreads>(zt, stats_scratch);

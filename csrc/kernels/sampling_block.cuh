@@ -21,9 +21,8 @@ struct RowValues {
   const int64_t* suppress;
   int64_t num_suppress;
   float inv;
-  __device__ __forceinline__ float operator()(int64_t j) const { return adjust(to_float(logits[j]), j); }
-  // v = to_float(logits[j]) loaded elsewhere (stream_row): suppressed ids -inf, then tempered
-  __device__ __forceinline__ float adjust(float v, int64_t j) const {
+  __device__ __forceinline__ float operator()(int64_t j) const {
+    float v = to_float(logits[j]);
     for (int64_t i = 0; i < num_suppress; ++i)
       if (suppress[i] == j) v = -INFINITY;
     return v * inv;
