@@ -64,48 +64,27 @@ DK_AI void to_float_buffer(const uint16_t* row, int64_t n, float* out) {
   for (int64_t j = 0; j < n; ++j) o[j] = static_cast<uint32_t>(row[j]) << 16;
 }
 
-// Largest non-NaN value and whether a NaN is present.
-DK_AI float scan_max(const float* z, int64_t n, bool& has_nan) {
-  vfloat m = splat(-kInf);
-  vint nan = vint{} + 0;
-  int64_t j = 0;
-  for (; j + kVecWidth <= n; j += kVecWidth) {
-    vfloat v;
-    std::memcpy(&v, z + j, sizeof v);
-    m = vmax(v, m);  // NaN lanes keep m
-    nan |= (v != v);
-  }
-  float best = hmax(m);
-  bool any = false;
-  for (int i = 0; i < kVecWidth; ++i) any |= nan[i] != 0;
-  for (; j < n; ++j) {
-    any |= std::isnan(z[j]);
-    if (z[j] > best) best = z[j];
-  }
-  has_nan = any;
-  return best;
-}
-
-// to_float_buffer and scan_max in one pass (rows without suppressed ids): the row is read once
-// and the buffer written once, instead of written and then read again.
+// Largest non-NaN value of the row (as float) and whether a NaN is present. With `out`, the row
+// converted to float is written there in the same pass (rows without suppressed ids: read once,
+// written once, instead of a conversion pass and then a scan of the buffer).
 template <typename T>
-DK_AI float convert_scan_max(const T* row, int64_t n, float* out, bool& has_nan) {
+DK_AI float scan_max(const T* row, int64_t n, bool& has_nan, float* out = nullptr) {
   vfloat m = splat(-kInf);
   vint nan = vint{} + 0;
   int64_t j = 0;
   for (; j + kVecWidth <= n; j += kVecWidth) {
     const vfloat v = load16(row + j);
-    store16(out + j, v);
+    if (out) store16(out + j, v);
     m = vmax(v, m);  // NaN lanes keep m
     nan |= (v != v);
   }
   float best = hmax(m);
-  bool any = false;
-  for (int i = 0; i < kVecWidth; ++i) any |= nan[i] != 0;
+  bool any = any_lane(nan);
   for (; j < n; ++j) {
-    out[j] = load_scalar(row + j);
-    any |= std::isnan(out[j]);
-    if (out[j] > best) best = out[j];
+    const float v = load_scalar(row + j);
+    if (out) out[j] = v;
+    any |= std::isnan(v);
+    if (v > best) best = v;
   }
   has_nan = any;
   return best;
@@ -347,7 +326,7 @@ DK_AI SampleRowResult sample_row(const T* row, const SampleRowArgs& a) {
   bool has_nan = false;
   float lmax;
   if (a.num_suppress == 0) {
-    lmax = convert_scan_max(row, n, raw, has_nan);
+    lmax = scan_max(row, n, has_nan, raw);
   } else {
     to_float_buffer(row, n, raw);
     for (int64_t i = 0; i < a.num_suppress; ++i) raw[a.suppress[i]] = -kInf;
