@@ -202,3 +202,34 @@ def test_build_info():
         assert info["cuda_archs"], "a CUDA build must report its archs"
     else:
         assert info["cuda_archs"] == []
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_subnormal_logits_are_not_flushed(dtype):
+    """The CPU exponentials return 0 below 2^-126 (subnormal results cost microcode assists);
+    subnormal *logits* must still order as torch orders them, greedy and sampled."""
+    tiny = torch.finfo(dtype).tiny / 4  # subnormal in every dtype
+    logits = torch.zeros(1, 3, 300, dtype=dtype)
+    logits[0, :, 7] = tiny
+    logits[0, 1, 200] = -tiny
+    logits[0, 2] = -tiny
+    logits[0, 2, 9] = tiny / 2
+    assert torch.all(logits[0, :, 7] != 0)
+    x0, _ = assert_matches_reference(dk.masked_confidence, logits, torch.full((1, 3), MASK_ID))
+    assert x0.tolist() == [[7, 7, 9]]
+    # the general (sampling) row loop: top_k = 1 draws the maximum
+    sampled = dk.masked_confidence(logits, torch.full((1, 3), MASK_ID), MASK_ID, temperature=1.0, top_k=1, seed=3)[0]
+    assert sampled.tolist() == [[7, 7, 9]]
+
+
+@pytest.mark.parametrize("temperature", [0.2, 0.05])
+def test_low_temperature_terms_far_below_the_max(temperature):
+    """At low temperature most exponentials fall below 2^-126 (returned as 0, not subnormal):
+    confidence of every kind still matches the float64 reference."""
+    from sampling_cases import run_and_compare
+
+    logits = make_logits(2, 6, 5003, torch.bfloat16) * 4
+    x = torch.full((2, 6), MASK_ID)
+    for kind in ("prob", "margin", "neg_entropy"):
+        run_and_compare(dk.masked_confidence, logits, x, temperature=temperature, confidence=kind, return_lse=True)
+    run_and_compare(dk.masked_confidence, logits, x, temperature=temperature, top_p=0.9, confidence="neg_entropy")

@@ -67,7 +67,7 @@ int64_t first_index_of(const T* p, int64_t n, float value) {
     for (int k = 0; k < kVecWidth; ++k) any |= eq[k];
     if (any) break;
   }
-  while (load(p, i) != value) ++i;
+  while (i < n && load(p, i) != value) ++i;  // bounded: a value not found must not read past the row
   return i;
 }
 
