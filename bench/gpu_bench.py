@@ -161,9 +161,8 @@ def attention_rows(device, quick, reps):
 
         def full(q, kc, vc, kn, vn):
             # the step without a cache: every position's query (here the cache rows stand in for them)
-            qa = kc.repeat_interleave(rep, 2) if rep > 1 else kc
             ka, va = (kc.repeat_interleave(rep, 2), vc.repeat_interleave(rep, 2)) if rep > 1 else (kc, vc)
-            return full_recompute_attention(qa, ka, va)
+            return full_recompute_attention(ka, ka, va)
 
         impls = {
             "ours": lambda q, kc, vc, kn, vn: dk.attention_with_kv_cache(q, kc, vc, kn, vn, write_start=start),
