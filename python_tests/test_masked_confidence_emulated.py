@@ -47,9 +47,9 @@ def test_non_contiguous_and_ties():
 @pytest.mark.parametrize("offset", [0, 1, 3, 7])
 @pytest.mark.parametrize("vocab", [603, 5003], ids=["one-block", "split"])
 def test_any_row_alignment_keeps_the_first_maximum(vocab, offset, dtype):
-    """The kernels read 16-byte packs after a few single elements up to the first 16-byte
-    boundary: rows starting anywhere, with maxima tied across that head, the packs, the slices
-    (5003 ids: two slices per row) and the ragged end, must still give the lowest index."""
+    """Rows starting at any element offset (any 16-byte alignment), with maxima tied across
+    threads, across the slices (5003 ids: two slices per row) and at the ragged end, give the
+    lowest index (kept from a 16-byte-load attempt, reverted in accedf9, as a guard for the next)."""
     logits = make_logits(2, 2, vocab + 8, dtype)[:, :, offset:offset + vocab]
     ties = {(0, 0): [1, 300, vocab - 1], (0, 1): [4, 5], (1, 0): [vocab // 2 - 1, vocab // 2, vocab - 4],
             (1, 1): [vocab - 2, vocab - 1]}
