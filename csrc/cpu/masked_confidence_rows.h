@@ -57,16 +57,15 @@ RowResult nonfinite_row(const T* row, int64_t vocab) {
 
 inline __attribute__((always_inline)) vfloat exp2_arg(vfloat v, vfloat mx) { return v * kLog2e - mx; }
 
-// The first index in [0, n) whose element equals `value`, which one of them does.
+// The first index in [0, n) whose element equals `value`, which one of them does. Lanes are
+// inspected only in the vector that has a match (the greedy row and the sampled row both search
+// for their maximum once, mid-row on average).
 template <typename T>
 int64_t first_index_of(const T* p, int64_t n, float value) {
+  const vfloat v = splat(value);
   int64_t i = 0;
-  for (; i + kVecWidth <= n; i += kVecWidth) {
-    const vint eq = (vint)(load16(p + i) == splat(value));
-    int32_t any = 0;
-    for (int k = 0; k < kVecWidth; ++k) any |= eq[k];
-    if (any) break;
-  }
+  for (; i + kVecWidth <= n; i += kVecWidth)
+    if (any_lane((vint)(load16(p + i) == v))) break;
   while (i < n && load(p, i) != value) ++i;  // bounded: a value not found must not read past the row
   return i;
 }

@@ -90,23 +90,6 @@ DK_AI float scan_max(const T* row, int64_t n, bool& has_nan, float* out = nullpt
   return best;
 }
 
-// First index holding v: 64 ids per step, lanes inspected only in the step that has a match
-// (a scalar scan cost 12 % of the sampled path: the maximum sits mid-row on average).
-DK_AI int64_t first_equal(const float* z, int64_t n, float v) {
-  const vfloat vv = splat(v);
-  int64_t j = 0;
-  for (; j + 4 * kVecWidth <= n; j += 4 * kVecWidth) {
-    vfloat a[4];
-    std::memcpy(a, z + j, sizeof a);
-    const vint eq = (a[0] == vv) | (a[1] == vv) | (a[2] == vv) | (a[3] == vv);
-    uint64_t any = 0;
-    for (int i = 0; i < kVecWidth; ++i) any |= static_cast<uint32_t>(eq[i]);
-    if (any) break;
-  }
-  while (j < n && !(z[j] == v)) ++j;
-  return j;
-}
-
 // Statistics of exp(z - m) over the kept set {z >= tau}: sum, sum of e * (z - m) (for the
 // entropy) and the two largest kept values with multiplicity (for the margin). `mass`, when
 // given, receives every e (0 outside the kept set).
@@ -346,7 +329,7 @@ DK_AI SampleRowResult sample_row(const T* row, const SampleRowArgs& a) {
     return {j, kNaN, kNaN};
   }
   if (lmax == -kInf) return {0, kNaN, -kInf};
-  const int64_t argmax = first_equal(raw, n, lmax);
+  const int64_t argmax = first_index_of(raw, n, lmax);
   if (lmax == kInf) return {argmax, kNaN, kInf};
 
   const RowSettings& s = a.settings;
