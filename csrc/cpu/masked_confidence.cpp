@@ -38,15 +38,15 @@ SampleRowResult sample_row_any(const T* row, const SampleRowArgs& a, Level level
   }
 }
 
-// Rows with any setting beyond the greedy default (masked_confidence_sample.h).
-template <typename T>
-void run_general(const MaskedConfidenceParams& p) {
+// Runs the rows in parallel: an inactive row (not masked, or outside the block) gets its token
+// and -inf; an active one the {token, conf, lse} of row_fn(row, b, r). make_row_fn is called once
+// per parallel chunk, so a row_fn may own scratch memory without sharing it between threads.
+template <typename T, typename MakeRowFn>
+void for_each_row(const MaskedConfidenceParams& p, MakeRowFn make_row_fn) {
   const int64_t rows = p.batch * p.seq;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(p.vocab, 1));
-  const Level level = cpu_level();
-  const PhiloxKey key = philox_key(p);
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    std::unique_ptr<float[]> scratch;
+    auto row_fn = make_row_fn();
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / p.seq;
       const int64_t l = r - b * p.seq;
@@ -57,13 +57,8 @@ void run_general(const MaskedConfidenceParams& p) {
         if (p.lse) p.lse[r] = -std::numeric_limits<float>::infinity();
         continue;
       }
-      if (!scratch) scratch.reset(new float[4 * p.vocab]);
-      SampleRowArgs a{p.vocab, row_settings(p, b), p.kind, p.confidence_from_logits, p.lse != nullptr,
-                      p.suppress_ids, p.num_suppress, key, static_cast<uint32_t>(r),
-                      scratch.get(), scratch.get() + p.vocab, scratch.get() + 2 * p.vocab,
-                      reinterpret_cast<int32_t*>(scratch.get() + 3 * p.vocab)};
       const T* row = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
-      const SampleRowResult res = sample_row_any(row, a, level);
+      const SampleRowResult res = row_fn(row, b, r);
       p.x0[r] = res.token;
       p.confidence[r] = res.conf;
       if (p.lse) p.lse[r] = res.lse;
@@ -73,28 +68,27 @@ void run_general(const MaskedConfidenceParams& p) {
 
 template <typename T>
 void run(const MaskedConfidenceParams& p) {
-  if (p.general()) return run_general<T>(p);
-  const int64_t rows = p.batch * p.seq;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(p.vocab, 1));
   const Level level = cpu_level();
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t b = r / p.seq;
-      const int64_t l = r - b * p.seq;
-      const int64_t token = p.x[b * p.x_stride_b + l * p.x_stride_l];
-      if (!row_active(p, b, l, token)) {
-        p.x0[r] = token;
-        p.confidence[r] = -std::numeric_limits<float>::infinity();
-        if (p.lse) p.lse[r] = -std::numeric_limits<float>::infinity();
-        continue;
-      }
-      const T* row = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
-      RowResult res = finite_row_any(row, p.vocab, level);
-      if (res.token < 0) res = nonfinite_row(row, p.vocab);
-      p.x0[r] = res.token;
-      p.confidence[r] = res.prob;
-      if (p.lse) p.lse[r] = res.lse;
-    }
+  if (!p.general()) {  // the greedy default: argmax, max probability
+    return for_each_row<T>(p, [&] {
+      return [&](const T* row, int64_t, int64_t) {
+        RowResult res = finite_row_any(row, p.vocab, level);
+        if (res.token < 0) res = nonfinite_row(row, p.vocab);
+        return SampleRowResult{res.token, res.prob, res.lse};
+      };
+    });
+  }
+  // Any other setting (masked_confidence_sample.h).
+  const PhiloxKey key = philox_key(p);
+  for_each_row<T>(p, [&] {
+    return [&, scratch = std::unique_ptr<float[]>()](const T* row, int64_t b, int64_t r) mutable {
+      if (!scratch) scratch.reset(new float[4 * p.vocab]);  // only once the chunk meets an active row
+      const SampleRowArgs a{p.vocab, row_settings(p, b), p.kind, p.confidence_from_logits, p.lse != nullptr,
+                            p.suppress_ids, p.num_suppress, key, static_cast<uint32_t>(r),
+                            scratch.get(), scratch.get() + p.vocab, scratch.get() + 2 * p.vocab,
+                            reinterpret_cast<int32_t*>(scratch.get() + 3 * p.vocab)};
+      return sample_row_any(row, a, level);
+    };
   });
 }
 
