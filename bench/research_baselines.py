@@ -6,11 +6,12 @@ import torch.nn.functional as F
 
 
 def llada_greedy_confidence(logits, x, mask_id):
-    """LLaDA / Fast-dLLM at temperature 0 with low-confidence remasking: float64 copy of the
-    logits, softmax over the whole vocabulary, argmax, gather, then mask to [MASK] positions."""
-    logits64 = logits.to(torch.float64)
-    x0 = torch.argmax(logits64, dim=-1)
-    p = F.softmax(logits64, dim=-1)
+    """LLaDA / Fast-dLLM at temperature 0 with low-confidence remasking (Fast-dLLM's
+    get_transfer_index): add_gumbel_noise returns the logits themselves at T = 0, so the argmax
+    reads them as they are; the softmax over the whole vocabulary is of a float64 copy; gather,
+    then mask to [MASK] positions."""
+    x0 = torch.argmax(logits, dim=-1)
+    p = F.softmax(logits.to(torch.float64), dim=-1)
     x0_p = torch.squeeze(torch.gather(p, dim=-1, index=torch.unsqueeze(x0, -1)), -1)
     mask_index = x == mask_id
     x0 = torch.where(mask_index, x0, x)
