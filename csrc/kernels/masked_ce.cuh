@@ -23,24 +23,6 @@ __device__ __forceinline__ float ce_lse(const SoftmaxStats& st) {
   return st.max + logf(st.sum);
 }
 
-template <typename T, int kThreads>
-__device__ __forceinline__ SoftmaxStats ce_row_stats(const T* x, int64_t vocab, SoftmaxStats* scratch) {
-  SoftmaxStats st = softmax_stats_empty();
-  int64_t j = threadIdx.x;
-  for (; j + 3 * kThreads < vocab; j += 4 * kThreads) {  // four loads in flight per thread
-    const float v0 = to_float(x[j]);
-    const float v1 = to_float(x[j + kThreads]);
-    const float v2 = to_float(x[j + 2 * kThreads]);
-    const float v3 = to_float(x[j + 3 * kThreads]);
-    softmax_stats_push(st, v0, j);
-    softmax_stats_push(st, v1, j + kThreads);
-    softmax_stats_push(st, v2, j + 2 * kThreads);
-    softmax_stats_push(st, v3, j + 3 * kThreads);
-  }
-  for (; j < vocab; j += kThreads) softmax_stats_push(st, to_float(x[j]), j);
-  return block_merge<kThreads>(st, scratch);
-}
-
 // Thread 0 only: ce and lse of a masked row from its merged statistics.
 template <typename T>
 __device__ __forceinline__ void ce_row_finish(const SoftmaxStats& st, const T* x, int64_t target,
@@ -61,7 +43,7 @@ __global__ void __launch_bounds__(kThreads) masked_ce_forward_kernel(MaskedCePar
       continue;
     }
     const T* x = static_cast<const T*>(p.logits) + row * p.logits_stride;
-    const SoftmaxStats st = ce_row_stats<T, kThreads>(x, p.vocab, scratch);
+    const SoftmaxStats st = block_row_stats<T, kThreads>(x, p.vocab, scratch);
     if (threadIdx.x == 0) ce_row_finish(st, x, p.targets[row], p.vocab, &ce[row], &lse[row]);
     __syncthreads();  // scratch is rewritten by the next row
   }
@@ -115,7 +97,7 @@ __global__ void __launch_bounds__(kThreads) masked_ce_forward_backward_kernel(Ma
       for (int64_t j = threadIdx.x; j < p.vocab; j += kThreads) ce_store(&x[j], 0.f);
       continue;
     }
-    const SoftmaxStats st = ce_row_stats<T, kThreads>(x, p.vocab, scratch);
+    const SoftmaxStats st = block_row_stats<T, kThreads>(x, p.vocab, scratch);
     const int64_t target = p.targets[row];
     if (threadIdx.x == 0) {
       ce_row_finish(st, x, target, p.vocab, &ce[row], &lse[row]);

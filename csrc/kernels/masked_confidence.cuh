@@ -28,21 +28,7 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_kernel(MaskedConfi
       continue;
     }
     const T* logits = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
-    SoftmaxStats st = softmax_stats_empty();
-    // Four independent loads in flight per thread; indices stay increasing per thread.
-    int64_t j = threadIdx.x;
-    for (; j + 3 * kThreads < p.vocab; j += 4 * kThreads) {
-      const float v0 = to_float(logits[j]);
-      const float v1 = to_float(logits[j + kThreads]);
-      const float v2 = to_float(logits[j + 2 * kThreads]);
-      const float v3 = to_float(logits[j + 3 * kThreads]);
-      softmax_stats_push(st, v0, j);
-      softmax_stats_push(st, v1, j + kThreads);
-      softmax_stats_push(st, v2, j + 2 * kThreads);
-      softmax_stats_push(st, v3, j + 3 * kThreads);
-    }
-    for (; j < p.vocab; j += kThreads) softmax_stats_push(st, to_float(logits[j]), j);
-    st = block_merge<kThreads>(st, scratch);
+    const SoftmaxStats st = block_row_stats<T, kThreads>(logits, p.vocab, scratch);
     if (threadIdx.x == 0) softmax_stats_finish(st, &p.x0[row], &p.confidence[row], p.lse ? &p.lse[row] : nullptr);
     __syncthreads();  // scratch is rewritten by the next row
   }

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/dtype.cuh"
+
 namespace dk {
 
 constexpr int64_t kNoIndex = INT64_MAX;
@@ -78,6 +80,26 @@ __device__ __forceinline__ SoftmaxStats block_merge(SoftmaxStats st, SoftmaxStat
     st = warp_merge(st);
   }
   return st;
+}
+
+// One row's statistics, merged across the block (valid in warp 0, as block_merge): each thread
+// streams a strided slice of the row, four independent loads in flight, indices increasing.
+template <typename T, int kThreads>
+__device__ __forceinline__ SoftmaxStats block_row_stats(const T* x, int64_t vocab, SoftmaxStats* scratch) {
+  SoftmaxStats st = softmax_stats_empty();
+  int64_t j = threadIdx.x;
+  for (; j + 3 * kThreads < vocab; j += 4 * kThreads) {
+    const float v0 = to_float(x[j]);
+    const float v1 = to_float(x[j + kThreads]);
+    const float v2 = to_float(x[j + 2 * kThreads]);
+    const float v3 = to_float(x[j + 3 * kThreads]);
+    softmax_stats_push(st, v0, j);
+    softmax_stats_push(st, v1, j + kThreads);
+    softmax_stats_push(st, v2, j + 2 * kThreads);
+    softmax_stats_push(st, v3, j + 3 * kThreads);
+  }
+  for (; j < vocab; j += kThreads) softmax_stats_push(st, to_float(x[j]), j);
+  return block_merge<kThreads>(st, scratch);
 }
 
 // The op's result for a row from its statistics: token, probability of that token and the
