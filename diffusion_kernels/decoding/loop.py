@@ -41,7 +41,8 @@ class BlockLoop:
     ``run(x, order)`` updates ``x`` in place, writes into ``order`` the step that committed each
     position, and returns the number of forwards (NFE). Raises RuntimeError when a row cannot
     progress: its masked positions have no finite confidence (NaN/inf logits) or the model keeps
-    proposing ``[MASK]`` under an adaptive rule."""
+    proposing ``[MASK]``, so that an adaptive rule would loop forever or a fixed schedule would
+    leave positions no step committed."""
     forward: ModelForward
     plan: StepPlan
     proposal: Proposal
@@ -119,7 +120,7 @@ class BlockLoop:
             raise RuntimeError(
                 f"diffusion_kernels: generate: block {blk} ended with positions no step committed in row(s) "
                 f"{_rows(uncommitted)}: their confidences were never finite (the model's logits there are NaN "
-                "or +inf, e.g. through cfg_scale)")
+                "or +inf, e.g. through cfg_scale), or the model proposes mask_id, which keeps them masked")
         if check_eos and flags[1]:
             x[:, end:] = self.eos_id
             return True
