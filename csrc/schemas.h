@@ -18,11 +18,13 @@
   "-> (Tensor x0, Tensor confidence, Tensor lse)"
 
 // k_cache / v_cache are written in place (rows [write_start, write_start + new_len) of each
-// batch row); lse is empty ([0, heads_q, q_len]) unless return_lse.
+// batch row); lse is empty ([0, heads_q, q_len]) unless return_lse. write_status ([1] int32) is
+// set to 1 when write_starts is out of range on the device (nothing is written then).
 #define DK_SCHEMA_ATTENTION_WITH_KV_CACHE                                                     \
   "attention_with_kv_cache(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? k_new, " \
   "Tensor? v_new, int write_start, Tensor? write_starts, Tensor? key_padding_mask, "          \
-  "Tensor? key_lengths, float? scale, bool return_lse) -> (Tensor out, Tensor lse)"
+  "Tensor? key_lengths, float? scale, bool return_lse, Tensor(c!)? write_status=None) "       \
+  "-> (Tensor out, Tensor lse)"
 
 #define DK_SCHEMA_MASKED_CE_FORWARD \
   "masked_ce_forward(Tensor logits, Tensor targets, Tensor masked) -> (Tensor ce, Tensor lse)"

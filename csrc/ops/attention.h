@@ -12,10 +12,11 @@ namespace dk {
       const std::optional<at::Tensor> &k_new, const std::optional<at::Tensor> &v_new,         \
       int64_t write_start, const std::optional<at::Tensor> &write_starts,                     \
       const std::optional<at::Tensor> &key_padding_mask,                                      \
-      const std::optional<at::Tensor> &key_lengths, std::optional<double> scale, bool return_lse
+      const std::optional<at::Tensor> &key_lengths, std::optional<double> scale, bool return_lse, \
+      const std::optional<at::Tensor> &write_status
 #define DK_ATTENTION_ARG_NAMES                                                                \
   q, k_cache, v_cache, k_new, v_new, write_start, write_starts, key_padding_mask, key_lengths, \
-      scale, return_lse
+      scale, return_lse, write_status
 
 // CPU kernel registration target.
 std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache_cpu(DK_ATTENTION_ARGS);
