@@ -39,10 +39,10 @@ def select_transfer(confidence, **kwargs):
 
 
 def attention_with_kv_cache(*args, **kwargs):
-    """:func:`diffusion_kernels.attention_with_kv_cache` run by the CUDA kernels under the emulator."""
+    """:func:`diffusion_kernels.attention_with_kv_cache` (same arguments) run by the CUDA kernels under the emulator."""
     from ..ops import attention
 
-    return attention.attention_with_kv_cache(*args, _op=torch.ops.dk_emulated.attention_with_kv_cache.default, **kwargs)
+    return attention._attention_with_op(torch.ops.dk_emulated.attention_with_kv_cache.default, *args, **kwargs)
 
 
 @contextlib.contextmanager
