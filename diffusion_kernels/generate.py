@@ -69,6 +69,10 @@ def _full_attention_mask(attention_mask, prompt_ids: torch.Tensor, gen_length: i
                          f"{tuple(prompt_ids.shape)}, got {tuple(attention_mask.shape)}")
     if attention_mask.is_complex():
         raise TypeError(f"diffusion_kernels: argument 'attention_mask' must be bool or 0/1 numbers, got {attention_mask.dtype}")
+    if attention_mask.device.type == "meta":
+        raise ValueError("diffusion_kernels: argument 'attention_mask' is on the meta device: it has no values")
+    if attention_mask.dtype != torch.bool and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError("diffusion_kernels: argument 'attention_mask' must hold only 0 (pad) and 1 (token)")
     B, device = prompt_ids.shape[0], prompt_ids.device
     return torch.cat([attention_mask.to(device=device, dtype=torch.bool),
                       torch.ones(B, gen_length, dtype=torch.bool, device=device)], dim=1)
@@ -81,6 +85,24 @@ def _check_prompt(prompt_ids) -> None:
         raise ValueError(f"diffusion_kernels: argument 'prompt_ids' must be [batch, prompt_len], got {tuple(prompt_ids.shape)}")
     if prompt_ids.is_floating_point() or prompt_ids.is_complex() or prompt_ids.dtype == torch.bool:
         raise TypeError(f"diffusion_kernels: argument 'prompt_ids' must hold integer token ids, got {prompt_ids.dtype}")
+    if prompt_ids.device.type == "meta":
+        raise ValueError("diffusion_kernels: argument 'prompt_ids' is on the meta device: it has no values")
+
+
+def _check_ids_in_vocab(model, prompt_ids: torch.Tensor, ids: dict) -> None:
+    """Token ids within ``[0, vocab)`` when the model tells its vocabulary (``model.config.vocab_size``),
+    else non-negative: one read of the prompt's extremes, before any forward."""
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    vocab = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
+    bounds = f"[0, {vocab})" if vocab is not None else ">= 0"
+    for name, value in ids.items():
+        if value is not None and (value < 0 or (vocab is not None and value >= vocab)):
+            raise ValueError(f"diffusion_kernels: argument '{name}' = {value} is not a token id {bounds} of the model")
+    if prompt_ids.numel():
+        lo, hi = (int(v) for v in torch.stack([prompt_ids.min(), prompt_ids.max()]).tolist())
+        if lo < 0 or (vocab is not None and hi >= vocab):
+            raise ValueError(f"diffusion_kernels: argument 'prompt_ids' holds token id {lo if lo < 0 else hi}, "
+                             f"not in {bounds} of the model")
 
 
 def _check_cfg_scale(cfg_scale) -> float:
@@ -199,11 +221,15 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
         True
     """
     _check_prompt(prompt_ids)
-    mask_id = int(mask_id) if isinstance(mask_id, torch.Tensor) and mask_id.numel() == 1 else mask_id
+    if mask_id is None:
+        raise TypeError("diffusion_kernels: argument 'mask_id' must be an int, got None")
     for name, value in (("mask_id", mask_id), ("eos_id", eos_id), ("eot_id", eot_id), ("top_k", top_k)):
         _optional_int(value, name)
     if seed is not None and not isinstance(seed, (int, torch.Tensor)) or isinstance(seed, bool):
         raise TypeError(f"diffusion_kernels: argument 'seed' must be an int, got {type(seed).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"diffusion_kernels: argument 'callback' must be callable, got {type(callback).__name__}")
+    _check_ids_in_vocab(model, prompt_ids, {"mask_id": mask_id, "eos_id": eos_id, "eot_id": eot_id})
     adaptive = threshold is not None or factor is not None
     num_blocks = _num_blocks(gen_length, block_length, steps, adaptive)
     check_cache_policy(cache, model)

@@ -305,6 +305,10 @@ def test_attention_mask_of_the_wrong_shape_is_an_error(mask):
     (dict(threshold=float("nan")), "'threshold'"), (dict(factor=-1.0), "'factor'"),
     (dict(confidence="max"), "'confidence'"), (dict(confidence_from="probs"), "'confidence_from'"),
     (dict(mask_id=2.5), "'mask_id'"), (dict(seed=1.5), "'seed'"), (dict(eos_id="2"), "'eos_id'"),
+    (dict(mask_id=38), "'mask_id'"), (dict(mask_id=-1), "'mask_id'"), (dict(eos_id=40, suppress_eos=True), "'eos_id'"),
+    (dict(temperature=-0.5), "'temperature'"), (dict(temperature=float("nan")), "'temperature'"),
+    (dict(top_p=1.5), "'top_p'"), (dict(top_k=-1), "'top_k'"), (dict(callback=3), "'callback'"),
+    (dict(attention_mask=torch.full((1, 3), 0.5)), "'attention_mask'"), (dict(attention_mask=[[1, 1, 1]]), "'attention_mask'"),
 ])
 def test_bad_values_name_the_argument(kw, name):
     args = dict(gen_length=8, block_length=4, steps=4, mask_id=MASK)
@@ -313,7 +317,9 @@ def test_bad_values_name_the_argument(kw, name):
         generate(tiny_llada(), _prompt(1, 3), progress=False, **args)
 
 
-@pytest.mark.parametrize("prompt", [torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool), torch.zeros(3, dtype=torch.long)])
+@pytest.mark.parametrize("prompt", [torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool), torch.zeros(3, dtype=torch.long),
+                                    torch.tensor([[1, 38, 2]]), torch.tensor([[1, -1, 2]]),
+                                    torch.zeros(1, 3, dtype=torch.long, device="meta")])
 def test_prompt_must_be_a_2d_integer_tensor(prompt):
     with pytest.raises((ValueError, TypeError), match="'prompt_ids'"):
         generate(tiny_llada(), prompt, 8, 4, 4, mask_id=MASK, progress=False)

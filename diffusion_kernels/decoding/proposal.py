@@ -41,10 +41,19 @@ class Proposal:
     renormalize_without: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
+        _check_number(self.temperature, "temperature", lambda t: t >= 0, ">= 0")
+        if self.top_p is not None:
+            _check_number(self.top_p, "top_p", lambda p: 0 <= p <= 1, "in [0, 1]")
+        if self.top_k is not None and not isinstance(self.top_k, torch.Tensor):
+            if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+                raise ValueError(f"diffusion_kernels: argument 'top_k' must be an int >= 0, got {self.top_k!r}")
         if self.confidence not in _CONFIDENCES:
             raise ValueError(f"diffusion_kernels: argument 'confidence' must be one of {_CONFIDENCES}, got {self.confidence!r}")
         if self.confidence_from is None:
             object.__setattr__(self, "confidence_from", "logits" if self.confidence == "prob" else "sampling")
+        if self.confidence_from not in ("logits", "sampling"):
+            raise ValueError(f"diffusion_kernels: argument 'confidence_from' must be 'logits' or 'sampling', "
+                             f"got {self.confidence_from!r}")
         for name in ("suppress_ids", "renormalize_without"):
             ids = getattr(self, name)
             if ids is not None:
@@ -52,6 +61,16 @@ class Proposal:
         if self.renormalize_without and (self.confidence != "prob" or self.confidence_from != "logits"):
             raise ValueError("diffusion_kernels: argument 'renormalize_without' (LLaDA's confidence_eos_eot_inf) "
                              "needs confidence='prob' from the logits")
+
+
+def _check_number(value, name: str, ok, bounds: str) -> None:
+    """A per-call number (a tensor holds per-row values the op reads on the device: unchecked here)."""
+    if isinstance(value, torch.Tensor):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"diffusion_kernels: argument '{name}' must be a number or a [batch] tensor, got {type(value).__name__}")
+    if not ok(value):  # NaN fails every bound
+        raise ValueError(f"diffusion_kernels: argument '{name}' must be {bounds}, got {value}")
 
 
 def propose(logits: torch.Tensor, x: torch.Tensor, mask_id: int, proposal: Proposal = Proposal(), *,
