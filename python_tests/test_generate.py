@@ -323,3 +323,11 @@ def test_bad_values_name_the_argument(kw, name):
 def test_prompt_must_be_a_2d_integer_tensor(prompt):
     with pytest.raises((ValueError, TypeError), match="'prompt_ids'"):
         generate(tiny_llada(), prompt, 8, 4, 4, mask_id=MASK, progress=False)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(threshold=0.9), dict(cache="dual")], ids=["llada", "threshold", "dual"])
+def test_empty_batch_and_empty_prompt(kw):
+    model = tiny_llada(seed=2)
+    assert generate(model, _prompt(0, 3), 8, 4, 4, mask_id=MASK, progress=False, **kw).shape == (0, 8)
+    out = generate(model, _prompt(2, 0), 8, 4, 4, mask_id=MASK, progress=False, **kw)
+    assert out.shape == (2, 8) and not (out == MASK).any()

@@ -175,7 +175,7 @@ class Block(nn.Module):
             o = attention_with_kv_cache(q, k, v, key_padding_mask=key_mask)
         else:
             o = attention_with_kv_cache(q, k_cache, v_cache, k, v, write_start=start, key_padding_mask=key_mask)
-        h = h + self.attn_out(o.reshape(B, T, -1))
+        h = h + self.attn_out(o.reshape(B, T, c.n_heads * c.head_dim))  # explicit: B or T may be 0
         f = self.ff_norm(h)
         return h + self.ff_out(nn.functional.silu(self.ff_proj(f)) * self.up_proj(f))
 
