@@ -619,6 +619,21 @@ class TestBadInputs:
     def test_device_mismatch(self):
         with pytest.raises((ValueError, RuntimeError), match="'k_cache'.*same device as 'q'"):
             dk.attention_with_kv_cache(**self.args(q=torch.randn(2, 4, 4, 64, device="meta")))
+        self.raises(r"'cache_seqlens' must be on the device of 'q' \(cpu\) or on the CPU, got meta",
+                    cache_seqlens=torch.zeros(2, dtype=torch.long, device="meta"))
+        self.raises(r"'key_lengths' must be on the same device as 'q'", key_lengths=torch.zeros(2, dtype=torch.long,
+                                                                                                 device="meta"))
+
+    @pytest.mark.emulated
+    def test_emulated_device_mismatch(self):
+        for name in ("q", "k_cache", "v", "key_padding_mask"):
+            a = self.args(q=torch.randn(2, 4, 4, 64).bfloat16(), k_cache=torch.randn(2, 10, 2, 64).bfloat16(),
+                          v_cache=torch.randn(2, 10, 2, 64).bfloat16(), k=torch.randn(2, 4, 2, 64).bfloat16(),
+                          v=torch.randn(2, 4, 2, 64).bfloat16(), key_padding_mask=torch.ones(2, 10, dtype=torch.bool))
+            a[name] = torch.empty(a[name].shape, dtype=a[name].dtype, device="meta")
+            with pytest.raises(ValueError, match="'k_cache' must be on the same device as 'q'" if name == "q"
+                               else f"'{name}' must be on the same device as 'q'"):
+                emulated.attention_with_kv_cache(**a)
 
 
 # ----------------------------------------------------------------------------- torch integration --

@@ -114,14 +114,24 @@ def _attention_with_op(op, q, k_cache, v_cache, k=None, v=None, *deprecated_posi
     if deprecated_positional or deprecated_names:
         _apply_deprecated_names(a, deprecated_positional, deprecated_names)
     k, v = a["k"], a["v"]
-    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("k", k), ("v", v),
-                    ("key_padding_mask", a["key_padding_mask"]), ("write_status", write_status)):
-        if t is not None and not isinstance(t, torch.Tensor):
-            raise TypeError(f"diffusion_kernels: argument '{name}' must be a tensor, got {type(t).__name__}")
-    start, starts = _cache_seqlens_arg(a["cache_seqlens"], q, k_cache, k)
+    if not isinstance(q, torch.Tensor):
+        raise TypeError(f"diffusion_kernels: argument 'q' must be a tensor, got {type(q).__name__}")
     key_lengths = _key_lengths_arg(a["key_lengths"])
+    device = q.device
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache), ("k", k), ("v", v),
+                    ("key_padding_mask", a["key_padding_mask"]), ("key_lengths", key_lengths),
+                    ("write_status", write_status)):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"diffusion_kernels: argument '{name}' must be a tensor, got {type(t).__name__}")
+        if t.device != device:  # before any value is read (a meta tensor has none)
+            raise ValueError(f"diffusion_kernels: argument '{name}' must be on the same device as 'q' ({device}), "
+                             f"got {t.device}")
+    start, starts = _cache_seqlens_arg(a["cache_seqlens"], q, k_cache, k)
     scale = _softmax_scale_arg(a["softmax_scale"])
-    _check_memory(q, k_cache, v_cache, k, v)
+    if device.type != "meta":  # every tensor is on q's device now
+        _check_memory(q, k_cache, v_cache, k, v)
     return_lse = bool(a["return_softmax_lse"])
     if needs_grad(q, k, v, k_cache, v_cache):
         for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
@@ -175,16 +185,18 @@ def _cache_seqlens_arg(value, q, k_cache, k) -> Tuple[int, Optional[torch.Tensor
     if value.dim() > 1:
         raise ValueError(f"diffusion_kernels: argument 'cache_seqlens' must be an int or a [batch] tensor, got shape "
                          f"{tuple(value.shape)}")
+    if value.device != q.device and value.device.type != "cpu":
+        raise ValueError(f"diffusion_kernels: argument 'cache_seqlens' must be on the device of 'q' ({q.device}) or "
+                         f"on the CPU, got {value.device}")
     if q.dim() == 4 and value.dim() == 0:
         value = value.expand(q.shape[0])
     elif q.dim() == 4 and value.shape[0] != q.shape[0]:
         raise ValueError(f"diffusion_kernels: argument 'cache_seqlens' must have shape [batch] = [{q.shape[0]}], got "
                          f"{tuple(value.shape)}")
     if new_len and cache_len is not None and host_readable(value):
-        bad = ((value < 0) | (value > cache_len - new_len)).nonzero()
-        if bad.numel():
-            row = int(bad[0, 0])
-            s = int(value[row])
+        bad = [(row, s) for row, s in enumerate(value.tolist()) if not 0 <= s <= cache_len - new_len]
+        if bad:
+            row, s = bad[0]
             raise ValueError(f"diffusion_kernels: argument 'cache_seqlens' puts the write range [{s}, {s + new_len}) "
                              f"of batch row {row} outside the cache rows [0, {cache_len}); nothing was written")
     return 0, value.to(device=q.device, dtype=torch.int64).contiguous()
@@ -215,17 +227,15 @@ def _softmax_scale_arg(value) -> Optional[float]:
     return scale
 
 
-def _has_storage(t) -> bool:
-    """Whether t's memory can be inspected (not meta, fake or traced)."""
-    return (not torch.compiler.is_compiling() and isinstance(t, torch.Tensor)
-            and type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type != "meta")
+def _inspectable(t) -> bool:
+    """Whether t's memory can be inspected (None, or a plain tensor on a real device, not a fake one)."""
+    return t is None or type(t) is torch.Tensor or type(t) is torch.nn.Parameter
 
 
-def _span(t: torch.Tensor) -> Tuple[int, int, int]:
-    """``(storage, first byte, end byte)`` of the elements of t."""
+def _span(t: torch.Tensor) -> Tuple[int, int]:
+    """``(first byte, end byte)`` addresses of the elements of t (a non-empty tensor)."""
     extent = sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
-    size = t.element_size()
-    return t.untyped_storage().data_ptr(), t.storage_offset() * size, (t.storage_offset() + extent + 1) * size
+    return t.data_ptr(), t.data_ptr() + (extent + 1) * t.element_size()
 
 
 def _may_overlap_itself(t: torch.Tensor) -> bool:
@@ -240,22 +250,24 @@ def _may_overlap_itself(t: torch.Tensor) -> bool:
     return False
 
 
-def _shares_elements(t: torch.Tensor, cache: torch.Tensor) -> bool:
+def _shares_elements(t: torch.Tensor, span: Tuple[int, int], cache: torch.Tensor, cache_span: Tuple[int, int]) -> bool:
     """Whether t and cache (whose strides are nested, see _may_overlap_itself) address a common
     element. Both are rows of head_dim contiguous elements: two such rows intersect iff one's first
     or last element lies in the other, and an offset lies in the cache iff it decomposes into
     valid cache indices (greedily, as the strides are nested). Layouts the op refuses anyway
     (another head_dim, a strided last dimension) answer False: the shape checks reject them
     before anything is written."""
-    ptr, lo, hi = _span(t)
-    c_ptr, c_lo, c_hi = _span(cache)
-    if ptr != c_ptr or hi <= c_lo or c_hi <= lo:
+    lo, hi = span
+    if hi <= cache_span[0] or cache_span[1] <= lo:
         return False
     d = t.shape[-1] if t.dim() else 0
-    if (t.dim() == 0 or cache.dim() == 0 or d != cache.shape[-1] or t.element_size() != cache.element_size()
+    size = cache.element_size()
+    if (t.dim() == 0 or cache.dim() == 0 or d != cache.shape[-1] or t.element_size() != size
             or (d > 1 and (t.stride(-1) != 1 or cache.stride(-1) != 1))):
         return False
-    rest = torch.full((), t.storage_offset() - cache.storage_offset(), dtype=torch.int64)
+    if (lo - cache_span[0]) % size:
+        return True  # views of one buffer as different dtypes: the bytes overlap
+    rest = torch.full((), (lo - cache_span[0]) // size, dtype=torch.int64)
     for n, s in zip(t.shape[:-1], t.stride()[:-1]):
         rest = rest[..., None] + torch.arange(n, dtype=torch.int64) * s
     rest = torch.stack([rest, rest + (d - 1)])  # first and last element of every row
@@ -269,18 +281,23 @@ def _shares_elements(t: torch.Tensor, cache: torch.Tensor) -> bool:
 
 def _check_memory(q, k_cache, v_cache, k, v) -> None:
     """The caches are written in place: no element may be reached twice, and ``q``, ``k``, ``v`` must
-    not lie in their memory (the result would depend on the order of the write and the reads)."""
-    caches = [(n, c) for n, c in (("k_cache", k_cache), ("v_cache", v_cache)) if _has_storage(c) and c.numel()]
-    for name, cache in caches:
-        if _may_overlap_itself(cache):
-            raise ValueError(f"diffusion_kernels: argument '{name}' is written in place and must not have overlapping "
-                             f"elements (e.g. an expanded view), got strides {cache.stride()}")
+    not lie in their memory (the result would depend on the order of the write and the reads).
+    Skipped under torch.compile and for fake tensors (no data pointers)."""
+    if torch.compiler.is_compiling() or not all(_inspectable(t) for t in (q, k_cache, v_cache, k, v)):
+        return
+    for name, cache in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if not cache.is_contiguous() and cache.numel() and _may_overlap_itself(cache):
+            raise ValueError(f"diffusion_kernels: argument '{name}' is written in place and must not have "
+                             f"overlapping elements (e.g. an expanded view), got strides {cache.stride()}")
+    k_storage, v_storage = k_cache.untyped_storage().data_ptr(), v_cache.untyped_storage().data_ptr()
     for name, t in (("k", k), ("v", v), ("q", q)):
-        if _has_storage(t) and t.numel():
-            for cache_name, cache in caches:
-                if _shares_elements(t, cache):
-                    raise ValueError(f"diffusion_kernels: argument '{name}' must not share memory with "
-                                     f"'{cache_name}', which is written in place")
+        if t is None or not t.numel():
+            continue
+        storage = t.untyped_storage().data_ptr()
+        for cache_name, cache, cache_storage in (("k_cache", k_cache, k_storage), ("v_cache", v_cache, v_storage)):
+            if storage == cache_storage and cache.numel() and _shares_elements(t, _span(t), cache, _span(cache)):
+                raise ValueError(f"diffusion_kernels: argument '{name}' must not share memory with "
+                                 f"'{cache_name}', which is written in place")
 
 
 @torch.library.register_fake("diffusion_kernels::attention_with_kv_cache")
