@@ -72,6 +72,13 @@ def host_readable(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
+def same_device_or_cpu(t: torch.Tensor, name: str, device: torch.device) -> None:
+    """A per-row tensor option may live on the op's device or on the CPU (then it is copied over)."""
+    if t.device != device and t.device.type != "cpu":
+        raise ValueError(f"diffusion_kernels: argument '{name}' must be on the device of the other tensors ({device}) "
+                         f"or on the CPU, got {t.device}")
+
+
 def lengths_arg(value: Optional[Union[int, torch.Tensor]], name: str, batch: int, upper: int,
                 device: torch.device) -> Optional[torch.Tensor]:
     """Per-row lengths (an int or an integer ``[batch]`` tensor) as int64 ``[batch]`` on ``device``,
@@ -83,8 +90,9 @@ def lengths_arg(value: Optional[Union[int, torch.Tensor]], name: str, batch: int
             raise TypeError(f"diffusion_kernels: argument '{name}' must be an int or an integer [batch] tensor, "
                             f"got {value.dtype}")
         if value.dim() > 1 or (value.dim() == 1 and value.shape[0] != batch):
-            raise ValueError(f"diffusion_kernels: argument '{name}' must have one entry per row ({batch}), got shape "
-                             f"{tuple(value.shape)}")
+            raise ValueError(f"diffusion_kernels: argument '{name}' must be an int or a [batch] = [{batch}] tensor (one "
+                             f"entry per row), got shape {tuple(value.shape)}")
+        same_device_or_cpu(value, name, device)
         if host_readable(value) and value.numel() and not ((value >= 0) & (value <= upper)).all():
             raise ValueError(f"diffusion_kernels: argument '{name}' must lie in [0, {upper}], got "
                              f"{value.min().item()}..{value.max().item()}")

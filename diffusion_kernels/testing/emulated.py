@@ -11,7 +11,6 @@ import os
 
 import torch
 
-from ..ops._args import int64_arg
 
 try:
     from .. import _simt  # noqa: F401  (registers torch.ops.dk_emulated.*)
@@ -72,6 +71,8 @@ def masked_ce_forward_backward_(logits, targets, masked, scale):
     return torch.ops.dk_emulated.masked_ce_forward_backward_.default(logits, targets, masked, scale)
 
 
-def forward_mask(x0, mask_id, eps=1e-3, t=None, seed=0, offset=0, prompt_lengths=None, antithetic=False):
-    return torch.ops.dk_emulated.forward_mask.default(x0, int64_arg(mask_id, "mask_id"), float(eps), t, prompt_lengths,
-                                                      int64_arg(seed, "seed"), int64_arg(offset, "offset"), antithetic)
+def forward_mask(x0, mask_id, **options):
+    """:func:`diffusion_kernels.forward_mask` (same arguments) run by the CUDA kernel under the emulator."""
+    from ..ops.forward_mask import forward_mask_args
+
+    return torch.ops.dk_emulated.forward_mask.default(*forward_mask_args(x0, mask_id, **options))
