@@ -20,7 +20,8 @@ except ImportError:
     AVAILABLE = False
 
 __all__ = ["AVAILABLE", "attention_with_kv_cache", "masked_confidence", "resume_order", "select_transfer",
-           "masked_ce_forward", "masked_ce_backward", "masked_ce_forward_backward_", "forward_mask"]
+           "masked_cross_entropy", "masked_ce_forward", "masked_ce_backward", "masked_ce_forward_backward_",
+           "forward_mask"]
 
 
 def masked_confidence(logits, x, mask_id, **options):
@@ -59,15 +60,37 @@ def resume_order(order: str, seed: int = 0):
                 os.environ[k] = v
 
 
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor):
+    """:func:`diffusion_kernels.masked_cross_entropy` (with autograd) run by the CUDA kernels under the emulator."""
+    return _EmulatedMaskedCE.apply(logits, targets, masked)
+
+
+class _EmulatedMaskedCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, targets, masked):
+        ce, lse = masked_ce_forward(logits, targets, masked)
+        ctx.save_for_backward(logits, targets, masked, lse)
+        return ce, lse
+
+    @staticmethod
+    def backward(ctx, grad_ce, grad_lse):
+        from ..ops.masked_ce import grad_logits
+
+        return grad_logits(masked_ce_backward, grad_ce, grad_lse, *ctx.saved_tensors), None, None
+
+
 def masked_ce_forward(logits, targets, masked):
+    """The registered ``masked_ce_forward`` op run by the CUDA kernel under the emulator."""
     return torch.ops.dk_emulated.masked_ce_forward.default(logits, targets, masked)
 
 
 def masked_ce_backward(grad_ce, grad_lse, logits, targets, masked, lse):
+    """The registered ``masked_ce_backward`` op run by the CUDA kernel under the emulator."""
     return torch.ops.dk_emulated.masked_ce_backward.default(grad_ce, grad_lse, logits, targets, masked, lse)
 
 
 def masked_ce_forward_backward_(logits, targets, masked, scale):
+    """The registered in-place ``masked_ce_forward_backward_`` op run by the CUDA kernel under the emulator."""
     return torch.ops.dk_emulated.masked_ce_forward_backward_.default(logits, targets, masked, scale)
 
 
