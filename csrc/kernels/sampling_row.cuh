@@ -27,11 +27,14 @@ struct RowSettings {
 DK_HOST_DEVICE RowSettings row_settings(const MaskedConfidenceParams& p, int64_t b) {
   RowSettings s;
   const float t = p.temperature ? p.temperature[b] : p.temperature_value;
-  // A temperature so small that 1/t overflows float32 is the argmax limit.
-  const float inv = t > 0.f ? 1.f / t : 0.f;
+  // A temperature so small that 1/t overflows float32 is the argmax limit. One above 2^126 (+inf
+  // included) counts as 2^126: 1/t stays a normal float (never flushed to 0, which would mean
+  // the argmax) and -inf logits stay -inf, so the row samples (all but) uniformly, T's limit.
+  const float inv = t > 0.f ? 1.f / (t < 0x1p126f ? t : 0x1p126f) : 0.f;
   s.inv_temperature = inv <= 3.4028234e38f ? inv : 0.f;
   s.top_p = p.top_p ? p.top_p[b] : p.top_p_value;
   if (!(s.top_p < 1.f)) s.top_p = 1.f;  // NaN and >= 1: no filter
+  if (s.top_p < 0.f) s.top_p = 0.f;     // below 0: as 0, the maximum and its ties
   s.top_k = p.top_k ? p.top_k[b] : p.top_k_value;
   return s;
 }
