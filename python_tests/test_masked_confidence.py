@@ -1,16 +1,29 @@
-"""masked_confidence on CPU (the native kernel) against the pure-PyTorch reference."""
+"""masked_confidence's greedy path (temperature 0, no filters) on every backend (the CPU kernel,
+the CUDA kernels under the SIMT emulator, a GPU) against the pure-PyTorch reference; under the
+emulator also bitwise-identical results in every fiber resume order (a missing barrier or a race
+between warps shows up as an order-dependent result). The sampling options: test_masked_sampling.py."""
 import pytest
 import torch
 
 import diffusion_kernels as dk
 from confidence_cases import DTYPES, MASK_ID, SHAPES, assert_matches_reference, make_logits, make_tokens
+from diffusion_kernels.testing import emulated
+from sampling_cases import backends, device_op, on_backends
+
+ORDERS = [("forward", 0), ("reverse", 0), ("random", 1), ("random", 2), ("random", 3)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_matches_reference(shape, dtype):
-    b, l, v = shape
-    assert_matches_reference(dk.masked_confidence, make_logits(b, l, v, dtype), make_tokens(b, l))
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_matches_reference(backend, shape, dtype):
+    b, l, v = SHAPES[shape][1 if backend.emulated else 0]
+    assert_matches_reference(device_op(backend), make_logits(b, l, v, dtype), make_tokens(b, l))
+
+
+@backends("cuda")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_matches_reference_at_llada_batch(backend, dtype):
+    assert_matches_reference(device_op(backend), make_logits(8, 256, 126464, dtype), make_tokens(8, 256))
 
 
 @pytest.mark.parametrize("isa", ["base", "v3", "v4"])
@@ -26,64 +39,90 @@ def test_every_cpu_isa_build(dtype, isa, monkeypatch):
     assert_matches_reference(dk.masked_confidence, logits, make_tokens(2, 6))
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_non_contiguous_batch_and_row_strides(dtype):
-    b, l, v = 3, 6, 1001
-    # Rows strided inside a wider buffer, batch stride smaller than the row stride.
-    big = make_logits(l, b, v + 37, dtype)
-    logits = big[:, :, 5 : 5 + v].transpose(0, 1)
+@pytest.mark.parametrize("backend,dtype", on_backends({"cpu": DTYPES, "emulated": [torch.bfloat16],
+                                                       "cuda": [torch.float16]}), indirect=["backend"])
+def test_non_contiguous_batch_and_row_strides(backend, dtype):
+    """Rows strided inside a wider buffer, batch stride smaller than the row stride, a maximum
+    tied across threads of different warps."""
+    b, l, v = (2, 4, 600) if backend.emulated else (3, 6, 1001)
+    big = make_logits(l, b, v + 37, dtype).to(backend.device)
+    logits = big[:, :, 5:5 + v].transpose(0, 1)
+    logits[0, 1, [5, 400]] = 50.0
     assert logits.stride(-1) == 1 and not logits.is_contiguous()
-    x = make_tokens(l, b).t()
+    x = make_tokens(l, b).to(backend.device).t()
+    x[0, 1] = MASK_ID
     assert not x.is_contiguous()
-    assert_matches_reference(dk.masked_confidence, logits, x)
+    x0, _ = assert_matches_reference(device_op(backend), logits, x)
+    assert x0[0, 1] == 5
 
 
+@backends("cpu", "cuda")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_zero_row_strides_broadcast(dtype):
-    logits = make_logits(1, 1, 777, dtype).expand(2, 5, 777)
-    assert_matches_reference(dk.masked_confidence, logits, make_tokens(2, 5))
+def test_zero_row_strides_broadcast(backend, dtype):
+    logits = make_logits(1, 1, 777, dtype).to(backend.device).expand(2, 5, 777)
+    assert_matches_reference(device_op(backend), logits, make_tokens(2, 5))
 
 
+@backends("cpu", "cuda")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_ties_resolve_to_lowest_index(dtype):
+def test_ties_resolve_to_lowest_index(backend, dtype):
     v = 5000
     logits = torch.zeros(1, 4, v, dtype=dtype)
     for row, places in enumerate([(17, 4000), (4999, 3000, 3), (2048, 2049), (0, v - 1)]):
         logits[0, row, list(places)] = 7.0
     x = torch.full((1, 4), MASK_ID)
-    x0, _ = assert_matches_reference(dk.masked_confidence, logits, x)
+    x0, _ = assert_matches_reference(device_op(backend), logits, x)
     assert x0[0].tolist() == [17, 3, 2048, 0]
 
 
-def test_all_equal_row():
-    logits = torch.ones(2, 3, 300)
-    x0, conf = dk.masked_confidence(logits, torch.full((2, 3), MASK_ID), MASK_ID)
+@backends("emulated", "cuda")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("offset", [0, 1, 3, 7])
+@pytest.mark.parametrize("vocab", [603, 5003], ids=["one-block", "split"])
+def test_any_row_alignment_keeps_the_first_maximum(backend, vocab, offset, dtype):
+    """Rows starting at any element offset (any 16-byte alignment), with maxima tied across
+    threads, across the slices (5003 ids: two slices per row) and at the ragged end, give the
+    lowest index: a guard for vectorised loads, which would have to keep this order."""
+    logits = make_logits(2, 2, vocab + 8, dtype).to(backend.device)[:, :, offset:offset + vocab]
+    ties = {(0, 0): [1, 300, vocab - 1], (0, 1): [4, 5], (1, 0): [vocab // 2 - 1, vocab // 2, vocab - 4],
+            (1, 1): [vocab - 2, vocab - 1]}
+    for (b, l), ids in ties.items():
+        logits[b, l, ids] = 60.0
+    x0, _ = assert_matches_reference(device_op(backend), logits, torch.full((2, 2), MASK_ID))
+    assert x0.tolist() == [[1, 4], [vocab // 2 - 1, vocab - 2]]
+
+
+@backends("cpu", "cuda")
+def test_all_equal_row(backend):
+    x0, conf = device_op(backend)(torch.ones(2, 3, 300), torch.full((2, 3), MASK_ID), MASK_ID)
     assert (x0 == 0).all()
     torch.testing.assert_close(conf, torch.full((2, 3), 1 / 300))
 
 
-def test_unmasked_rows_pass_tokens_through():
+@backends("cpu", "cuda")
+def test_unmasked_rows_pass_tokens_through(backend):
     logits = make_logits(2, 4, 50, torch.float32)
     x = torch.arange(8).reshape(2, 4) + 10
-    x0, conf = dk.masked_confidence(logits, x, MASK_ID)
+    x0, conf = device_op(backend)(logits, x, MASK_ID)
     assert torch.equal(x0, x)
     assert torch.isneginf(conf).all()
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_nonfinite_policy(dtype):
-    """NaN and +-inf follow torch.argmax + softmax (see masked_confidence's docstring)."""
-    v = 2100  # spans two CPU chunks
+@pytest.mark.parametrize("backend,dtype", on_backends({"cpu": DTYPES, "emulated": [torch.float32],
+                                                       "cuda": [torch.bfloat16]}), indirect=["backend"])
+def test_nonfinite_policy(backend, dtype):
+    """NaN and +-inf follow torch.argmax + softmax (docs/sampling.md)."""
+    v = 1500 if backend.emulated else 2100  # 2100 spans two CPU chunks
     logits = make_logits(1, 7, v, dtype)
-    logits[0, 0, [50, 2090]] = float("nan")            # first NaN wins, confidence NaN
-    logits[0, 1, [2099, 60]] = float("inf")            # first +inf wins, confidence NaN
+    logits[0, 0, [50, v - 10]] = float("nan")           # first NaN wins, confidence NaN
+    logits[0, 1, [v - 1, 60]] = float("inf")            # first +inf wins, confidence NaN
     logits[0, 2] = float("-inf")                        # all -inf: index 0, confidence NaN
-    logits[0, 3, :2000] = float("-inf")                 # -inf entries simply have zero mass
+    logits[0, 3, :v - 100] = float("-inf")              # -inf entries simply have zero mass
     logits[0, 4, 7] = float("nan")
     logits[0, 4, 8] = float("inf")                      # NaN beats +inf
     logits[0, 5, 1000:] = float("-inf")
     x = torch.full((1, 7), MASK_ID)
-    x0, conf = assert_matches_reference(dk.masked_confidence, logits, x)
+    x0, conf = assert_matches_reference(device_op(backend), logits, x)
     assert x0[0, :3].tolist() == [50, 60, 0] and x0[0, 4] == 7
     assert torch.isnan(conf[0, [0, 1, 2, 4]]).all()
     assert torch.isfinite(conf[0, [3, 5, 6]]).all()
@@ -117,77 +156,108 @@ def test_max_rising_across_chunks(dtype, isa, monkeypatch):
     assert x0[1, 0] >= v - 20 and x0[1, 1] == 0  # rounding to 16 bits ties the top few
 
 
-def test_empty_batch_and_seq():
+@backends("cpu", "cuda")
+def test_empty_batch_and_seq(backend):
     for b, l in [(0, 4), (2, 0)]:
-        x0, conf = dk.masked_confidence(torch.randn(b, l, 11), torch.zeros(b, l, dtype=torch.long), 0)
+        x0, conf = device_op(backend)(torch.randn(b, l, 11), torch.zeros(b, l, dtype=torch.long), 0)
         assert x0.shape == (b, l) and conf.shape == (b, l)
 
 
-def test_large_logits_no_overflow():
+@backends("cpu", "cuda")
+def test_large_logits_no_overflow(backend):
     logits = torch.full((1, 1, 1000), 80.0)
     logits[0, 0, 500] = 85.0
-    x0, conf = dk.masked_confidence(logits, torch.full((1, 1), MASK_ID), MASK_ID)
+    x0, conf = device_op(backend)(logits, torch.full((1, 1), MASK_ID), MASK_ID)
     assert x0.item() == 500
     expected = 1 / (1 + 999 * torch.exp(torch.tensor(-5.0, dtype=torch.float64)))
     assert abs(conf.item() - expected.item()) < 1e-6
 
 
+@backends("emulated")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_bitwise_identical_across_resume_orders(backend, dtype):
+    logits, x = make_logits(2, 3, 5003, dtype), make_tokens(2, 3)
+    results = []
+    for order, seed in ORDERS:
+        with emulated.resume_order(order, seed):
+            results.append(backend.masked_confidence(logits, x, MASK_ID))
+    for (order, seed), (x0, conf) in zip(ORDERS[1:], results[1:]):
+        assert torch.equal(x0, results[0][0]), f"x0 differs in order {order}/{seed}"
+        assert torch.equal(conf.view(torch.int32), results[0][1].view(torch.int32)), f"confidence bits differ in {order}/{seed}"
+
+
 class TestBadInputs:
-    def call(self, logits=None, x=None, mask_id=MASK_ID):
-        logits = torch.randn(2, 3, 10) if logits is None else logits
-        x = torch.zeros(2, 3, dtype=torch.long) if x is None else x
-        return dk.masked_confidence(logits, x, mask_id)
+    """Shape, dtype and device errors name the argument on every backend (the sampling options'
+    errors: test_masked_sampling.py)."""
 
-    def test_logits_dtype(self):
+    def call(self, backend, logits=None, x=None, mask_id=MASK_ID):
+        logits = torch.randn(2, 3, 10, device=backend.device) if logits is None else logits
+        x = torch.zeros(2, 3, dtype=torch.long, device=backend.device) if x is None else x
+        return backend.masked_confidence(logits, x, mask_id)
+
+    def test_logits_dtype(self, backend):
         with pytest.raises(ValueError, match="'logits'.*float32, float16 or bfloat16.*Long"):
-            self.call(logits=torch.zeros(2, 3, 10, dtype=torch.long))
+            self.call(backend, logits=torch.zeros(2, 3, 10, dtype=torch.long, device=backend.device))
         with pytest.raises(ValueError, match="'logits'.*Double"):
-            self.call(logits=torch.zeros(2, 3, 10, dtype=torch.float64))
+            self.call(backend, logits=torch.zeros(2, 3, 10, dtype=torch.float64, device=backend.device))
 
-    def test_x_dtype(self):
+    def test_x_dtype(self, backend):
         with pytest.raises(ValueError, match="'x'.*int64.*Int"):
-            self.call(x=torch.zeros(2, 3, dtype=torch.int32))
+            self.call(backend, x=torch.zeros(2, 3, dtype=torch.int32, device=backend.device))
+        for dtype in (torch.float32, torch.bool):  # never truncated to ids
+            with pytest.raises(TypeError, match="'x'.*int64"):
+                self.call(backend, x=torch.zeros(2, 3, dtype=dtype, device=backend.device))
+        with pytest.raises(TypeError, match="'x'.*tensor"):
+            self.call(backend, x=[[0, 0, 0], [0, 0, 0]])
 
-    def test_rank(self):
+    def test_rank(self, backend):
         with pytest.raises(ValueError, match="'logits'.*3 dimensions"):
-            self.call(logits=torch.randn(6, 10))
+            self.call(backend, logits=torch.randn(6, 10, device=backend.device))
         with pytest.raises(ValueError, match="'x'.*2 dimensions"):
-            self.call(x=torch.zeros(6, dtype=torch.long))
+            self.call(backend, x=torch.zeros(6, dtype=torch.long, device=backend.device))
 
-    def test_shape_mismatch(self):
+    def test_shape_mismatch(self, backend):
         with pytest.raises(ValueError, match="'x'.*\\[2, 3\\]"):
-            self.call(x=torch.zeros(2, 4, dtype=torch.long))
+            self.call(backend, x=torch.zeros(2, 4, dtype=torch.long, device=backend.device))
 
-    def test_empty_vocab(self):
+    def test_empty_vocab(self, backend):
         with pytest.raises(ValueError, match="'logits'.*non-empty vocabulary"):
-            self.call(logits=torch.randn(2, 3, 0))
+            self.call(backend, logits=torch.randn(2, 3, 0, device=backend.device))
 
-    def test_last_dim_not_contiguous(self):
+    def test_last_dim_not_contiguous(self, backend):
         with pytest.raises(ValueError, match="'logits'.*contiguous last dimension"):
-            self.call(logits=torch.randn(2, 10, 3).transpose(1, 2))
+            self.call(backend, logits=torch.randn(2, 10, 3, device=backend.device).transpose(1, 2))
 
-    def test_mask_id_range(self):
+    def test_mask_id(self, backend):
         with pytest.raises(ValueError, match="'mask_id'.*int64 range"):
-            self.call(mask_id=2**63)
+            self.call(backend, mask_id=2**63)
         with pytest.raises(TypeError, match="'mask_id'.*int"):
-            self.call(mask_id=1.5)
+            self.call(backend, mask_id=1.5)
+        with pytest.raises(TypeError, match="'mask_id'.*int"):
+            self.call(backend, mask_id=torch.tensor(3.0))
 
-    def test_device_mismatch(self):
-        with pytest.raises(RuntimeError, match="'x'.*same device as 'logits'"):
-            self.call(logits=torch.randn(2, 3, 10, device="meta"))
+    def test_device_mismatch(self, backend):
+        """A meta logits with CPU tokens (a GPU's logits with CPU tokens on cuda); the emulated
+        kernels take CPU tensors only."""
+        logits = torch.randn(2, 3, 10, device="cpu" if backend.name == "cuda" else "meta")
+        x = torch.zeros(2, 3, dtype=torch.long, device=backend.device)
+        with pytest.raises((RuntimeError, ValueError), match="'x'.*same device as 'logits'|'logits'.*CPU tensor"):
+            self.call(backend, logits=logits, x=x)
 
 
-def test_opcheck():
-    logits = make_logits(2, 5, 300, torch.bfloat16)
-    torch.library.opcheck(torch.ops.diffusion_kernels.masked_confidence.default, (logits, make_tokens(2, 5), MASK_ID))
+@backends("cpu", "cuda")
+def test_opcheck(backend):
+    logits, x = make_logits(2, 5, 300, torch.bfloat16).to(backend.device), make_tokens(2, 5).to(backend.device)
+    torch.library.opcheck(torch.ops.diffusion_kernels.masked_confidence.default, (logits, x, MASK_ID))
 
 
-def test_torch_compile_fullgraph_matches_eager():
+@backends("cpu", "cuda")
+def test_torch_compile_fullgraph_matches_eager(backend):
     def step(logits, x):
         x0, conf = dk.masked_confidence(logits, x, MASK_ID)
         return x0, conf * 2
 
-    logits, x = make_logits(2, 5, 300, torch.float32), make_tokens(2, 5)
+    logits, x = make_logits(2, 5, 300, torch.float32).to(backend.device), make_tokens(2, 5).to(backend.device)
     compiled = torch.compile(step, fullgraph=True)
     got, want = compiled(logits, x), step(logits, x)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -1,11 +1,14 @@
-"""Inputs and checks for select_transfer, shared by the CPU, emulated and CUDA tests."""
+"""Inputs and checks for select_transfer."""
 import torch
 
 from diffusion_kernels import reference
 
 NEG_INF = float("-inf")
-# (batch, seq): not multiples of 4/32/128; 4097 needs more than the kernel's shared-memory sort.
-SHAPES = [(1, 1), (3, 7), (5, 33), (4, 257), (2, 1000)]
+# backend -> (batch, seq): not multiples of 4/32/128; 4097 needs more than the CUDA kernel's
+# shared-memory sort; every CUDA thread is a fiber under the emulator: modest sizes there.
+SHAPES = {"cpu": [(1, 1), (3, 7), (5, 33), (4, 257), (2, 1000), (2, 4097)],
+          "emulated": [(1, 1), (3, 7), (5, 33), (2, 257), (2, 1000)],
+          "cuda": [(1, 1), (3, 7), (5, 33), (64, 257), (8, 1000), (4, 4096), (3, 4097), (2, 40000)]}
 RULES = [
     dict(k=3),
     dict(k=0),
@@ -48,7 +51,8 @@ def make_tokens(batch, seq):
 
 def assert_matches_reference(op, conf, **rule):
     """The mask equals the reference's; with x/x0 the in-place write touches exactly the
-    transferred positions and leaves every other element bitwise unchanged."""
+    transferred positions and leaves every other element bitwise unchanged. ``op`` takes and
+    returns CPU tensors (sampling_cases.device_op)."""
     want = reference.select_transfer(conf, **rule)
     got = op(conf, **rule)
     assert got.dtype == torch.bool and got.shape == conf.shape

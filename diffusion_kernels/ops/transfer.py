@@ -1,7 +1,9 @@
 """Transfer selection: which masked positions a dLLM sampler commits at this step."""
+from typing import Optional, Union
+
 import torch
 
-from ._args import INT64_MAX, INT64_MIN, int64_arg, key_arg
+from ._args import INT64_MAX, INT64_MIN, float_arg, int64_arg, key_arg, token_ids_arg, written_arg
 
 __all__ = ["select_transfer"]
 
@@ -9,72 +11,89 @@ _UPCAST = (torch.float16, torch.bfloat16)
 _op = torch.ops.diffusion_kernels.select_transfer.default  # resolved once: called every step
 
 
+def select_transfer(
+    confidence: torch.Tensor,
+    *,
+    k: Optional[Union[int, torch.Tensor]] = None,
+    threshold: Optional[float] = None,
+    eps: Optional[float] = None,
+    factor: Optional[float] = None,
+    alg_temp: Optional[float] = None,
+    seed: Union[int, torch.Tensor] = 0,
+    offset: Union[int, torch.Tensor] = 0,
+    x: Optional[torch.Tensor] = None,
+    x0: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Pick the positions to commit (transfer) in each row, in one launch and without host sync.
+
+    Candidates are the positions with finite ``confidence`` (the samplers put ``-inf`` at positions
+    that are not masked or outside the current block). Exactly one rule is chosen: ``k`` (the ``k``
+    best candidates, or with ``alg_temp > 0`` ``k`` drawn by Gumbel-top-k: LLaDA, Dream),
+    ``threshold`` (every candidate ``>= threshold`` plus the row's best: Fast-dLLM), ``threshold``
+    with ``eps`` (every candidate ``>= min(threshold, rowmax - eps)``: dInfer) or ``factor``
+    (Fast-dLLM's factor-based rule). Ties go to the lowest index. The rules' exact statements and
+    the kernels' algorithms are in docs/sampling.md; ``reference.select_transfer`` is the
+    specification.
+
+    Args:
+        confidence: ``[batch, seq]`` float32 (float16/bfloat16 are upcast exactly), any strides.
+        k: transfer count, an int ``>= 0`` or an integer ``[batch]`` (or ``[batch, 1]``) tensor;
+            ``k >=`` the number of candidates transfers all of them. On CUDA a negative entry of
+            a tensor transfers nothing (a check would synchronise); elsewhere it is an error.
+        threshold: confidence threshold (rounded to float32, as torch compares a float32 tensor
+            with a Python float); not NaN.
+        eps: with ``threshold``, the dInfer rule's distance to the row maximum, finite and ``>= 0``.
+        factor: Fast-dLLM's factor, finite and ``> 0``.
+        alg_temp: with ``k``, the temperature of Dream's Gumbel-top-k draw (``None`` or 0: the
+            ``k`` best), finite and ``>= 0``.
+        seed: Philox key of the ``alg_temp`` draws, an int in ``[-2**63, 2**64)`` or a
+            one-element int64 tensor read where the kernel runs (no host sync; a captured CUDA
+            graph sees its new value).
+        offset: Philox offset, likewise; advance it every step.
+        x: optional ``[batch, seq]`` int64 tokens, written in place: ``x[b, i] = x0[b, i]`` at the
+            transferred positions and nowhere else. Its elements must not share memory.
+        x0: the ``[batch, seq]`` int64 proposals, required with ``x``.
+
+    Returns:
+        The ``[batch, seq]`` bool transfer mask.
+
+    Examples:
+        >>> import torch, diffusion_kernels as dk
+        >>> conf = torch.tensor([[0.9, 0.2, float("-inf"), 0.95], [0.1, 0.3, 0.2, 0.4]])
+        >>> dk.select_transfer(conf, k=2).tolist()
+        [[True, False, False, True], [False, True, False, True]]
+        >>> dk.select_transfer(conf, threshold=0.92).tolist()  # each row keeps at least its best
+        [[False, False, False, True], [False, False, False, True]]
+        >>> x, x0 = torch.full((2, 4), 99), torch.arange(8).reshape(2, 4)
+        >>> _ = dk.select_transfer(conf, k=1, x=x, x0=x0)
+        >>> x.tolist()
+        [[99, 99, 99, 3], [99, 99, 99, 7]]
+    """
+    return _op(*select_transfer_args(confidence, k=k, threshold=threshold, eps=eps, factor=factor,
+                                     alg_temp=alg_temp, seed=seed, offset=offset, x=x, x0=x0))
+
+
 def _count_arg(k, batch: int):
     """k as (tensor or None, int): a Python int, a 0-d tensor, or a [batch] / [batch, 1] tensor."""
     if isinstance(k, torch.Tensor):
+        if k.is_floating_point() or k.is_complex() or k.dtype == torch.bool:
+            raise TypeError(f"diffusion_kernels: argument 'k' must be an int or an integer [batch] tensor, got {k.dtype}")
         if k.dim() == 2 and k.shape[1] == 1:  # Fast-dLLM's mask_index.sum(dim=1, keepdim=True)
             k = k[:, 0]
         if k.dim() == 0:
             k = k.expand(batch)
-        if k.dtype in (torch.int8, torch.int16, torch.int32, torch.uint8):
+        if k.dtype != torch.int64:
             k = k.to(torch.int64)
         return k, 0
     return None, int64_arg(k, "k")
-
-
-def select_transfer(confidence: torch.Tensor, *, k=None, threshold=None, eps=None, factor=None,
-                    alg_temp=None, seed: int = 0, offset: int = 0, x=None, x0=None) -> torch.Tensor:
-    """Pick the positions to commit (transfer) in each row, in one launch and without host sync.
-
-    Candidates are the positions with finite ``confidence`` (the samplers put ``-inf`` at
-    positions that are not masked or outside the current block). Exactly one rule is chosen:
-
-    * ``k=`` (int or ``[batch]`` int tensor): the ``k`` best candidates of each row (LLaDA
-      low-confidence and random remasking, Dream ``maskgit_plus``/``topk_margin``/``entropy``).
-      ``k = 0`` transfers none; ``k >=`` the number of candidates transfers all of them. Ties go
-      to the lowest index. With ``alg_temp > 0`` (Dream) the ``k`` positions are instead drawn
-      without replacement from ``softmax(confidence / alg_temp)`` over the candidates, by
-      Gumbel-top-k with the package's Philox generator keyed by ``(seed, offset)``: row ``b``,
-      position ``i`` uses the draw at (row ``b``, column ``i``), so CPU and CUDA draw alike.
-    * ``threshold=tau`` (Fast-dLLM): every candidate with confidence ``>= tau``, plus the row's
-      best candidate, so each row that has a candidate transfers at least one. ``tau`` is rounded
-      to float32, as when torch compares a float32 tensor with a Python float. (Fast-dLLM's code
-      removes candidates ``< tau``, i.e. keeps ``>= tau``; we follow the code.)
-    * ``threshold=tau, eps=e`` (dInfer): every candidate with confidence
-      ``>= min(tau, rowmax - e)`` in float32 arithmetic (dInfer uses ``e = 1e-5``), which keeps
-      everything within ``e`` of the row maximum. dInfer also clamps the bound below at -1000,
-      a guard for rows without candidates that this rule does not need.
-    * ``factor=f`` (Fast-dLLM factor-based decoding, the rule as written in the paper): with the
-      candidates sorted by confidence ``c_1 >= c_2 >= ...``, transfer the first ``n`` where ``n``
-      is the largest with ``(n + 1) * (1 - c_n) < f``, and at least 1 when the row has a
-      candidate; computed in float64 (``c_n`` exact from float32). For ``f > 0`` the left-hand
-      side, once ``>= f``, stays ``>= f`` for every later rank, so the kernels scan for the first
-      failing rank.
-      Fast-dLLM's code (``get_transfer_index_dynamic``) differs in one case: when only the
-      last-ranked candidate fails, it transfers it anyway (an off-by-one); we do not.
-
-    Args:
-        confidence: ``[batch, seq]`` float32 (float16/bfloat16 are upcast exactly), any strides.
-        x, x0: optional ``[batch, seq]`` int64. When given, ``x[b, i] = x0[b, i]`` is written in
-            place at the transferred positions and nowhere else.
-        seed, offset: Philox key of the ``alg_temp`` draws (advance ``offset`` every step): ints,
-            or one-element int64 tensors on the confidence's device, read by the kernel where it
-            runs (no host sync; a captured CUDA graph picks up their new values).
-
-    Returns:
-        ``[batch, seq]`` bool transfer mask.
-
-    On CUDA, negative entries of a ``k`` tensor transfer nothing (checking them would need a host
-    sync); on CPU they raise.
-    """
-    return _op(*select_transfer_args(confidence, k=k, threshold=threshold, eps=eps, factor=factor,
-                                     alg_temp=alg_temp, seed=seed, offset=offset, x=x, x0=x0))
 
 
 def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor=None, alg_temp=None,
                          seed=0, offset=0, x=None, x0=None) -> tuple:
     """The op's positional arguments for :func:`select_transfer`'s keyword form. Called at every
     sampler step, so the common cases take few branches (the op itself checks the values)."""
+    if not isinstance(confidence, torch.Tensor):
+        raise TypeError(f"diffusion_kernels: argument 'confidence' must be a tensor, got {type(confidence).__name__}")
     if confidence.dtype in _UPCAST:
         confidence = confidence.float()
     seed_t = offset_t = None
@@ -82,6 +101,11 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
         seed_t, seed = key_arg(seed, "seed")
     if offset.__class__ is not int or not INT64_MIN <= offset <= INT64_MAX:
         offset_t, offset = key_arg(offset, "offset")
+    if x is not None:
+        token_ids_arg(x, "x")
+        written_arg(x, "x", *(() if x0 is None else (("x0", token_ids_arg(x0, "x0")),)))
+    elif x0 is not None:
+        token_ids_arg(x0, "x0")
     if k is not None and threshold is None and factor is None:
         if eps is not None:
             raise ValueError("diffusion_kernels: argument 'eps' is only used with 'threshold'")
@@ -89,8 +113,8 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
             k_tensor, k_value = None, k
         else:
             k_tensor, k_value = _count_arg(k, confidence.shape[0] if confidence.dim() > 0 else 0)
-        return (confidence, "topk", k_tensor, k_value, 0.0, 0.0, 0.0, float(alg_temp) if alg_temp else 0.0,
-                seed, offset, x, x0, seed_t, offset_t)
+        return (confidence, "topk", k_tensor, k_value, 0.0, 0.0, 0.0,
+                0.0 if alg_temp is None else float_arg(alg_temp, "alg_temp"), seed, offset, x, x0, seed_t, offset_t)
     given = [name for name, v in (("k", k), ("threshold", threshold), ("factor", factor)) if v is not None]
     if len(given) != 1:
         raise ValueError("diffusion_kernels: select_transfer takes exactly one of 'k', 'threshold' or 'factor', "
@@ -98,14 +122,15 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
     if alg_temp is not None:
         raise ValueError("diffusion_kernels: argument 'alg_temp' is only used with 'k'")
     if threshold is not None:
+        threshold = float_arg(threshold, "threshold")
         if eps is None:
-            return (confidence, "threshold", None, 0, float(threshold), 0.0, 0.0, 0.0, seed, offset, x, x0,
-                    seed_t, offset_t)
-        return (confidence, "threshold_rowmax", None, 0, float(threshold), float(eps), 0.0, 0.0, seed, offset, x, x0,
-                seed_t, offset_t)
+            return (confidence, "threshold", None, 0, threshold, 0.0, 0.0, 0.0, seed, offset, x, x0, seed_t, offset_t)
+        return (confidence, "threshold_rowmax", None, 0, threshold, float_arg(eps, "eps"), 0.0, 0.0, seed, offset, x,
+                x0, seed_t, offset_t)
     if eps is not None:
         raise ValueError("diffusion_kernels: argument 'eps' is only used with 'threshold'")
-    return (confidence, "factor", None, 0, 0.0, 0.0, float(factor), 0.0, seed, offset, x, x0, seed_t, offset_t)
+    return (confidence, "factor", None, 0, 0.0, 0.0, float_arg(factor, "factor"), 0.0, seed, offset, x, x0, seed_t,
+            offset_t)
 
 
 @torch.library.register_fake("diffusion_kernels::select_transfer")

@@ -25,16 +25,20 @@ __all__ = ["AVAILABLE", "attention_with_kv_cache", "masked_confidence", "resume_
 
 
 def masked_confidence(logits, x, mask_id, **options):
-    """Same arguments and results as :func:`diffusion_kernels.masked_confidence`."""
-    from ..ops import confidence
+    """:func:`diffusion_kernels.masked_confidence` run by the CUDA kernels under the emulator."""
+    from ..ops._args import cpu_tensors_arg
+    from ..ops.confidence import _masked_confidence
 
-    return confidence.masked_confidence(logits, x, mask_id, _op=torch.ops.dk_emulated.masked_confidence.default, **options)
+    cpu_tensors_arg(logits=logits, x=x, mask_id=mask_id, **options)
+    return _masked_confidence(torch.ops.dk_emulated.masked_confidence.default, logits, x, mask_id, **options)
 
 
 def select_transfer(confidence, **kwargs):
     """:func:`diffusion_kernels.select_transfer` run by the CUDA kernel under the emulator."""
+    from ..ops._args import cpu_tensors_arg
     from ..ops.transfer import select_transfer_args
 
+    cpu_tensors_arg(confidence=confidence, **kwargs)
     return torch.ops.dk_emulated.select_transfer.default(*select_transfer_args(confidence, **kwargs))
 
 
