@@ -6,6 +6,7 @@ import torch
 import diffusion_kernels as dk
 from diffusion_kernels import reference
 from diffusion_kernels._philox import philox4x32_10, philox_uniform
+from diffusion_kernels.testing import emulated
 
 MASK_ID = 126336
 
@@ -122,6 +123,13 @@ def test_option_tensors_on_another_device_are_named():
         dk.forward_mask(x0, MASK_ID, t=torch.rand(2, device="meta"))
     with pytest.raises(ValueError, match="'prompt_lengths'.*device"):
         dk.forward_mask(x0, MASK_ID, prompt_lengths=torch.ones(2, dtype=torch.long, device="meta"))
+
+
+def test_emulated_refuses_non_cpu_tensors():
+    if not emulated.AVAILABLE:
+        pytest.skip("diffusion_kernels._simt not built")
+    with pytest.raises(RuntimeError, match="'x0'.*CPU"):
+        emulated.forward_mask(torch.zeros(2, 3, dtype=torch.long, device="meta"), MASK_ID)
 
 
 class TestBadInputs:

@@ -335,6 +335,15 @@ def test_meta_tensors_shape_check():
                                 torch.ones(3, dtype=torch.bool, device="meta"))
 
 
+def test_emulated_refuses_non_cpu_tensors():
+    if not emulated.AVAILABLE:
+        pytest.skip("diffusion_kernels._simt not built")
+    x, t, m = torch.randn(3, 10), torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.bool)
+    for name, args in (("logits", (x.to("meta"), t, m)), ("targets", (x, t.to("meta"), m)), ("masked", (x, t, m.to("meta")))):
+        with pytest.raises(RuntimeError, match=f"'{name}'.*CPU"):
+            emulated.masked_cross_entropy(*args)
+
+
 def test_opcheck():
     x = make_logits(5, 300, torch.bfloat16)
     t, m = torch.randint(0, 300, (5,)), make_mask(5)

@@ -85,21 +85,32 @@ class _EmulatedMaskedCE(torch.autograd.Function):
 
 def masked_ce_forward(logits, targets, masked):
     """The registered ``masked_ce_forward`` op run by the CUDA kernel under the emulator."""
+    from ..ops._args import cpu_tensors_arg
+
+    cpu_tensors_arg(logits=logits, targets=targets, masked=masked)
     return torch.ops.dk_emulated.masked_ce_forward.default(logits, targets, masked)
 
 
 def masked_ce_backward(grad_ce, grad_lse, logits, targets, masked, lse):
     """The registered ``masked_ce_backward`` op run by the CUDA kernel under the emulator."""
+    from ..ops._args import cpu_tensors_arg
+
+    cpu_tensors_arg(grad_ce=grad_ce, grad_lse=grad_lse, logits=logits, targets=targets, masked=masked, lse=lse)
     return torch.ops.dk_emulated.masked_ce_backward.default(grad_ce, grad_lse, logits, targets, masked, lse)
 
 
 def masked_ce_forward_backward_(logits, targets, masked, scale):
     """The registered in-place ``masked_ce_forward_backward_`` op run by the CUDA kernel under the emulator."""
+    from ..ops._args import cpu_tensors_arg
+
+    cpu_tensors_arg(logits=logits, targets=targets, masked=masked, scale=scale)
     return torch.ops.dk_emulated.masked_ce_forward_backward_.default(logits, targets, masked, scale)
 
 
 def forward_mask(x0, mask_id, **options):
     """:func:`diffusion_kernels.forward_mask` (same arguments) run by the CUDA kernel under the emulator."""
+    from ..ops._args import cpu_tensors_arg
     from ..ops.forward_mask import forward_mask_args
 
+    cpu_tensors_arg(x0=x0, **options)
     return torch.ops.dk_emulated.forward_mask.default(*forward_mask_args(x0, mask_id, **options))
