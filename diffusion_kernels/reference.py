@@ -37,7 +37,8 @@ def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int, *, te
         work = work.clone()
         work[..., torch.as_tensor(suppress_ids, dtype=torch.long, device=dev)] = float("-inf")
     dt = work.dtype
-    T = _per_row(temperature, B, dt, dev)[:, None, None]
+    # The kernels cap T at 2**126 so that 1/T stays a normal float32: inf samples ~uniformly.
+    T = _per_row(temperature, B, dt, dev).clamp(max=2.0**126)[:, None, None]
     p = _per_row(top_p, B, dt, dev)[:, None]
     k = _per_row(top_k, B, torch.int64, dev)[:, None]
     bs = _per_row(block_start, B, torch.int64, dev)[:, None]

@@ -331,3 +331,11 @@ def test_empty_batch_and_empty_prompt(kw):
     assert generate(model, _prompt(0, 3), 8, 4, 4, mask_id=MASK, progress=False, **kw).shape == (0, 8)
     out = generate(model, _prompt(2, 0), 8, 4, 4, mask_id=MASK, progress=False, **kw)
     assert out.shape == (2, 8) and not (out == MASK).any()
+
+
+def test_eos_id_beyond_the_vocabulary_of_a_model_without_config_is_named():
+    # HFLike hides the config, so only the logits tell the vocabulary.
+    model = HFLike(tiny_llada(seed=2))
+    for kw in (dict(eos_id=10**6, suppress_eos=True), dict(eos_id=3, eot_id=10**6, confidence_eos_eot_inf=True)):
+        with pytest.raises(ValueError, match="eos_id"):
+            generate(model, _prompt(1, 5), 4, 4, 2, mask_id=MASK, progress=False, **kw)

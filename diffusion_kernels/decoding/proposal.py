@@ -80,6 +80,11 @@ def propose(logits: torch.Tensor, x: torch.Tensor, mask_id: int, proposal: Propo
     """``(x0, confidence)`` at the masked positions of ``x`` in ``[block_start, block_end)``
     (``x`` and ``-inf`` elsewhere), in one pass over the vocabulary; see :class:`Proposal`."""
     p = proposal
+    vocab = logits.shape[-1]
+    for i in tuple(p.suppress_ids or ()) + tuple(p.renormalize_without or ()):
+        if not 0 <= i < vocab:  # generate() fills these from eos_id / eot_id
+            raise ValueError(f"diffusion_kernels: token id {i} of the proposal's suppress_ids / renormalize_without "
+                             f"(generate's 'eos_id' / 'eot_id') is outside the logits' vocabulary [0, {vocab})")
     suppress = list(p.suppress_ids) if p.suppress_ids else None
     out = masked_confidence(logits, x, mask_id, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                             confidence=p.confidence, confidence_from=p.confidence_from, block_start=block_start,

@@ -174,7 +174,7 @@ class Block(nn.Module):
         elif k_cache is None:  # no cache: attend over the fresh K/V themselves, no write
             o = attention_with_kv_cache(q, k, v, key_padding_mask=key_mask)
         else:
-            o = attention_with_kv_cache(q, k_cache, v_cache, k, v, write_start=start, key_padding_mask=key_mask)
+            o = attention_with_kv_cache(q, k_cache, v_cache, k, v, cache_seqlens=start, key_padding_mask=key_mask)
         h = h + self.attn_out(o.reshape(B, T, c.n_heads * c.head_dim))  # explicit: B or T may be 0
         f = self.ff_norm(h)
         return h + self.ff_out(nn.functional.silu(self.ff_proj(f)) * self.up_proj(f))
