@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+from backends import MARKS, NAMES
+
 # Every native op fills its fresh outputs with poison first: an element a kernel forgets to
 # write then fails the comparison instead of passing on stale memory.
 os.environ.setdefault("DK_POISON_OUTPUTS", "1")
@@ -38,8 +40,7 @@ class Backend:
         return self.name
 
 
-@pytest.fixture(params=[pytest.param("cpu"), pytest.param("emulated", marks=pytest.mark.emulated),
-                        pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.fixture(params=[pytest.param(name, marks=MARKS[name]) for name in NAMES])
 def backend(request):
     """Runs a test once per backend; the emulated and cuda runs skip when not available."""
     return Backend(request.param)

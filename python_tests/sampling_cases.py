@@ -5,33 +5,11 @@ import pytest
 import torch
 
 from diffusion_kernels import _philox, reference
+from backends import backends, on_backends  # noqa: F401  (re-exported for the sampling tests)
 from tolerance import assert_within_torch_error
 
 MASK_ID = 3
 SEED, OFFSET = 1234, 5
-_MARKS = {"cpu": (), "emulated": (pytest.mark.emulated,), "cuda": (pytest.mark.cuda,)}
-
-
-def backends(*names):
-    """Runs a test with the ``backend`` fixture (python_tests/conftest.py) on these backends only."""
-    return pytest.mark.parametrize("backend", [pytest.param(n, marks=_MARKS[n]) for n in names], indirect=True)
-
-
-def on_backends(values):
-    """``backend`` paired with one more parameter: ``values`` maps a backend name to that
-    parameter's values on it (e.g. smaller shapes under the emulator). Use with
-    ``indirect=["backend"]``."""
-    return [pytest.param(name, v, marks=_MARKS[name], id=f"{name}-{_id(v)}") for name, vs in values.items() for v in vs]
-
-
-def _id(v):
-    if isinstance(v, tuple) and all(isinstance(e, int) for e in v):
-        return "x".join(map(str, v))
-    if isinstance(v, dict):
-        return ",".join(f"{k}={w}" for k, w in v.items()) or "plain"
-    return str(v)
-
-
 def device_op(backend, name="masked_confidence"):
     """``backend``'s op with tensor arguments moved to its device and the results brought back to
     the CPU; an in-place ``x`` is copied back into the caller's tensor."""

@@ -14,12 +14,11 @@ from attention_cases import (CASES, CUDA_CASES, EMULATED_CASES, Case, check_call
                              reference_attention)
 from diffusion_kernels import reference
 from diffusion_kernels.testing import emulated
+from backends import backends, on_backends
 from tolerance import assert_within_torch_error
 
 CPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 GPU_DTYPES = [torch.bfloat16, torch.float16]
-ALL = ("cpu", "emulated", "cuda")
-MARKS = {"cpu": (), "emulated": (pytest.mark.emulated,), "cuda": (pytest.mark.cuda,)}
 
 # CPU paths: the op picks the brgemm kernel (few rows per kv head, or a mask), ATen's CPU flash
 # attention (every key valid) or the native kernel; DK_CPU_ATTENTION forces one where it applies
@@ -36,17 +35,6 @@ VARIANT_ENV = {
     "gemm-staged": {"DK_CPU_ATTENTION": "gemm", "DK_CPU_ATTENTION_STAGE": "1"},
     "split": {"DK_ATTENTION_SPLITS": None}, "nosplit": {"DK_ATTENTION_SPLITS": "1"}, "default": {},
 }
-
-
-def _id(x):
-    return x.id() if isinstance(x, Case) else str(x).replace("torch.", "")
-
-
-def on_backends(variants, extra=lambda name: [()]):
-    """Parameters (backend, variant, *extra) for each backend of ``variants`` (name -> its variants);
-    ``extra(name)`` lists the further parameter tuples of that backend (e.g. its cases)."""
-    return [pytest.param(name, var, *e, marks=MARKS[name], id="-".join(_id(x) for x in (name, var, *e)))
-            for name, vs in variants.items() for var in vs for e in extra(name)]
 
 
 GPU_SPLITS = {"emulated": SPLITS, "cuda": SPLITS}
@@ -135,7 +123,6 @@ def test_nan_in_masked_keys_never_leaks(backend, variant, case):
     assert torch.equal(got[0], clean[0]) and torch.equal(got[1], clean[1])
 
 
-@pytest.mark.parametrize("backend", [pytest.param(n, marks=MARKS[n]) for n in ALL], indirect=True)
 def test_empty_shapes(backend):
     for b, lq, lc in [(0, 4, 6), (2, 0, 6), (2, 3, 0)]:
         q = torch.randn(b, lq, 2, 64, device=backend.device).bfloat16()
@@ -145,7 +132,6 @@ def test_empty_shapes(backend):
         assert (out == 0).all() and torch.isneginf(lse).all()
 
 
-@pytest.mark.parametrize("backend", [pytest.param(n, marks=MARKS[n]) for n in ALL], indirect=True)
 def test_cache_rows_outside_write_bitwise_unchanged(backend):
     args = on(backend, Case(3, 6, 2, 2, 64, 40, 6, [0, 34, 11]), torch.bfloat16)
     k0, v0 = args["k_cache"].clone(), args["v_cache"].clone()
@@ -160,10 +146,10 @@ def test_cache_rows_outside_write_bitwise_unchanged(backend):
 
 # ------------------------------------------------------------------------------------ CUDA kernels --
 
-GPU_ONLY = [pytest.param(n, marks=MARKS[n]) for n in ("emulated", "cuda")]
+GPU_ONLY = backends("emulated", "cuda")
 
 
-@pytest.mark.parametrize("backend", GPU_ONLY, indirect=True)
+@GPU_ONLY
 def test_unaligned_rows_match_contiguous(backend):
     """Rows that are not 16-byte aligned (a head_dim window of a wider buffer) go through aligned
     copies after the write; the write itself lands in the caller's buffer."""
@@ -185,7 +171,7 @@ def test_unaligned_rows_match_contiguous(backend):
     assert torch.equal(big_k[untouched], before[untouched])
 
 
-@pytest.mark.parametrize("backend", GPU_ONLY, indirect=True)
+@GPU_ONLY
 def test_split_and_single_pass_agree(backend, monkeypatch):
     args = on(backend, Case(1, 20, 2, 2, 128, 256, 20, 0, "random"), torch.bfloat16)
     monkeypatch.setenv("DK_ATTENTION_SPLITS", "1")
@@ -197,7 +183,7 @@ def test_split_and_single_pass_agree(backend, monkeypatch):
     torch.testing.assert_close(four[1], one[1], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("backend", GPU_ONLY, indirect=True)
+@GPU_ONLY
 def test_unsupported_inputs_are_refused_before_any_write(backend):
     for dtype, d, match in ((torch.float32, 64, "'q' must be float16 or bfloat16 on CUDA"),
                             (torch.bfloat16, 96, "'q' must have head_dim 64 or 128 on CUDA")):
@@ -241,7 +227,6 @@ def test_repeatable_bitwise():
 
 # --------------------------------------------------------------------- out-of-range cache_seqlens --
 
-@pytest.mark.parametrize("backend", [pytest.param(n, marks=MARKS[n]) for n in ALL], indirect=True)
 @pytest.mark.parametrize("starts", [[0, 17], [-1, 0]], ids=["later-row", "first-row"])
 def test_bad_row_start_writes_no_row(backend, starts):
     """One out-of-range row and no row is written, the earlier ones neither. Starts the host can
