@@ -119,6 +119,7 @@ void launch_masked_confidence(const MaskedConfidenceParams& p, void* stream) {
     case ScalarKind::Float32: launch_typed<float>(p, s); break;
     case ScalarKind::Float16: launch_typed<__half>(p, s); break;
     case ScalarKind::BFloat16: launch_typed<__nv_bfloat16>(p, s); break;
+    case ScalarKind::Float64: throw std::invalid_argument("masked_confidence: float64 logits are not supported");
   }
   simt::check_launch("masked_confidence");
 }

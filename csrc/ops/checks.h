@@ -5,7 +5,7 @@
 
 #include <optional>
 
-#include "kernels/masked_confidence_params.h"  // ScalarKind
+#include "kernels/dtype.h"
 
 #define DK_CHECK_ARG(cond, name, ...) \
   TORCH_CHECK_VALUE(cond, "diffusion_kernels: argument '", name, "' ", __VA_ARGS__)
@@ -40,14 +40,19 @@ inline void check_last_dim_contiguous(const at::Tensor& t, const char* name) {
                "must have a contiguous last dimension (stride 1), got strides ", t.strides());
 }
 
-// The floating dtypes the kernels accept, as the torch-free enum the kernels switch on.
-inline ScalarKind scalar_kind_of(const at::Tensor& t, const char* name) {
+// The floating dtypes the kernels accept, as the torch-free enum the kernels switch on; float64
+// only where `float64_on_cpu` (the masked CE's gradcheck dtype).
+inline ScalarKind scalar_kind_of(const at::Tensor& t, const char* name, bool float64_on_cpu = false) {
   switch (t.scalar_type()) {
     case at::kFloat: return ScalarKind::Float32;
     case at::kHalf: return ScalarKind::Float16;
     case at::kBFloat16: return ScalarKind::BFloat16;
+    case at::kDouble:
+      if (float64_on_cpu) return ScalarKind::Float64;
+      [[fallthrough]];
     default:
-      DK_CHECK_ARG(false, name, "must be float32, float16 or bfloat16, got ", t.scalar_type());
+      DK_CHECK_ARG(false, name, "must be float32, float16", float64_on_cpu ? ", bfloat16 (or float64 on CPU)" : " or bfloat16",
+                   ", got ", t.scalar_type());
   }
   return ScalarKind::Float32;  // unreachable
 }

@@ -22,18 +22,6 @@ struct MaskedCeTensors {
   at::Tensor ce, lse, grad_logits;
 };
 
-CeScalar ce_scalar_of(const at::Tensor& t, const char* name) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return CeScalar::Float32;
-    case at::kHalf: return CeScalar::Float16;
-    case at::kBFloat16: return CeScalar::BFloat16;
-    case at::kDouble: return CeScalar::Float64;
-    default:
-      DK_CHECK_ARG(false, name, "must be float32, float16, bfloat16 (or float64 on CPU), got ", t.scalar_type());
-  }
-  return CeScalar::Float32;  // unreachable
-}
-
 // float64 logits use float64 per-row values; every other dtype uses float32.
 at::ScalarType acc_type(const at::Tensor& logits) {
   return logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -70,7 +58,7 @@ MaskedCeParams base_params(const at::Tensor& logits, const at::Tensor& targets, 
   t.masked = row_vector(masked, "masked", logits, at::kBool, "bool");
   MaskedCeParams p{};
   p.logits = const_cast<void*>(logits.data_ptr());
-  p.kind = ce_scalar_of(logits, "logits");
+  p.kind = scalar_kind_of(logits, "logits", /*float64_on_cpu=*/true);
   p.rows = logits.size(0);
   p.vocab = logits.size(1);
   p.logits_stride = logits.stride(0);
