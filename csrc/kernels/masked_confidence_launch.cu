@@ -1,5 +1,5 @@
-// Host launcher of masked_confidence. nvcc builds it for the GPU; csrc/emulated/ compiles this
-// same file with g++ against the SIMT emulator. Three paths:
+// Host launcher of masked_confidence. nvcc builds it for the GPU; setup.py has g++ compile this
+// same file against the SIMT emulator. Three paths:
 //   - few rows (any option): the split-vocabulary kernels: slices, then a merge, with the filter
 //     threshold launches in between when top-p / top-k may apply (masked_confidence_split.cuh
 //     explains the occupancy math);
