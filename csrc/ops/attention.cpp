@@ -186,10 +186,9 @@ Path forced_path() {
 }
 
 // Query rows per kv head up to which the brgemm kernel beats ATen's flash attention with every
-// key valid (32 heads x 128, 512 keys, 1 thread: bf16 32 rows 3.3 vs 4.7 ms, 64 rows 7.1 vs 9.0,
-// 128 rows 11.9 vs 10.7; fp32 128 rows 13.5 vs 19.5, 256 rows 32.8 vs 29.3): each 32-row tile
-// streams the whole cache again, while ATen packs K/V once for all rows. With a mask the brgemm
-// kernel beats the native one at every size (512 rows: bf16 39 vs 80 ms, fp32 52 vs 73 ms).
+// key valid (bench/attention_ratio.py finds the crossover): each 32-row tile streams the whole
+// cache again, while ATen packs K/V once for all rows. With a mask the brgemm kernel beats the
+// native one at every size.
 int64_t gemm_max_stacked_rows(const at::Tensor& q) { return q.scalar_type() == at::kBFloat16 ? 64 : 128; }
 
 // Every key valid: ATen's CPU flash attention (AMX/AVX-512 GEMMs) is faster than the native
