@@ -202,7 +202,8 @@ void attend_with_aten(const at::Tensor& q, const at::Tensor& k_cache, const at::
   auto [o, lse] = at::_scaled_dot_product_flash_attention_for_cpu(
       qs, k_cache.transpose(1, 2), v_cache.transpose(1, 2), 0.0, false, std::nullopt, scale);
   out.out.view({b, lq, hkv, g, d}).copy_(o.view({b, hkv, g, lq, d}).permute({0, 3, 1, 2, 4}));
-  if (out.lse.numel() > 0) out.lse.copy_(lse.view({b, hq, lq}));
+  // ATen's lse [b, hkv, g * lq] need not be contiguous: copy it into the matching view of ours.
+  if (out.lse.numel() > 0) out.lse.view({b, hkv, g * lq}).copy_(lse);
 }
 
 // cp.async and the 32-bit Q loads need 16-byte aligned rows: base and every row stride.
