@@ -33,7 +33,7 @@ int64_t start_of(const AttentionParams& p, int64_t b) {
   return p.write_starts != nullptr ? p.write_starts[b] : p.write_start;
 }
 
-// The range was validated by the op (ops/attention_common.cpp) before anything is written.
+// The range was validated by the op (ops/attention.cpp) before anything is written.
 void write_cache(const AttentionParams& p, int64_t elem) {
   if (p.new_len == 0) return;
   const int64_t rows = p.batch * p.new_len * p.heads_kv;
