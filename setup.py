@@ -13,6 +13,7 @@ Environment:
   DK_DEBUG=1           -O0 -g
   MAX_JOBS             parallel compile jobs (default: CPU count)
 """
+import importlib.util
 import os
 import re
 import shutil
@@ -118,6 +119,22 @@ def emulated_sources(files):
     return sources
 
 
+def write_python_build_config():
+    """The torch this build compiles against, for the import-time check (_torch_compat.py), which
+    must run before the extension is loaded: an unsupported torch fails inside the loader."""
+    (ROOT / "diffusion_kernels" / "_build_config.py").write_text(
+        f'"""Written by setup.py."""\nBUILT_TORCH = "{torch.__version__}"\n')
+
+
+def torch_requirement():
+    """The range _torch_compat enforces at import, loaded from its file: the package itself
+    cannot be imported before its extension is built."""
+    spec = importlib.util.spec_from_file_location("_torch_compat", ROOT / "diffusion_kernels" / "_torch_compat.py")
+    compat = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compat)
+    return compat.requirement(torch.__version__)
+
+
 def extensions():
     with_cuda = want_cuda()
     archs = cuda_archs() if with_cuda else []
@@ -162,8 +179,10 @@ def extensions():
     return exts
 
 
+write_python_build_config()
 setup(
     version=VERSION,
+    install_requires=[torch_requirement(), "numpy", "tqdm"],
     packages=find_packages(include=["diffusion_kernels", "diffusion_kernels.*"]),
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

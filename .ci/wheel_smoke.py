@@ -8,6 +8,9 @@ from diffusion_kernels import reference
 assert "site-packages" in dk.__file__, dk.__file__
 info = dk.build_info()
 print(info)
+# The import-time torch check needs the build's record inside the wheel.
+from diffusion_kernels._build_config import BUILT_TORCH
+assert BUILT_TORCH == info["torch_version"], (BUILT_TORCH, info)
 logits = torch.randn(2, 5, 1003, dtype=torch.bfloat16)
 x = torch.tensor([[7, 1, 7, 2, 7], [7, 7, 7, 7, 7]])
 x0, conf = dk.masked_confidence(logits, x, 7)

@@ -7,6 +7,7 @@ machine (other tenants) lands on all of them rather than on one.
     python bench/attention_ratio.py [--threads N] [--rounds R]
 """
 import argparse
+import functools
 import statistics
 import time
 
@@ -52,7 +53,7 @@ def main():
                 q, kn, vn = (t[:, s:s + BLOCK].contiguous() for t in (q_all, k_all, v_all))
                 kc, vc = k_all.clone(), v_all.clone()
                 ours, fdl, full = interleaved_medians([
-                    (dk.attention_with_kv_cache, (q, kc, vc, kn, vn, s), 3),
+                    (functools.partial(dk.attention_with_kv_cache, cache_seqlens=s), (q, kc, vc, kn, vn), 3),
                     (fast_dllm_dual_cache_attention, (q, kc, vc, kn, vn, s), 3),
                     (full_recompute_attention, (q_all, k_all, v_all), 1)], max(3, a.rounds // 3))
                 print(f"| {str(dtype)[6:]} | {batch} | {length} | {ours[0]*1e3:.1f} / {ours[1]*1e3:.1f} "

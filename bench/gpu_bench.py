@@ -165,7 +165,7 @@ def attention_rows(device, quick, reps):
             return full_recompute_attention(ka, ka, va)
 
         impls = {
-            "ours": lambda q, kc, vc, kn, vn: dk.attention_with_kv_cache(q, kc, vc, kn, vn, write_start=start),
+            "ours": lambda q, kc, vc, kn, vn: dk.attention_with_kv_cache(q, kc, vc, kn, vn, cache_seqlens=start),
             "fast_dllm (SDPA)": fast_dllm,
             "full recompute (SDPA)": full,
         }

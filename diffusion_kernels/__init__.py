@@ -7,7 +7,15 @@ normalise arguments and document them. Pure-PyTorch references of every op are i
 import torch  # noqa: F401  (first: _C links against libtorch/libc10, which importing torch loads)
 
 from ._version import __version__
-from . import _C  # noqa: F401  (registers torch.ops.diffusion_kernels.*)
+from . import _torch_compat
+
+try:
+    from ._build_config import BUILT_TORCH as _BUILT_TORCH
+except ImportError:  # a tree that setup.py has not built yet: _C's own import error says more
+    _BUILT_TORCH = None
+if _BUILT_TORCH is not None:
+    _torch_compat.check(_BUILT_TORCH, torch.__version__)
+from . import _C  # noqa: F401,E402  (registers torch.ops.diffusion_kernels.*)
 from .ops import attention_with_kv_cache, masked_confidence, select_transfer
 from .ops import forward_mask, masked_cross_entropy
 from . import schedules
@@ -15,10 +23,10 @@ from .loss import masked_diffusion_loss
 from .fused_linear_loss import fused_linear_masked_diffusion_loss
 from .likelihood import monte_carlo_log_likelihood
 from .generate import GenerateOutput, generate
-from . import models
+from . import decoding, models
 
 __all__ = ["__version__", "build_info", "attention_with_kv_cache", "masked_confidence", "schedules",
-           "select_transfer", "generate", "GenerateOutput", "models", "forward_mask", "masked_cross_entropy",
+           "select_transfer", "generate", "GenerateOutput", "decoding", "models", "forward_mask", "masked_cross_entropy",
            "masked_diffusion_loss", "fused_linear_masked_diffusion_loss", "monte_carlo_log_likelihood"]
 
 

@@ -8,7 +8,7 @@ import torch
 def demo(args):
     from . import generate
     from .demo import load_model, task
-    from .demo.png import decoding_order_png
+    from .demo.picture import decoding_order_picture
 
     model = load_model()
     digits = args.digits or "".join(str(int(d)) for d in torch.randint(0, 10, (task.DIGITS,)))
@@ -26,8 +26,14 @@ def demo(args):
     ok = answer == "".join(sorted(digits))
     print(f"answer: {answer}   {'correct' if ok else 'WRONG (expected ' + ''.join(sorted(digits)) + ')'}   NFE {out.nfe}")
     print("decoding order (step that committed each token):", out.order[0].tolist())
-    decoding_order_png(args.png, out.order.tolist(), max(out.nfe, 1))
-    print("wrote", args.png)
+    strategy = f"threshold {args.threshold}" if args.threshold is not None else f"{steps} steps"
+    backend = decoding_order_picture(
+        args.png, out.sequences[0].tolist(), out.order[0].tolist(), max(out.nfe, 1),
+        labels=lambda t: task.render([t]), block_length=args.block, backend=args.png_backend,
+        title="Decoding order: which token each step committed",
+        subtitle=f"prompt {task.render(prompt[0])}   answer {answer}   {strategy}, block {args.block}, "
+                 f"cache {args.cache or 'none'}, NFE {out.nfe}")
+    print(f"wrote {args.png} ({backend})")
     return 0 if ok else 1
 
 
@@ -56,6 +62,8 @@ def main(argv=None):
     d.add_argument("--threshold", type=float, default=None)
     d.add_argument("--cache", choices=["prefix", "dual"], default=None)
     d.add_argument("--png", default="decoding_order.png")
+    d.add_argument("--png-backend", choices=["auto", "matplotlib", "builtin"], default="auto",
+                   help="who draws the picture (auto: matplotlib when installed)")
     d.add_argument("-v", "--verbose", action="store_true", help="print the sequence after every step")
     b = sub.add_parser("bench", help="tokens/s, NFE and accuracy per decoding strategy")
     b.add_argument("--batch", type=int, default=64)

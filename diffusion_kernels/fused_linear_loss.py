@@ -1,20 +1,14 @@
-"""Masked-diffusion loss through the LM head without materialising the ``[tokens, vocab]`` logits.
+"""Masked-diffusion loss through the LM head without materialising the ``[tokens, vocab]`` logits
+(:func:`fused_linear_masked_diffusion_loss`; the chunking and gradient schemes are described in
+docs/loss.md)."""
+import math
+from typing import Optional, Union
 
-Only masked rows are computed: their hidden states are gathered (``[M, H]``, M = masked count),
-then processed in chunks of rows. Per chunk: ``logits = h @ W.T`` (``[chunk, V]``, the only
-vocabulary-sized buffer), the fused op ``masked_ce_forward_backward_`` computes the CE and
-overwrites the chunk with ``scale * (softmax - onehot)``, and the gradients follow by two matmuls
-(``grad_h = g @ W``, ``grad_W += g.T @ h``, accumulated in float32 for 16-bit weights).
-
-For ``reduction='mean'/'sum'`` the row scales are known in the forward, so the gradients are
-computed there (Liger's scheme: three matmuls in all, as the unfused way) and the backward only
-multiplies them by the incoming scalar gradient. For ``reduction='none'`` the forward keeps nothing
-vocabulary-sized and the backward recomputes the chunk logits (CCE's scheme: one matmul more).
-"""
 import torch
 
 from . import _normalize
-from .ops.masked_ce import masked_cross_entropy
+from .loss import masked_diffusion_loss
+from .ops.masked_ce import _FLOAT_DTYPES, masked_cross_entropy
 
 __all__ = ["fused_linear_masked_diffusion_loss"]
 
@@ -114,57 +108,89 @@ def _scatter_rows(rows, index, n):
 
 
 def fused_linear_masked_diffusion_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, targets: torch.Tensor,
-                                       masked: torch.Tensor, p_mask, normalize: str = "pretrain",
-                                       reduction: str = "mean", prompt_lengths=None, chunk_size: int = None):
+                                       masked: torch.Tensor, p_mask: Union[float, torch.Tensor], *,
+                                       normalize: str = "pretrain", reduction: str = "mean",
+                                       prompt_lengths: Optional[Union[int, torch.Tensor]] = None,
+                                       chunk_size: Optional[int] = None) -> torch.Tensor:
     """:func:`masked_diffusion_loss` of ``logits = hidden @ lm_head_weight.T`` without the logits.
+
+    Only the masked rows are computed, in chunks of rows: peak extra memory is one
+    ``[chunk, vocab]`` buffer (and the chunk's hidden rows), besides the gradients themselves.
 
     Args:
         hidden: ``[batch, seq, H]`` or ``[rows, H]`` final hidden states (float32, bfloat16,
             float16; float64 on CPU).
-        lm_head_weight: ``[vocab, H]``, same dtype (no bias: LLaDA's head has none).
-        targets, masked, p_mask, normalize, reduction, prompt_lengths: as
-            :func:`diffusion_kernels.masked_diffusion_loss`.
+        lm_head_weight: ``[vocab, H]``, ``vocab >= 1``, same dtype and device (no bias: LLaDA's
+            head has none).
+        targets: clean tokens, int64 of ``hidden``'s token shape, in ``[0, vocab)`` at masked
+            positions (checked on every device).
+        masked: bool, same shape as ``targets``.
+        p_mask: as :func:`diffusion_kernels.masked_diffusion_loss`; its masked entries are checked
+            positive on every device (this function reads the masked count on the host anyway).
+        normalize, reduction, prompt_lengths: as :func:`diffusion_kernels.masked_diffusion_loss`.
         chunk_size: rows per chunk (default: as many as keep one chunk of logits at 2**24
             elements, i.e. 64 MB in float32).
 
     Returns:
         As :func:`masked_diffusion_loss`. Gradients flow to ``hidden`` (exactly 0 at unmasked rows)
-        and ``lm_head_weight`` (accumulated in float32). Peak extra memory: one ``[chunk, vocab]``
-        buffer (and the chunk's hidden rows), besides the gradients themselves. The masked count is read on the host (one sync on CUDA).
+        and ``lm_head_weight`` (accumulated in float32); for ``reduction='mean'``/``'sum'`` they
+        are computed in the forward, so the graph can be backpropagated once. The masked count is
+        read on the host (one sync on CUDA). Meta tensors are refused (the masked count is data).
+
+    Examples:
+        >>> import torch, diffusion_kernels as dk
+        >>> x0 = torch.randint(0, 100, (2, 16))
+        >>> _, masked, p_mask = dk.forward_mask(x0, 99, seed=0)
+        >>> hidden = torch.randn(2, 16, 32, requires_grad=True)
+        >>> weight = torch.randn(100, 32, requires_grad=True)
+        >>> loss = dk.fused_linear_masked_diffusion_loss(hidden, weight, x0, masked, p_mask, chunk_size=8)
+        >>> loss.backward()
     """
     if not isinstance(hidden, torch.Tensor) or hidden.dim() < 2:
         raise ValueError("diffusion_kernels: argument 'hidden' must be [batch, seq, H] or [rows, H]")
+    if hidden.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"diffusion_kernels: argument 'hidden' must be float32, float16, bfloat16 (or float64 on "
+                         f"CPU), got {hidden.dtype}")
     if not isinstance(lm_head_weight, torch.Tensor) or lm_head_weight.dim() != 2 \
-            or lm_head_weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"diffusion_kernels: argument 'lm_head_weight' must be [vocab, H = {hidden.shape[-1]}], got "
-                         f"{tuple(lm_head_weight.shape) if isinstance(lm_head_weight, torch.Tensor) else None}")
+            or lm_head_weight.shape[1] != hidden.shape[-1] or lm_head_weight.shape[0] == 0:
+        got = tuple(lm_head_weight.shape) if isinstance(lm_head_weight, torch.Tensor) else type(lm_head_weight).__name__
+        raise ValueError(f"diffusion_kernels: argument 'lm_head_weight' must be [vocab, H = {hidden.shape[-1]}] with "
+                         f"vocab >= 1, got {got}")
     if lm_head_weight.dtype != hidden.dtype or lm_head_weight.device != hidden.device:
         raise ValueError(f"diffusion_kernels: argument 'lm_head_weight' must match 'hidden' in dtype and device "
                          f"({hidden.dtype}, {hidden.device}), got {lm_head_weight.dtype}, {lm_head_weight.device}")
     token_shape = hidden.shape[:-1]
-    if not isinstance(targets, torch.Tensor) or targets.shape != token_shape or targets.dtype != torch.int64:
-        raise ValueError(f"diffusion_kernels: argument 'targets' must be int64 of shape {tuple(token_shape)}")
-    if not isinstance(masked, torch.Tensor) or masked.shape != token_shape or masked.dtype != torch.bool:
-        raise ValueError(f"diffusion_kernels: argument 'masked' must be a bool tensor of shape {tuple(token_shape)}")
-    _normalize.check_choices(normalize, reduction, prompt_lengths, token_shape)
+    _normalize.check_tokens(targets, masked, token_shape)
+    for name, t in (("targets", targets), ("masked", masked)):
+        if t.device != hidden.device:
+            raise ValueError(f"diffusion_kernels: argument '{name}' must be on the device of 'hidden' "
+                             f"({hidden.device}), got {t.device}")
+    prompt_lengths = _normalize.check_choices(normalize, reduction, prompt_lengths, token_shape, hidden.device)
     vocab = lm_head_weight.shape[0]
     if chunk_size is None:
-        chunk_size = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
+        chunk_size = max(1, _CHUNK_ELEMENTS // vocab)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"diffusion_kernels: argument 'chunk_size' must be a positive int, got {chunk_size!r}")
+    p = _normalize.row_p_mask(p_mask, token_shape, hidden.device, masked)
+    if hidden.device.type == "meta":
+        raise ValueError("diffusion_kernels: argument 'hidden' is a meta tensor: the fused loss gathers the masked "
+                         "rows, whose count is data a meta tensor does not hold")
+    n = math.prod(token_shape)
+    if n == 0:  # nothing to chunk: the materialised loss gives the documented empty result
+        return masked_diffusion_loss(hidden @ lm_head_weight.t(), targets, masked, p, normalize=normalize,
+                                     reduction=reduction, prompt_lengths=prompt_lengths)
 
-    p = _normalize.row_p_mask(p_mask, token_shape, hidden.device).reshape(-1)
-    flat_masked = masked.reshape(-1)
-    index = flat_masked.nonzero().squeeze(1)
-    t = targets.reshape(-1).index_select(0, index)
+    index = masked.reshape(n).nonzero().squeeze(1)
+    t = targets.reshape(n).index_select(0, index)
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= vocab):
         raise ValueError(f"diffusion_kernels: argument 'targets' must lie in [0, vocab = {vocab}) at masked positions")
-    h2 = hidden.reshape(-1, hidden.shape[-1])
-    p_rows = p.index_select(0, index)
+    h2 = hidden.reshape(n, hidden.shape[-1])
+    p_rows = p.reshape(n).index_select(0, index)
+    _normalize.check_p_rows(p_rows)
 
     if reduction == "none":
         ce = _PerRowCE.apply(h2, lm_head_weight, index, t, chunk_size)
-        token_loss = _scatter_rows(ce / p_rows.to(ce.dtype), index, h2.shape[0])
+        token_loss = _scatter_rows(ce / p_rows.to(ce.dtype), index, n)
         return token_loss.view(token_shape)
     batch_of_row = index // token_shape[-1] if len(token_shape) == 2 else None
     w = _normalize.row_weights(p_rows, batch_of_row, token_shape, normalize, reduction, prompt_lengths,

@@ -13,6 +13,38 @@ def _seed():
     torch.manual_seed(0)
 
 
+class Backend:
+    """Where an op runs: ``cpu`` (the native CPU kernels), ``emulated`` (the CUDA kernels executed
+    on CPU tensors by the SIMT emulator) or ``cuda`` (a real GPU). ``backend.masked_confidence``
+    etc. are the public functions with that backend's kernels; ``backend.device`` is where their
+    tensors live."""
+
+    def __init__(self, name):
+        import diffusion_kernels
+        from diffusion_kernels.testing import emulated
+
+        self.name = name
+        self.device = torch.device("cuda" if name == "cuda" else "cpu")
+        self._ops = emulated if name == "emulated" else diffusion_kernels
+
+    @property
+    def emulated(self):
+        return self.name == "emulated"
+
+    def __getattr__(self, op):
+        return getattr(self._ops, op)
+
+    def __repr__(self):
+        return self.name
+
+
+@pytest.fixture(params=[pytest.param("cpu"), pytest.param("emulated", marks=pytest.mark.emulated),
+                        pytest.param("cuda", marks=pytest.mark.cuda)])
+def backend(request):
+    """Runs a test once per backend; the emulated and cuda runs skip when not available."""
+    return Backend(request.param)
+
+
 def pytest_collection_modifyitems(config, items):
     from diffusion_kernels.testing import emulated
 

@@ -1,5 +1,5 @@
-"""Gradients through attention_with_kv_cache (q, k_new, v_new), against autograd through the
-float64 reference."""
+"""Gradients through attention_with_kv_cache (q, k, v), against autograd through the float64
+reference."""
 import pytest
 import torch
 
@@ -21,9 +21,9 @@ def make(case, dtype, seed=0):
     q = torch.randn(b, lq, hq, d, generator=g).to(dtype)
     k_cache = torch.randn(b, lc, hkv, d, generator=g).to(dtype)
     v_cache = torch.randn(b, lc, hkv, d, generator=g).to(dtype)
-    k_new = torch.randn(b, lq, hkv, d, generator=g).to(dtype)
-    v_new = torch.randn(b, lq, hkv, d, generator=g).to(dtype)
-    extra = {"write_start": torch.tensor(starts) if isinstance(starts, list) else starts}
+    k = torch.randn(b, lq, hkv, d, generator=g).to(dtype)
+    v = torch.randn(b, lq, hkv, d, generator=g).to(dtype)
+    extra = {"cache_seqlens": torch.tensor(starts) if isinstance(starts, list) else starts}
     if kind == "left_pad":
         extra["key_padding_mask"] = torch.arange(lc)[None, :] >= torch.tensor([0, 2, 5])[:, None]
     elif kind == "lengths":
@@ -32,15 +32,21 @@ def make(case, dtype, seed=0):
         mask = torch.ones(b, lc, dtype=torch.bool)
         mask[1] = False
         extra["key_padding_mask"] = mask
-    return q, k_cache, v_cache, k_new, v_new, extra
+    return q, k_cache, v_cache, k, v, extra
 
 
-def grads(fn, q, k_cache, v_cache, k_new, v_new, extra, w_out, w_lse):
-    q, k_new, v_new = (t.detach().clone().requires_grad_() for t in (q, k_new, v_new))
-    out, lse = fn(q, k_cache, v_cache, k_new, v_new, return_lse=True, **extra)
+def reference_op(q, k_cache, v_cache, k, v, cache_seqlens, return_softmax_lse, **masks):
+    """The reference, which keeps the original argument names."""
+    return reference.attention_with_kv_cache(q, k_cache, v_cache, k, v, cache_seqlens, return_lse=return_softmax_lse,
+                                             **masks)
+
+
+def grads(fn, q, k_cache, v_cache, k, v, extra, w_out, w_lse):
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out, lse = fn(q, k_cache, v_cache, k, v, return_softmax_lse=True, **extra)
     loss = (out.double() * w_out).sum() + (torch.where(torch.isfinite(lse), lse, 0).double() * w_lse).sum()
     loss.backward()
-    return out, q.grad, k_new.grad, v_new.grad
+    return out, q.grad, k.grad, v.grad
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -50,8 +56,8 @@ def test_gradients_match_float64_reference(name):
     w_out = torch.randn(q.shape, generator=g, dtype=torch.float64)
     w_lse = torch.randn(q.shape[0], q.shape[2], q.shape[1], generator=g, dtype=torch.float64)
     got = grads(dk.attention_with_kv_cache, q, kc.clone(), vc.clone(), kn, vn, extra, w_out, w_lse)
-    want = grads(reference.attention_with_kv_cache, *(t.double() for t in (q, kc, vc, kn, vn)), extra, w_out, w_lse)
-    for what, a, b in zip(("out", "grad q", "grad k_new", "grad v_new"), got, want):
+    want = grads(reference_op, *(t.double() for t in (q, kc, vc, kn, vn)), extra, w_out, w_lse)
+    for what, a, b in zip(("out", "grad q", "grad k", "grad v"), got, want):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name} {what}: {m}")
     if name == "row_without_keys":
@@ -59,15 +65,19 @@ def test_gradients_match_float64_reference(name):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_low_precision_gradients(dtype):
+def test_low_precision_gradients(dtype, backend):
     """Gradients come back in the inputs' dtype; their error is that of rounding the float32
-    recompute to it."""
+    recompute to it (the backward is the same PyTorch recompute on every backend; the forward and
+    the cache write are the backend's)."""
     q, kc, vc, kn, vn, extra = make(CASES["dual_gqa_padding"], dtype)
     w_out = torch.randn(q.shape, dtype=torch.float64)
     w_lse = torch.zeros(q.shape[0], q.shape[2], q.shape[1], dtype=torch.float64)
-    got = grads(dk.attention_with_kv_cache, q, kc.clone(), vc.clone(), kn, vn, extra, w_out, w_lse)
-    want = grads(reference.attention_with_kv_cache, *(t.double() for t in (q, kc, vc, kn, vn)), extra, w_out, w_lse)
+    dev = backend.device
+    got = grads(backend.attention_with_kv_cache, *(t.to(dev) for t in (q, kc, vc, kn, vn)),
+                {n: t.to(dev) for n, t in extra.items()}, w_out.to(dev), w_lse.to(dev))
+    want = grads(reference_op, *(t.double() for t in (q, kc, vc, kn, vn)), extra, w_out, w_lse)
     for a, b in zip(got[1:], want[1:]):
+        a = a.cpu()
         assert a.dtype == dtype
         tol = 2 * torch.finfo(dtype).eps
         torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * b.abs().max().item())
@@ -78,7 +88,7 @@ def test_the_cache_write_still_happens_and_no_grad_path_is_unchanged():
     kc2, vc2 = kc.clone(), vc.clone()
     out = dk.attention_with_kv_cache(q.requires_grad_(), kc, vc, kn, vn, **extra)
     assert out.grad_fn is not None
-    for b, s in enumerate(extra["write_start"].tolist()):
+    for b, s in enumerate(extra["cache_seqlens"].tolist()):
         assert torch.equal(kc[b, s:s + kn.shape[1]], kn[b]) and torch.equal(vc[b, s:s + vn.shape[1]], vn[b])
     plain = dk.attention_with_kv_cache(q.detach(), kc2, vc2, kn, vn, **extra)
     assert plain.grad_fn is None

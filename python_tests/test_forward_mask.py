@@ -1,4 +1,5 @@
-"""forward_mask (CPU kernel) against the Philox reference, bit for bit, plus its statistics."""
+"""forward_mask on every backend (CPU kernel, CUDA kernel under the emulator, CUDA) against the
+Philox reference, bit for bit, plus its statistics and argument checks."""
 import pytest
 import torch
 
@@ -24,18 +25,33 @@ def test_python_philox_known_answers():
 
 def assert_same(got, want):
     for g, w, name in zip(got, want, ("x_t", "masked", "p_mask")):
-        assert torch.equal(g, w), f"{name} differs from the reference"
+        assert torch.equal(g.cpu(), w.cpu()), f"{name} differs from the reference"
+
+
+def on_device(kwargs, device):
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
 
 
 @pytest.mark.parametrize("kwargs", [
-    {}, {"antithetic": True}, {"eps": 0.0}, {"eps": 0.25, "seed": -3, "offset": 2**40},
+    {}, {"antithetic": True}, {"eps": 1e-7}, {"eps": 0.25, "seed": -3, "offset": 2**40},
     {"t": 0.5}, {"t": torch.tensor([0.0, 0.999, 0.3, 1.0, 0.5])},
     {"prompt_lengths": torch.tensor([0, 1, 37, 301, 300])}, {"prompt_lengths": 4, "antithetic": True},
 ], ids=str)
-def test_matches_reference_bitwise(kwargs):
+def test_matches_reference_bitwise(backend, kwargs):
     x0 = torch.randint(0, 1000, (5, 301))
     seed = kwargs.pop("seed", 11)
-    assert_same(dk.forward_mask(x0, MASK_ID, seed=seed, **kwargs), reference.forward_mask(x0, MASK_ID, seed=seed, **kwargs))
+    got = backend.forward_mask(x0.to(backend.device), MASK_ID, seed=seed, **on_device(kwargs, backend.device))
+    assert_same(got, reference.forward_mask(x0, MASK_ID, seed=seed, **kwargs))
+
+
+def test_large_batch_matches_reference(backend):
+    """Rows past the first thread block's, and long rows (the emulator runs a smaller case)."""
+    b, l = (3, 700) if backend.emulated else (7, 1000)
+    x0 = torch.randint(0, 1000, (b, l))
+    for kw in ({}, {"antithetic": True}, {"prompt_lengths": torch.arange(b) * (l // b)},
+               {"t": torch.linspace(0, 1, b)}):
+        got = backend.forward_mask(x0.to(backend.device), MASK_ID, seed=8, offset=1, **on_device(kw, backend.device))
+        assert_same(got, reference.forward_mask(x0, MASK_ID, seed=8, offset=1, **kw))
 
 
 def test_non_contiguous_input():
@@ -86,39 +102,95 @@ def test_draws_are_the_documented_philox_stream():
     assert torch.equal(masked, u < p)
 
 
-def test_empty():
+def test_empty(backend):
     for shape in [(0, 5), (3, 0)]:
-        x_t, masked, p = dk.forward_mask(torch.zeros(shape, dtype=torch.long), MASK_ID)
+        x_t, masked, p = backend.forward_mask(torch.zeros(shape, dtype=torch.long, device=backend.device), MASK_ID)
         assert x_t.shape == masked.shape == p.shape == shape
 
 
+def test_meta_tensors_shape_check():
+    x_t, masked, p = dk.forward_mask(torch.zeros(2, 3, dtype=torch.long, device="meta"), MASK_ID,
+                                     prompt_lengths=torch.tensor([1, 2], device="meta"))
+    assert x_t.shape == masked.shape == p.shape == (2, 3) and p.device.type == "meta"
+
+
+def test_option_tensors_on_another_device_are_named():
+    """A meta (or other non-CPU) t / prompt_lengths with CPU tokens: an error naming it, not a
+    failure inside the copy."""
+    x0 = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="'t'.*device"):
+        dk.forward_mask(x0, MASK_ID, t=torch.rand(2, device="meta"))
+    with pytest.raises(ValueError, match="'prompt_lengths'.*device"):
+        dk.forward_mask(x0, MASK_ID, prompt_lengths=torch.ones(2, dtype=torch.long, device="meta"))
+
+
 class TestBadInputs:
-    def test_x0(self):
+    def call(self, backend, x0=None, mask_id=MASK_ID, **kwargs):
+        x0 = torch.zeros(2, 3, dtype=torch.long) if x0 is None else x0
+        return backend.forward_mask(x0.to(backend.device), mask_id, **on_device(kwargs, backend.device))
+
+    def test_x0(self, backend):
         with pytest.raises(ValueError, match="'x0'.*int64"):
-            dk.forward_mask(torch.zeros(2, 3, dtype=torch.int32), MASK_ID)
+            self.call(backend, torch.zeros(2, 3, dtype=torch.int32))
+        with pytest.raises(ValueError, match="'x0'.*int64"):
+            self.call(backend, torch.zeros(2, 3))
         with pytest.raises(ValueError, match="'x0'.*\\[batch, seq\\]"):
-            dk.forward_mask(torch.zeros(6, dtype=torch.long), MASK_ID)
+            self.call(backend, torch.zeros(6, dtype=torch.long))
 
-    def test_eps(self):
-        with pytest.raises(ValueError, match="'eps'.*\\[0, 1\\]"):
-            dk.forward_mask(torch.zeros(2, 3, dtype=torch.long), MASK_ID, eps=1.5)
-        with pytest.raises(ValueError, match="'eps'"):
-            dk.forward_mask(torch.zeros(2, 3, dtype=torch.long), MASK_ID, eps=float("nan"))
+    @pytest.mark.parametrize("eps", [0.0, 1.0, 1.5, -0.1, float("nan")])
+    def test_eps_outside_open_unit_interval(self, backend, eps):
+        """eps = 0 would allow p_mask = 0, which the losses divide by."""
+        with pytest.raises(ValueError, match="'eps'.*\\(0, 1\\)"):
+            self.call(backend, eps=eps)
+        with pytest.raises(TypeError, match="'eps'"):
+            self.call(backend, eps="0.1")
 
-    def test_t_and_prompt_lengths(self):
-        x0 = torch.zeros(2, 3, dtype=torch.long)
+    def test_t(self, backend):
         with pytest.raises(ValueError, match="'t'.*one entry per row"):
-            dk.forward_mask(x0, MASK_ID, t=torch.rand(3))
+            self.call(backend, t=torch.rand(3))
         with pytest.raises(ValueError, match="'antithetic'.*'t'"):
-            dk.forward_mask(x0, MASK_ID, t=0.5, antithetic=True)
-        with pytest.raises(ValueError, match="'prompt_lengths'.*one entry per row"):
-            dk.forward_mask(x0, MASK_ID, prompt_lengths=torch.tensor([1, 2, 3]))
-        with pytest.raises(ValueError, match="'prompt_lengths'.*integers"):
-            dk.forward_mask(x0, MASK_ID, prompt_lengths=torch.tensor([1.0, 2.0]))
+            self.call(backend, t=0.5, antithetic=True)
+        for t in (1.5, -0.5, float("nan")):
+            with pytest.raises(ValueError, match="'t'.*\\[0, 1\\]"):
+                self.call(backend, t=t)
+        with pytest.raises(TypeError, match="'t'"):
+            self.call(backend, t=torch.tensor([True, False]))
 
-    def test_seed_range(self):
+    def test_t_tensor_range_checked_on_cpu(self):
+        with pytest.raises(ValueError, match="'t'.*\\[0, 1\\]"):
+            dk.forward_mask(torch.zeros(2, 3, dtype=torch.long), MASK_ID, t=torch.tensor([0.5, float("nan")]))
+
+    def test_prompt_lengths(self, backend):
+        with pytest.raises(ValueError, match="'prompt_lengths'.*one entry per row"):
+            self.call(backend, prompt_lengths=torch.tensor([1, 2, 3]))
+        with pytest.raises(TypeError, match="'prompt_lengths'.*integer"):
+            self.call(backend, prompt_lengths=torch.tensor([1.0, 2.0]))
+        with pytest.raises(TypeError, match="'prompt_lengths'.*int"):
+            self.call(backend, prompt_lengths=1.5)
+        for bad in (4, -1):
+            with pytest.raises(ValueError, match="'prompt_lengths'.*\\[0, 3\\]"):
+                self.call(backend, prompt_lengths=bad)
+
+    def test_prompt_lengths_tensor_range_checked_on_cpu(self):
+        for bad in ([0, 4], [-1, 0]):
+            with pytest.raises(ValueError, match="'prompt_lengths'.*\\[0, 3\\]"):
+                dk.forward_mask(torch.zeros(2, 3, dtype=torch.long), MASK_ID, prompt_lengths=torch.tensor(bad))
+
+    def test_seed_offset_mask_id(self, backend):
         with pytest.raises(ValueError, match="'seed'.*int64 range"):
-            dk.forward_mask(torch.zeros(2, 3, dtype=torch.long), MASK_ID, seed=2**64)
+            self.call(backend, seed=2**64)
+        with pytest.raises(TypeError, match="'seed'.*int"):
+            self.call(backend, seed=1.0)
+        with pytest.raises(TypeError, match="'offset'.*int"):
+            self.call(backend, offset=0.5)
+        with pytest.raises(TypeError, match="'mask_id'.*int"):
+            self.call(backend, mask_id=3.0)
+        with pytest.raises(TypeError, match="'antithetic'.*bool"):
+            self.call(backend, antithetic=1)
+
+    def test_options_are_keyword_only(self):
+        with pytest.raises(TypeError):
+            dk.forward_mask(torch.zeros(2, 3, dtype=torch.long), MASK_ID, 1e-3)
 
 
 def test_opcheck():

@@ -236,3 +236,98 @@ def test_bad_arguments_name_the_argument(kw, name):
 def test_cache_needs_a_cache_capable_model():
     with pytest.raises(ValueError, match="init_cache"):
         generate(HFLike(tiny_llada()), _prompt(1, 3), 8, 4, 4, mask_id=MASK, cache="dual", progress=False)
+
+
+class _Broken(torch.nn.Module):
+    """tiny_llada with its logits overwritten by ``value`` in ``rows`` (all rows by default) at the
+    answer's positions; fails loudly after ``limit`` calls so a hang becomes a test failure."""
+
+    def __init__(self, value, rows=None, limit=60):
+        super().__init__()
+        self.inner, self.value, self.rows, self.calls, self.limit = tiny_llada(seed=1), value, rows, 0, limit
+
+    def forward(self, x, attention_mask=None):
+        self.calls += 1
+        assert self.calls <= self.limit, "generate kept calling the model: it would never return"
+        out = self.inner(x, attention_mask=attention_mask)
+        rows = slice(None) if self.rows is None else self.rows
+        if isinstance(self.value, int):  # a token id the model proposes everywhere
+            out[rows, 4:, self.value] = 1e4
+        else:
+            out[rows, 4:] = self.value
+        return out
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("kw", [dict(threshold=0.9), dict(factor=1.0), dict(), dict(schedule="dream"),
+                                dict(alg_temp=0.5, confidence="neg_entropy"), dict(cache=None, cfg_scale=0.5)],
+                         ids=["threshold", "factor", "llada", "dream", "alg_temp", "cfg"])
+def test_non_finite_logits_raise_instead_of_hanging_or_returning_masks(value, kw):
+    model = _Broken(value)
+    with pytest.raises(RuntimeError, match="NaN or \\+inf"):
+        generate(model, _prompt(2, 4), 8, 4, 4, mask_id=MASK, progress=False, **kw)
+    assert model.calls <= 2  # stops in the first block
+
+
+@pytest.mark.parametrize("kw", [dict(threshold=0.9), dict()], ids=["threshold", "llada"])
+def test_one_broken_row_is_named(kw):
+    with pytest.raises(RuntimeError, match=r"row\(s\) \[1\]"):
+        generate(_Broken(float("nan"), rows=1), _prompt(3, 4), 8, 4, 4, mask_id=MASK, progress=False, **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(threshold=0.9), dict()], ids=["threshold", "llada"])
+def test_a_model_proposing_mask_raises(kw):
+    # Committing [MASK] leaves the position masked: an adaptive rule would loop forever, LLaDA's
+    # schedule would re-commit the same positions and leave the others to no step.
+    with pytest.raises(RuntimeError, match="proposes mask_id"):
+        generate(_Broken(MASK), _prompt(1, 4), 8, 4, 4, mask_id=MASK, progress=False, **kw)
+
+
+@pytest.mark.parametrize("cfg", [float("nan"), float("inf"), -0.5, "1"])
+def test_cfg_scale_must_be_finite_and_non_negative(cfg):
+    with pytest.raises((ValueError, TypeError), match="cfg_scale"):
+        generate(tiny_llada(), _prompt(1, 3), 8, 4, 4, mask_id=MASK, cfg_scale=cfg, progress=False)
+
+
+@pytest.mark.parametrize("mask", [torch.ones(2, 4), torch.ones(1, 3), torch.ones(2, 3, 1), torch.ones(2, 11)])
+def test_attention_mask_of_the_wrong_shape_is_an_error(mask):
+    with pytest.raises(ValueError, match="'attention_mask'"):
+        generate(tiny_llada(), _prompt(2, 3), 8, 4, 4, mask_id=MASK, attention_mask=mask, progress=False)
+
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(gen_length=-4), "'gen_length'"), (dict(gen_length=0), "'gen_length'"), (dict(gen_length=8.0), "'gen_length'"),
+    (dict(block_length=0), "'block_length'"), (dict(block_length=-2), "'block_length'"),
+    (dict(block_length=3), "'gen_length'"), (dict(steps=0), "'steps'"), (dict(steps=-6), "'steps'"),
+    (dict(steps=0, threshold=0.9), "'steps'"), (dict(steps=3), "'steps'"),
+    (dict(schedule_eps=0.0), "'schedule_eps'"), (dict(schedule_eps=1.0), "'schedule_eps'"),
+    (dict(schedule_eps=float("nan"), schedule="dream"), "'schedule_eps'"),
+    (dict(threshold=float("nan")), "'threshold'"), (dict(factor=-1.0), "'factor'"),
+    (dict(confidence="max"), "'confidence'"), (dict(confidence_from="probs"), "'confidence_from'"),
+    (dict(mask_id=2.5), "'mask_id'"), (dict(seed=1.5), "'seed'"), (dict(eos_id="2"), "'eos_id'"),
+    (dict(mask_id=38), "'mask_id'"), (dict(mask_id=-1), "'mask_id'"), (dict(eos_id=40, suppress_eos=True), "'eos_id'"),
+    (dict(temperature=-0.5), "'temperature'"), (dict(temperature=float("nan")), "'temperature'"),
+    (dict(top_p=1.5), "'top_p'"), (dict(top_k=-1), "'top_k'"), (dict(callback=3), "'callback'"),
+    (dict(attention_mask=torch.full((1, 3), 0.5)), "'attention_mask'"), (dict(attention_mask=[[1, 1, 1]]), "'attention_mask'"),
+])
+def test_bad_values_name_the_argument(kw, name):
+    args = dict(gen_length=8, block_length=4, steps=4, mask_id=MASK)
+    args.update(kw)
+    with pytest.raises((ValueError, TypeError), match=name):
+        generate(tiny_llada(), _prompt(1, 3), progress=False, **args)
+
+
+@pytest.mark.parametrize("prompt", [torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool), torch.zeros(3, dtype=torch.long),
+                                    torch.tensor([[1, 38, 2]]), torch.tensor([[1, -1, 2]]),
+                                    torch.zeros(1, 3, dtype=torch.long, device="meta")])
+def test_prompt_must_be_a_2d_integer_tensor(prompt):
+    with pytest.raises((ValueError, TypeError), match="'prompt_ids'"):
+        generate(tiny_llada(), prompt, 8, 4, 4, mask_id=MASK, progress=False)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(threshold=0.9), dict(cache="dual")], ids=["llada", "threshold", "dual"])
+def test_empty_batch_and_empty_prompt(kw):
+    model = tiny_llada(seed=2)
+    assert generate(model, _prompt(0, 3), 8, 4, 4, mask_id=MASK, progress=False, **kw).shape == (0, 8)
+    out = generate(model, _prompt(2, 0), 8, 4, 4, mask_id=MASK, progress=False, **kw)
+    assert out.shape == (2, 8) and not (out == MASK).any()

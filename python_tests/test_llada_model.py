@@ -72,3 +72,82 @@ def test_training_path_matches_the_op_and_has_gradients():
     torch.testing.assert_close(got[0, 3:], want[0, 3:], atol=1e-5, rtol=1e-5)
     got[:, 3:].sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def _checkpoint(tmp_path):
+    pytest.importorskip("safetensors")
+    tiny_llada(seed=4).save_pretrained(str(tmp_path))
+    return json.loads((tmp_path / "config.json").read_text())
+
+
+@pytest.mark.parametrize("key", ["n_heads", "mask_token_id", "d_model", "n_layers", "rope_theta", "vocab_size"])
+def test_config_json_without_a_required_key_names_it_and_the_file(tmp_path, key):
+    cfg = _checkpoint(tmp_path)
+    del cfg[key]
+    if key == "vocab_size":
+        del cfg["embedding_size"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=rf"config\.json lacks '{key}'") as err:
+        LLaDAModel.from_pretrained(str(tmp_path))
+    assert str(tmp_path) in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["{\"d_model\": 32,", "", "[1, 2]"], ids=["truncated", "empty", "not-an-object"])
+def test_invalid_config_json_names_the_file(tmp_path, text):
+    _checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ValueError, match="config.json"):
+        LLaDAModel.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_unreadable_safetensors_names_the_file(tmp_path, damage):
+    _checkpoint(tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbage": b"\x00" * 64}[damage])
+    with pytest.raises(ValueError, match="model.safetensors"):
+        LLaDAModel.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize("kw,name", [(dict(d_model=30, n_heads=4), "'n_heads'"), (dict(n_kv_heads=3), "'n_kv_heads'"),
+                                     (dict(d_model=36, n_heads=12), "even"), (dict(mask_token_id=64), "'mask_token_id'"),
+                                     (dict(n_layers=0), "'n_layers'"), (dict(n_heads=2.0), "'n_heads'"),
+                                     (dict(rope_theta=float("nan")), "'rope_theta'")])
+def test_config_rejects_inconsistent_sizes(kw, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        LLaDAConfig(**kw)
+
+
+def test_config_json_with_n_heads_not_dividing_d_model_names_the_file(tmp_path):
+    cfg = _checkpoint(tmp_path)
+    cfg["n_heads"] = 5
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"config\.json.*'n_heads' \(5\) must divide 'd_model'"):
+        LLaDAModel.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize("bad", [38, 1000, -1])
+def test_token_ids_outside_the_vocabulary_name_x(bad):
+    m = tiny_llada(seed=1)
+    x = torch.randint(0, 30, (2, 5))
+    x[1, 2] = bad
+    with pytest.raises(ValueError, match=rf"'x' holds token id {bad}, outside the vocabulary \[0, 38\)"):
+        m(x)
+    with pytest.raises(ValueError, match="'x'"):
+        m(x.float())
+
+
+def test_forward_checks_the_mask_and_the_cache_window():
+    m = tiny_llada(seed=1)
+    x = torch.randint(0, 30, (2, 3))
+    with pytest.raises(ValueError, match="'attention_mask'"):
+        m(x, attention_mask=torch.ones(2, 4))
+    kv = m.init_cache(2, 8)
+    for start in (6, -1, 2.0):
+        with pytest.raises(ValueError, match="'start'"):
+            m(x, kv_cache=kv, start=start)
+    with pytest.raises(ValueError, match="'kv_cache'"):
+        m(x, kv_cache=m.init_cache(3, 8))
+    with pytest.raises(ValueError, match="'attention_mask'"):
+        m(x, kv_cache=kv, start=5, attention_mask=torch.ones(2, 3))

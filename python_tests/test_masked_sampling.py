@@ -190,7 +190,7 @@ class TestBadInputs:
         (dict(suppress_ids=[-1]), ValueError, "'suppress_ids'"),
         (dict(suppress_ids=torch.zeros(1, 1, dtype=torch.long)), ValueError, "'suppress_ids'.*1-D"),
         (dict(seed=torch.zeros(2, dtype=torch.long)), ValueError, "'seed'.*one-element"),
-        (dict(offset=torch.zeros(1)), ValueError, "'offset'.*int64"),
+        (dict(offset=torch.zeros(1)), TypeError, "'offset'.*int64"),
         (dict(seed=1.5), TypeError, "'seed'"),
         (dict(seed=2**64), ValueError, "'seed'"),
     ])

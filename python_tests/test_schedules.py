@@ -67,3 +67,30 @@ def test_dream_batched_and_arguments():
         schedules.dream_num_transfer_tokens(n, 10, 10)
     with pytest.raises(ValueError, match="'steps' must be an int >= 1"):
         schedules.llada_num_transfer_tokens(torch.tensor([3]), 0)
+
+
+@pytest.mark.parametrize("mask_index", [torch.tensor([3.5, 2.0]), torch.ones(2, 4), torch.tensor([-3, 2]),
+                                        torch.ones(1, 2, 3, dtype=torch.bool), [[True, False]]])
+def test_llada_rejects_bad_counts_naming_mask_index(mask_index):
+    with pytest.raises((TypeError, ValueError), match="'mask_index'"):
+        schedules.llada_num_transfer_tokens(mask_index, 3)
+
+
+@pytest.mark.parametrize("eps", [0.0, -0.5, 1.0, 1.5, float("nan")])
+def test_dream_eps_must_be_in_the_open_unit_interval(eps):
+    with pytest.raises(ValueError, match="'eps' must be a number in \\(0, 1\\)"):
+        schedules.dream_num_transfer_tokens(torch.tensor([7]), 1, 4, eps)
+
+
+@pytest.mark.parametrize("args,name", [((torch.tensor([-2, 3]), 1, 4), "'num_masked'"),
+                                       ((torch.tensor([float("nan"), 3.0]), 1, 4), "'num_masked'"),
+                                       (([3, 2], 1, 4), "'num_masked'"), ((torch.tensor([3]), 1.0, 4), "'step'"),
+                                       ((torch.tensor([3]), -1, 4), "'step'"), ((torch.tensor([3]), 0, 0), "'steps'"),
+                                       ((torch.tensor([3]), 1, 4.0), "'steps'")])
+def test_dream_rejects_bad_arguments_naming_them(args, name):
+    with pytest.raises((TypeError, ValueError), match=name):
+        schedules.dream_num_transfer_tokens(*args)
+
+
+def test_empty_batch():
+    assert schedules.llada_num_transfer_tokens(torch.zeros(0, 4, dtype=torch.bool), 3).shape == (0, 3)

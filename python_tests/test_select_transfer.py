@@ -320,7 +320,7 @@ class TestBadInputs:
             dk.select_transfer(conf, k=1, alg_temp=-0.5)
         with pytest.raises(ValueError, match="'seed' must be an int or a one-element int64 tensor"):
             dk.select_transfer(conf, k=1, alg_temp=0.5, seed=torch.tensor([1, 2]))
-        with pytest.raises(ValueError, match="'offset' must be an int or a one-element int64 tensor"):
+        with pytest.raises(TypeError, match="'offset' must be an int or a one-element int64 tensor"):
             dk.select_transfer(conf, k=1, alg_temp=0.5, offset=torch.tensor(1.0))
 
     def test_x_x0(self):

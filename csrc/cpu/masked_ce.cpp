@@ -1,8 +1,9 @@
 // CPU masked cross-entropy. Forward: per masked row, online max and sum of exponentials over
 // L1-sized chunks -> lse, ce = lse - logit[target]. Backward: per masked row,
 // grad = a * exp(x - lse) - b * onehot. Unmasked rows give zeros. Rows with NaN or infinities
-// take an exact scalar path with torch's policy (log_softmax is NaN for a row holding a NaN, a
-// +inf, or only -inf). float64 (for gradcheck) always takes the scalar path in double.
+// take an exact scalar path with torch's policy (logsumexp is NaN for a row holding a NaN, +inf
+// for one holding a +inf, -inf for only -inf; the CE and the gradient are NaN wherever the lse is
+// not finite). float64 (for gradcheck) always takes the scalar path in double.
 #include "cpu/masked_ce.h"
 
 #include <ATen/Parallel.h>
@@ -65,7 +66,7 @@ double exact_lse(const T* row, int64_t vocab) {
     if (std::isnan(v)) return std::numeric_limits<double>::quiet_NaN();
     mx = std::max(mx, v);
   }
-  if (!std::isfinite(mx)) return std::numeric_limits<double>::quiet_NaN();
+  if (!std::isfinite(mx)) return mx;  // +inf, or -inf for a row of only -inf
   double sum = 0.0;
   for (int64_t j = 0; j < vocab; ++j) sum += std::exp(static_cast<double>(ce_scalar_load(row + j)) - mx);
   return mx + std::log(sum);
@@ -116,8 +117,8 @@ void forward(const MaskedCeParams& p) {
       const A l = row_lse(row, p.vocab, level);
       const int64_t t = p.targets[r];
       lse[r] = l;
-      ce[r] = (t >= 0 && t < p.vocab) ? l - static_cast<A>(ce_scalar_load(row + t))
-                                      : std::numeric_limits<A>::quiet_NaN();
+      ce[r] = (t >= 0 && t < p.vocab && std::isfinite(l)) ? l - static_cast<A>(ce_scalar_load(row + t))
+                                                          : std::numeric_limits<A>::quiet_NaN();
     }
   });
 }
@@ -137,7 +138,7 @@ void backward(const MaskedCeParams& p) {
         continue;
       }
       const int64_t t = p.targets[r];
-      if (t < 0 || t >= p.vocab) {
+      if (t < 0 || t >= p.vocab || !std::isfinite(lse[r])) {
         fill_row(out, p.vocab, std::numeric_limits<double>::quiet_NaN());
         continue;
       }
@@ -168,7 +169,7 @@ void forward_backward(const MaskedCeParams& p) {
       const A l = row_lse(row, p.vocab, level);
       const int64_t t = p.targets[r];
       lse[r] = l;
-      if (t < 0 || t >= p.vocab) {
+      if (t < 0 || t >= p.vocab || !std::isfinite(l)) {
         ce[r] = std::numeric_limits<A>::quiet_NaN();
         fill_row(row, p.vocab, std::numeric_limits<double>::quiet_NaN());
         continue;

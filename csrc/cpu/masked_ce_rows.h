@@ -115,7 +115,9 @@ inline __attribute__((always_inline)) CeRowStats ce_stats(const T* row, int64_t 
       run_sum *= std::exp(static_cast<double>(run_max) - chunk_max);
       run_max = chunk_max;
     }
-    if (!std::isfinite(run_max)) return {run_max, 0.0, false};  // NaN-only, -inf-only or +inf so far
+    // NaN-only, -inf-only or +inf so far; or |max| > 2^24, where the rounding of x * log2(e) (about
+    // |x| * 2^-24) can push the shifted exponents of the largest terms out of range (sum 0).
+    if (!(std::fabs(run_max) <= 0x1p24f)) return {run_max, 0.0, false};
     const vfloat mx = splat(run_max * kLog2e);
     vfloat s0 = splat(0.f), s1 = s0, s2 = s0, s3 = s0;
     int64_t v = 0;

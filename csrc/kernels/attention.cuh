@@ -1,7 +1,9 @@
 // CUDA kernels of attention_with_kv_cache, flash-attention-2 style (design: DESIGN.md, issue 6).
 //
-//   attention_cache_write_kernel: copies k_new/v_new into the caches at each batch row's start,
-//       after checking the start on the device (no host sync for a CUDA write_starts tensor).
+//   attention_cache_write_kernel: copies k_new/v_new into the caches at each batch row's start.
+//   A per-row write_starts tensor stays on the device (no host sync): every block of every kernel
+//   first checks all its rows (write_starts_ok). One bad row and the call writes no cache row,
+//   its outputs are NaN and write_status (if given) is set; the process stays usable.
 //   attention_kernel: one block = 64 query rows of one (batch, kv head) and one slice of the keys.
 //       The rows of a block are the (query head of the GQA group, query position) pairs of that kv
 //       head, so a group of query heads shares every K/V tile it loads. 4 warps x 16 rows; each
@@ -23,10 +25,6 @@
 #include <type_traits>
 
 #include "kernels/attention_params.h"
-
-#if SIMT_EMULATED
-#include <string>
-#endif
 
 // Full unrolling keeps the fragment arrays in registers (a dynamic index would put them in local
 // memory); g++ (the emulator) does not know the pragma.
@@ -95,14 +93,18 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
     return simt::ptx::pack_f16x2(lo, hi);
 }
 
-// A start outside the cache must not write: the GPU traps (the launch fails, as a device-side
-// assert would), the emulator raises a KernelError.
-__device__ __forceinline__ void bad_write_start() {
-#if defined(__CUDA_ARCH__)
-  __trap();
-#elif SIMT_EMULATED
-  simt::fail("attention_with_kv_cache: write_starts puts a write range outside the cache rows");
-#endif
+// Whether every batch row's write range lies inside the cache. All rows, not just the block's
+// own: a bad later row must stop the write of the earlier ones too, and a trap would take the
+// whole CUDA context down. Reads `batch` int64 per block, so it is cheap next to the work. Every
+// thread of the block must call it (it contains a barrier).
+__device__ __forceinline__ bool write_starts_ok(const AttentionParams& p) {
+  if (p.write_starts == nullptr || p.new_len == 0) return true;  // an int start is host-checked
+  int bad = 0;
+  for (int64_t b = threadIdx.x; b < p.batch; b += blockDim.x) {
+    const int64_t s = p.write_starts[b];
+    bad |= s < 0 || s > p.cache_len - p.new_len;
+  }
+  return __syncthreads_or(bad) == 0;
 }
 
 __device__ __forceinline__ int64_t key_end(const AttentionParams& p, int64_t b) {
@@ -119,6 +121,10 @@ __device__ __forceinline__ int64_t key_end(const AttentionParams& p, int64_t b) 
 // One thread per element of the new rows (16-bit copies: any strides, any alignment; the write
 // is Lq rows, small next to the attention that follows).
 __global__ void attention_cache_write_kernel(const AttentionParams p) {
+  if (!attn::write_starts_ok(p)) {
+    if (blockIdx.x == 0 && threadIdx.x == 0 && p.write_status != nullptr) *p.write_status = 1;
+    return;
+  }
   const int64_t per_batch = p.new_len * p.heads_kv * p.head_dim;
   const int64_t total = p.batch * per_batch;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
@@ -127,12 +133,7 @@ __global__ void attention_cache_write_kernel(const AttentionParams p) {
     const int64_t i = rest / (p.heads_kv * p.head_dim);
     rest -= i * (p.heads_kv * p.head_dim);
     const int64_t h = rest / p.head_dim, d = rest - h * p.head_dim;
-    const int64_t start = p.write_starts != nullptr ? p.write_starts[b] : p.write_start;
-    if (start < 0 || start > p.cache_len - p.new_len) {
-      attn::bad_write_start();
-      return;
-    }
-    const int64_t row = start + i;
+    const int64_t row = (p.write_starts != nullptr ? p.write_starts[b] : p.write_start) + i;
     uint16_t* kc = static_cast<uint16_t*>(p.k_cache);
     uint16_t* vc = static_cast<uint16_t*>(p.v_cache);
     const uint16_t* kn = static_cast<const uint16_t*>(p.k_new);
@@ -158,6 +159,8 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   unsigned char* const v_tiles = smem + 2 * kTileBytes<D>;
   float* const bias = reinterpret_cast<float*>(smem + 4 * kTileBytes<D>);
 
+  // A bad write start: no key is read and the outputs are NaN (the cache write was skipped).
+  const bool poisoned = !write_starts_ok(p);
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
   // Divisions in 32 bits (a 64-bit one is a subroutine call with a stack frame): the launcher
   // guarantees group * q_len and the key-tile count fit in int32. Addresses stay 64-bit.
@@ -172,7 +175,7 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   const int n_tiles = int((n_end + kBlockN - 1) / kBlockN);
   const int per_split = (n_tiles + int(p.num_splits) - 1) / int(p.num_splits);
   const int tile_begin = int(blockIdx.z) * per_split;
-  const int tile_end = tile_begin + per_split < n_tiles ? tile_begin + per_split : n_tiles;
+  const int tile_end = poisoned ? tile_begin : (tile_begin + per_split < n_tiles ? tile_begin + per_split : n_tiles);
 
   // Q fragments of rows g and g+8 of the warp's 16, as (query head, position): held in registers
   // for the whole loop. Rows past the end are zero.
@@ -333,6 +336,7 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
     // A row with no valid key (l == 0) outputs 0 and lse -inf.
     inv[h] = l[h] > 0.f ? 1.f / l[h] : 0.f;
     lse[h] = l[h] > 0.f ? (m[h] + log2f(l[h])) * kLn2 : -INFINITY;
+    if (poisoned) inv[h] = lse[h] = NAN;  // o is 0 here, and 0 * NaN = NaN
   }
   DK_UNROLL
   for (int h = 0; h < 2; ++h) {
@@ -366,6 +370,7 @@ __global__ void __launch_bounds__(D) attention_merge_kernel(const AttentionParam
   const int64_t n_rows = p.batch * p.heads_q * p.q_len;
   const int64_t split_stride = n_rows;
   const int d = int(threadIdx.x);
+  const bool poisoned = !attn::write_starts_ok(p);
   for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
     float mx = -INFINITY;
     for (int64_t s = 0; s < p.num_splits; ++s) mx = fmaxf(mx, p.lse_partial[s * split_stride + row]);
@@ -379,13 +384,13 @@ __global__ void __launch_bounds__(D) attention_merge_kernel(const AttentionParam
     }
     const int64_t bh = row / p.q_len, i = row - bh * p.q_len;
     const int64_t b = bh / p.heads_q, h = bh - b * p.heads_q;
-    const float v = mx != -INFINITY ? acc / sum : 0.f;
+    const float v = poisoned ? NAN : (mx != -INFINITY ? acc / sum : 0.f);
     T* const out = static_cast<T*>(p.out);
     if constexpr (std::is_same_v<T, __nv_bfloat16>)
       out[((b * p.q_len + i) * p.heads_q + h) * D + d] = __float2bfloat16_rn(v);
     else
       out[((b * p.q_len + i) * p.heads_q + h) * D + d] = __float2half_rn(v);
-    if (d == 0 && p.lse != nullptr) p.lse[row] = mx != -INFINITY ? mx + logf(sum) : -INFINITY;
+    if (d == 0 && p.lse != nullptr) p.lse[row] = poisoned ? NAN : (mx != -INFINITY ? mx + logf(sum) : -INFINITY);
   }
 }
 

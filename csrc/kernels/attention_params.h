@@ -26,7 +26,7 @@ struct AttentionParams {
 
   // Where the new rows go: write_starts[b] if non-null, else write_start for every row.
   int64_t write_start;
-  const int64_t* write_starts;  // [batch] (device memory on CUDA: range-checked in the kernel)
+  const int64_t* write_starts;  // [batch] (device memory on CUDA: every kernel range-checks all rows)
 
   // Valid keys: mask[b, j] != 0 (if non-null) and j < key_lengths[b] (if non-null).
   const bool* key_mask;
@@ -42,6 +42,11 @@ struct AttentionParams {
   int64_t num_splits = 1;
   float* o_partial = nullptr;
   float* lse_partial = nullptr;
+
+  // Set to 1 by the kernels when write_starts puts a row's write range outside the cache (the
+  // call then writes nothing and its outputs are NaN); never cleared, so one flag can collect
+  // many calls. Optional ([1] int32 on the device).
+  int32_t* write_status = nullptr;
 };
 
 }  // namespace dk

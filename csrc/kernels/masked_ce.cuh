@@ -17,19 +17,21 @@ __device__ __forceinline__ void ce_store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void ce_store(__half* p, float v) { *p = __float2half_rn(v); }
 __device__ __forceinline__ void ce_store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
-// torch's log_softmax gives NaN for a row with a NaN, a +inf, or nothing but -inf.
+// As torch.logsumexp: NaN for a row with a NaN, +inf for one with a +inf, -inf for nothing but -inf.
 __device__ __forceinline__ float ce_lse(const SoftmaxStats& st) {
-  if (st.first_nan != kNoIndex || !isfinite(st.max)) return NAN;
+  if (st.first_nan != kNoIndex) return NAN;
+  if (!isfinite(st.max)) return st.max;
   return st.max + logf(st.sum);
 }
 
-// Thread 0 only: ce and lse of a masked row from its merged statistics.
+// Thread 0 only: ce and lse of a masked row from its merged statistics. The CE is NaN where the
+// lse is not finite, as torch's log_softmax.
 template <typename T>
 __device__ __forceinline__ void ce_row_finish(const SoftmaxStats& st, const T* x, int64_t target,
                                               int64_t vocab, float* ce, float* lse) {
   const float l = ce_lse(st);
   *lse = l;
-  *ce = (target >= 0 && target < vocab) ? l - to_float(x[target]) : NAN;
+  *ce = (target >= 0 && target < vocab && isfinite(l)) ? l - to_float(x[target]) : NAN;
 }
 
 template <typename T, int kThreads>
@@ -50,7 +52,7 @@ __global__ void __launch_bounds__(kThreads) masked_ce_forward_kernel(MaskedCePar
 }
 
 // grad = a * softmax - b * onehot(target), a = grad_ce + grad_lse, b = grad_ce; zeros at
-// unmasked rows; NaN over a masked row whose target is out of range.
+// unmasked rows; NaN over a masked row whose target is out of range or whose lse is not finite.
 template <typename T, int kThreads, int kPerThread>
 __global__ void __launch_bounds__(kThreads) masked_ce_backward_kernel(MaskedCeParams p) {
   constexpr int64_t kTile = int64_t{kThreads} * kPerThread;
@@ -69,7 +71,7 @@ __global__ void __launch_bounds__(kThreads) masked_ce_backward_kernel(MaskedCePa
     const float gce = static_cast<const float*>(p.grad_ce)[row];
     const float a = gce + static_cast<const float*>(p.grad_lse)[row];
     const int64_t target = p.targets[row];
-    const bool valid = target >= 0 && target < p.vocab;
+    const bool valid = target >= 0 && target < p.vocab && isfinite(lse);
     for (int k = 0; k < kPerThread; ++k) {
       const int64_t j = j0 + int64_t{k} * kThreads;
       if (j >= p.vocab) break;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <tuple>
 
@@ -51,7 +52,8 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
                                   int64_t write_start, const std::optional<at::Tensor>& write_starts,
                                   const std::optional<at::Tensor>& key_padding_mask,
                                   const std::optional<at::Tensor>& key_lengths, std::optional<double> scale,
-                                  bool return_lse, bool host_checks_write_starts, AttentionOutputs& out) {
+                                  bool return_lse, const std::optional<at::Tensor>& write_status,
+                                  bool host_checks_write_starts, AttentionOutputs& out) {
   check_dim(q, "q", 4, "[batch, q_len, heads_q, head_dim]");
   const auto kind = scalar_kind_of(q, "q");
   check_last_dim_contiguous(q, "q");
@@ -75,41 +77,41 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
   check_no_overlap(k_cache, "k_cache", q, "q");
   check_no_overlap(v_cache, "v_cache", q, "q");
 
-  DK_CHECK_ARG(k_new.has_value() == v_new.has_value(), k_new.has_value() ? "v_new" : "k_new",
-               "must be given together with '", k_new.has_value() ? "k_new" : "v_new", "'");
+  DK_CHECK_ARG(k_new.has_value() == v_new.has_value(), k_new.has_value() ? "v" : "k",
+               "must be given together with '", k_new.has_value() ? "k" : "v", "'");
   int64_t new_len = 0;
   if (k_new.has_value()) {
-    check_bhld(*k_new, "k_new", q);
-    check_bhld(*v_new, "v_new", q);
+    check_bhld(*k_new, "k", q);
+    check_bhld(*v_new, "v", q);
     new_len = k_new->size(1);
     DK_CHECK_ARG(k_new->size(0) == batch && k_new->size(2) == heads_kv && k_new->size(3) == head_dim,
-                 "k_new", "must have shape [batch, new_len, heads_kv, head_dim] = [", batch, ", *, ",
+                 "k", "must have shape [batch, new_len, heads_kv, head_dim] = [", batch, ", *, ",
                  heads_kv, ", ", head_dim, "], got ", k_new->sizes());
-    DK_CHECK_ARG(v_new->sizes() == k_new->sizes(), "v_new", "must have the shape of 'k_new' (",
+    DK_CHECK_ARG(v_new->sizes() == k_new->sizes(), "v", "must have the shape of 'k' (",
                  k_new->sizes(), "), got ", v_new->sizes());
     for (const auto* cache : {&k_cache, &v_cache}) {
       const char* cname = cache == &k_cache ? "k_cache" : "v_cache";
-      check_no_overlap(*cache, cname, *k_new, "k_new");
-      check_no_overlap(*cache, cname, *v_new, "v_new");
+      check_no_overlap(*cache, cname, *k_new, "k");
+      check_no_overlap(*cache, cname, *v_new, "v");
     }
   }
 
   if (write_starts.has_value()) {
     const auto& ws = *write_starts;
-    check_same_device(ws, "write_starts", q, "q");
-    DK_CHECK_ARG(ws.scalar_type() == at::kLong, "write_starts", "must be int64, got ", ws.scalar_type());
-    DK_CHECK_ARG(ws.dim() == 1 && ws.size(0) == batch, "write_starts", "must have shape [batch] = [",
+    check_same_device(ws, "cache_seqlens", q, "q");
+    DK_CHECK_ARG(ws.scalar_type() == at::kLong, "cache_seqlens", "must be int64, got ", ws.scalar_type());
+    DK_CHECK_ARG(ws.dim() == 1 && ws.size(0) == batch, "cache_seqlens", "must have shape [batch] = [",
                  batch, "], got ", ws.sizes());
-    DK_CHECK_ARG(ws.is_contiguous(), "write_starts", "must be contiguous");
+    DK_CHECK_ARG(ws.is_contiguous(), "cache_seqlens", "must be contiguous");
     if (host_checks_write_starts && new_len > 0) {
       const int64_t* s = ws.data_ptr<int64_t>();
       for (int64_t b = 0; b < batch; ++b)
-        DK_CHECK_ARG(s[b] >= 0 && s[b] <= cache_len - new_len, "write_starts",
+        DK_CHECK_ARG(s[b] >= 0 && s[b] <= cache_len - new_len, "cache_seqlens",
                      "puts the write range [", s[b], ", ", s[b] + new_len, ") of batch row ", b,
                      " outside the cache rows [0, ", cache_len, ")");
     }
   } else if (new_len > 0) {
-    DK_CHECK_ARG(write_start >= 0 && write_start <= cache_len - new_len, "write_start",
+    DK_CHECK_ARG(write_start >= 0 && write_start <= cache_len - new_len, "cache_seqlens",
                  "puts the write range [", write_start, ", ", write_start + new_len,
                  ") outside the cache rows [0, ", cache_len, ")");
   }
@@ -131,7 +133,18 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
     DK_CHECK_ARG(kl.is_contiguous(), "key_lengths", "must be contiguous");
   }
   const double sc = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(head_dim));
-  DK_CHECK_ARG(std::isfinite(sc), "scale", "must be finite, got ", sc);
+  DK_CHECK_ARG(std::isfinite(sc) && std::abs(sc) <= std::numeric_limits<float>::max(), "softmax_scale",
+               "must be finite in float32, got ", sc);
+  int32_t* status = nullptr;
+  if (write_status.has_value()) {
+    const auto& st = *write_status;
+    check_same_device(st, "write_status", q, "q");
+    DK_CHECK_ARG(st.scalar_type() == at::kInt && st.numel() == 1, "write_status",
+                 "must be a one-element int32 tensor, got a ", st.scalar_type(), " tensor of shape ", st.sizes());
+    for (const auto* cache : {&k_cache, &v_cache})
+      check_no_overlap(st, "write_status", *cache, cache == &k_cache ? "k_cache" : "v_cache");
+    status = st.data_ptr<int32_t>();
+  }
 
   out.out = at::empty({batch, q_len, heads_q, head_dim}, q.options());
   out.lse = at::empty({return_lse ? batch : 0, heads_q, q_len}, q.options().dtype(at::kFloat));
@@ -169,6 +182,7 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
   p.key_lengths = key_lengths.has_value() ? key_lengths->data_ptr<int64_t>() : nullptr;
   p.out = out.out.data_ptr();
   p.lse = return_lse ? out.lse.data_ptr<float>() : nullptr;
+  p.write_status = status;
   return p;
 }
 
@@ -222,12 +236,13 @@ std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
     const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, const std::optional<at::Tensor>& k_new,
     const std::optional<at::Tensor>& v_new, int64_t write_start, const std::optional<at::Tensor>& write_starts,
     const std::optional<at::Tensor>& key_padding_mask, const std::optional<at::Tensor>& key_lengths,
-    std::optional<double> scale, bool return_lse) {
+    std::optional<double> scale, bool return_lse, const std::optional<at::Tensor>& write_status) {
   const DeviceScope<B> scope(q);
   AttentionOutputs out;
   // On CUDA write_starts stays on the device: the cache-write kernel range-checks it (no host sync).
   auto p = prepare_attention(q, k_cache, v_cache, k_new, v_new, write_start, write_starts, key_padding_mask,
-                             key_lengths, scale, return_lse, /*host_checks_write_starts=*/B == Backend::Cpu, out);
+                             key_lengths, scale, return_lse, write_status,
+                             /*host_checks_write_starts=*/B == Backend::Cpu, out);
   if constexpr (B == Backend::Cpu) {
     cpu::write_kv_cache(p);
     const bool dense = !key_padding_mask.has_value() && !key_lengths.has_value();
@@ -285,9 +300,11 @@ std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
 }  // namespace dk
 
 // k_cache / v_cache are written in place (rows [write_start, write_start + new_len) of each
-// batch row); lse is empty ([0, heads_q, q_len]) unless return_lse.
+// batch row); lse is empty ([0, heads_q, q_len]) unless return_lse. write_status ([1] int32) is
+// set to 1 when write_starts is out of range on the device (nothing is written then).
 DK_REGISTER_OP("attention_with_kv_cache",
                "attention_with_kv_cache(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? k_new, "
                "Tensor? v_new, int write_start, Tensor? write_starts, Tensor? key_padding_mask, "
-               "Tensor? key_lengths, float? scale, bool return_lse) -> (Tensor out, Tensor lse)",
+               "Tensor? key_lengths, float? scale, bool return_lse, Tensor(c!)? write_status=None) "
+               "-> (Tensor out, Tensor lse)",
                dk::attention_with_kv_cache)

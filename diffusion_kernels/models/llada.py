@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import math
 from dataclasses import asdict, dataclass, fields
-from typing import Optional
+from typing import ClassVar, Optional, Tuple
 
 import torch
 from torch import nn
@@ -19,6 +20,13 @@ from torch import nn
 from ..ops import attention_with_kv_cache
 
 __all__ = ["LLaDAConfig", "LLaDAModel", "KVCache"]
+
+
+def _check_int(value, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"diffusion_kernels: LLaDAConfig: '{name}' must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"diffusion_kernels: LLaDAConfig: '{name}' must be >= {minimum}, got {value}")
 
 
 @dataclass
@@ -34,16 +42,54 @@ class LLaDAConfig:
     weight_tying: bool = False
     mask_token_id: int = 63
 
+    # keys a LLaDA config.json must have: defaulting any of them would build a different model
+    REQUIRED_HF_KEYS: ClassVar[Tuple[str, ...]] = ("d_model", "n_layers", "n_heads", "mlp_hidden_size",
+                                                   "mask_token_id", "rope_theta")
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "mlp_hidden_size"):
+            _check_int(getattr(self, name), name, minimum=1)
+        if self.n_kv_heads is not None:
+            _check_int(self.n_kv_heads, "n_kv_heads", minimum=1)
+        _check_int(self.mask_token_id, "mask_token_id", minimum=0)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"diffusion_kernels: LLaDAConfig: 'n_heads' ({self.n_heads}) must divide 'd_model' "
+                             f"({self.d_model})")
+        if self.head_dim % 2:
+            raise ValueError(f"diffusion_kernels: LLaDAConfig: the head dim d_model / n_heads = {self.head_dim} "
+                             "must be even (RoPE rotates pairs)")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"diffusion_kernels: LLaDAConfig: 'n_kv_heads' ({self.n_kv_heads}) must divide "
+                             f"'n_heads' ({self.n_heads})")
+        if self.mask_token_id >= self.vocab_size:
+            raise ValueError(f"diffusion_kernels: LLaDAConfig: 'mask_token_id' ({self.mask_token_id}) must be < "
+                             f"'vocab_size' ({self.vocab_size})")
+        for name in ("rope_theta", "rms_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"diffusion_kernels: LLaDAConfig: '{name}' must be a finite number > 0, got {value!r}")
+
     @classmethod
-    def from_hf(cls, cfg: dict) -> "LLaDAConfig":
+    def from_hf(cls, cfg: dict, source: str = "config.json") -> "LLaDAConfig":
         """From a LLaDA ``config.json`` (OLMo-style keys; ``embedding_size`` wins over
-        ``vocab_size`` when the embedding is padded)."""
+        ``vocab_size`` when the embedding is padded). ``source`` names the file in errors."""
+        if not isinstance(cfg, dict):
+            raise ValueError(f"diffusion_kernels: {source}: expected a JSON object, got {type(cfg).__name__}")
+        missing = [k for k in cls.REQUIRED_HF_KEYS if cfg.get(k) is None]
+        if cfg.get("embedding_size") is None and cfg.get("vocab_size") is None:
+            missing.append("vocab_size")
+        if missing:
+            raise ValueError(f"diffusion_kernels: {source} lacks {', '.join(repr(k) for k in missing)} "
+                             "(a LLaDA config.json has them)")
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in cfg.items() if k in names}
         kw["vocab_size"] = cfg.get("embedding_size") or cfg["vocab_size"]
         if cfg.get("n_kv_heads") is None:
             kw["n_kv_heads"] = None
-        return cls(**kw)
+        try:
+            return cls(**kw)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"diffusion_kernels: {source}: {e}") from None
 
     @property
     def head_dim(self) -> int:
@@ -52,6 +98,14 @@ class LLaDAConfig:
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads or self.n_heads
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"diffusion_kernels: {path} is not valid JSON: {e}") from None
 
 
 class KVCache:
@@ -121,7 +175,7 @@ class Block(nn.Module):
             o = attention_with_kv_cache(q, k, v, key_padding_mask=key_mask)
         else:
             o = attention_with_kv_cache(q, k_cache, v_cache, k, v, write_start=start, key_padding_mask=key_mask)
-        h = h + self.attn_out(o.reshape(B, T, -1))
+        h = h + self.attn_out(o.reshape(B, T, c.n_heads * c.head_dim))  # explicit: B or T may be 0
         f = self.ff_norm(h)
         return h + self.ff_out(nn.functional.silu(self.ff_proj(f)) * self.up_proj(f))
 
@@ -155,11 +209,39 @@ class LLaDAModel(nn.Module):
     def mask_id(self) -> int:
         return self.config.mask_token_id
 
+    def _check_ids(self, x: torch.Tensor) -> None:
+        """Token ids outside the vocabulary are an error naming 'x', not the embedding's "index out
+        of range in self". Checked on the CPU only: on a GPU the check would synchronise every call."""
+        if x.dim() != 2 or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'x' must be [batch, seq] integer token ids, "
+                             f"got {x.dtype} {tuple(x.shape)}")
+        if x.device.type == "cpu" and x.numel():
+            lo, hi = int(x.min()), int(x.max())
+            if lo < 0 or hi >= self.config.vocab_size:
+                raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'x' holds token id "
+                                 f"{lo if lo < 0 else hi}, outside the vocabulary [0, {self.config.vocab_size})")
+
     def init_cache(self, batch: int, length: int) -> KVCache:
         p = self.transformer["wte"].weight
         return KVCache(self.config, batch, length, p.dtype, p.device)
 
+    def _check_cache_args(self, x, attention_mask, kv_cache, start) -> None:
+        B, T = x.shape
+        length = T if kv_cache is None else kv_cache.length
+        if kv_cache is not None:
+            if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= length - T:
+                raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'start' must be an int in [0, "
+                                 f"{length - T}] (x of {T} positions in a kv_cache of {length}), got {start!r}")
+            if kv_cache.k[0].shape[0] != B:
+                raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'kv_cache' holds {kv_cache.k[0].shape[0]} "
+                                 f"rows, x has {B}")
+        if attention_mask is not None and tuple(attention_mask.shape) != (B, length):
+            raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'attention_mask' must be [{B}, {length}] "
+                             f"(the whole sequence), got {tuple(attention_mask.shape)}")
+
     def forward(self, x, attention_mask=None, kv_cache: Optional[KVCache] = None, start: int = 0):
+        self._check_ids(x)
+        self._check_cache_args(x, attention_mask, kv_cache, start)
         B, T = x.shape
         pos = torch.arange(start, start + T, device=x.device, dtype=torch.float32)
         ang = pos[:, None] * self.inv_freq[None, :]
@@ -198,8 +280,8 @@ class LLaDAModel(nn.Module):
             from safetensors.torch import load_file
         except ImportError as e:  # pragma: no cover
             raise ImportError("LLaDAModel.from_pretrained needs the 'safetensors' package") from e
-        with open(os.path.join(directory, "config.json")) as f:
-            config = LLaDAConfig.from_hf(json.load(f))
+        config = LLaDAConfig.from_hf(_read_json(os.path.join(directory, "config.json")),
+                                     source=os.path.join(directory, "config.json"))
         with torch.device("meta"):
             model = cls(config)
         shards = sorted(n for n in os.listdir(directory) if n.endswith(".safetensors"))
@@ -207,12 +289,21 @@ class LLaDAModel(nn.Module):
             raise FileNotFoundError(f"diffusion_kernels: no *.safetensors file in {directory}")
         state = {}
         for name in shards:
-            for k, v in load_file(os.path.join(directory, name), device=str(device or "cpu")).items():
+            path = os.path.join(directory, name)
+            try:
+                tensors = load_file(path, device=str(device or "cpu"))
+            except Exception as e:  # safetensors raises its own error types for a bad header
+                raise ValueError(f"diffusion_kernels: cannot read the checkpoint shard {path} (empty, truncated "
+                                 f"or not safetensors): {e}") from e
+            for k, v in tensors.items():
                 state[k[len("model."):] if k.startswith("model.") else k] = v if dtype is None else v.to(dtype)
-        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+        except RuntimeError as e:  # a tensor of the wrong shape
+            raise ValueError(f"diffusion_kernels: checkpoint {directory} does not match its config.json: {e}") from None
         if missing or unexpected:
-            raise ValueError(f"diffusion_kernels: checkpoint does not match the config: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
+            raise ValueError(f"diffusion_kernels: checkpoint {directory} does not match its config.json: missing "
+                             f"{missing[:5]}, unexpected {unexpected[:5]}")
         hd = config.head_dim
         inv = 1.0 / config.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
         model.inv_freq = inv.float().to(device or "cpu")

@@ -1,14 +1,14 @@
-"""Gradients of ``attention_with_kv_cache`` for q, k_new and v_new.
+"""Gradients of ``attention_with_kv_cache`` for q, k and v (the new rows).
 
 The op itself has no backward kernel (it is an inference op: a flash backward would be a kernel of
 its own). When a gradient is asked for, the forward still runs the op (the cache write included)
-and the backward recomputes the attention in PyTorch from q, the updated caches and k_new/v_new
+and the backward recomputes the attention in PyTorch from q, the updated caches and k/v
 (``reference.attention_with_kv_cache`` in float32): exact gradients, at the memory cost of the
 ``[batch, heads, q_len, cache_len]`` scores of the unfused way.
 
 The caches are written in place, so they cannot themselves require grad (an in-place write into a
 leaf that requires grad is an error in PyTorch too): new keys/values reach the cache through
-k_new/v_new, which is where their gradients go. Rows of the cache that were not written are
+k/v, which is where their gradients go. Rows of the cache that were not written are
 constants of the call. Writing into the caches again before the backward would change what it
 recomputes; that is detected and refused.
 """
@@ -24,9 +24,9 @@ def needs_grad(*tensors) -> bool:
 class AttentionWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k_new, v_new, k_cache, v_cache, write_start, starts, key_padding_mask, key_lengths, scale,
-                op):
+                write_status, op):
         out, lse = op(q, k_cache, v_cache, k_new, v_new, write_start, starts, key_padding_mask, key_lengths, scale,
-                      True)
+                      True, write_status)
         ctx.save_for_backward(q, k_new, v_new, starts, key_padding_mask, key_lengths)
         # The caches are not saved tensors (they are mutated by design): their versions are checked.
         ctx.caches = (k_cache, v_cache, k_cache._version, v_cache._version)
@@ -60,4 +60,4 @@ class AttentionWithGrad(torch.autograd.Function):
         grad_q = next(found) if need_q else None
         grad_k = next(found) if kd is not None and need_k else None
         grad_v = next(found) if vd is not None and need_v else None
-        return grad_q, grad_k, grad_v, None, None, None, None, None, None, None, None
+        return grad_q, grad_k, grad_v, None, None, None, None, None, None, None, None, None

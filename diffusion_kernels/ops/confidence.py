@@ -1,43 +1,11 @@
 """Masked softmax-confidence with sampling: the per-step proposal of a dLLM sampler."""
 import torch
 
-from ._args import int64_arg
+from ._args import float_row_arg, int64_arg, int_row_arg, key_arg
 
 __all__ = ["masked_confidence"]
 
 _KINDS = ("prob", "margin", "neg_entropy", "random")
-
-
-def _float_row_arg(value, name, batch):
-    if isinstance(value, torch.Tensor):
-        if value.numel() == 1:
-            value = value.reshape(1).expand(batch)
-        return value.to(torch.float32).contiguous(), 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"diffusion_kernels: argument '{name}' must be a number or a [batch] tensor, got {type(value).__name__}")
-    return None, float(value)
-
-
-def _int_row_arg(value, name, batch):
-    if isinstance(value, torch.Tensor):
-        if value.is_floating_point() or value.dtype == torch.bool:
-            raise TypeError(f"diffusion_kernels: argument '{name}' must be an int or an integer [batch] tensor, got {value.dtype}")
-        if value.numel() == 1:
-            value = value.reshape(1).expand(batch)
-        return value.to(torch.int64).contiguous(), 0
-    return None, int64_arg(value, name)
-
-
-def _key_arg(value, name):
-    """A Philox seed/offset: an int in [-2**63, 2**64) (taken modulo 2**64) or a one-element
-    int64 tensor, which the kernel reads on the device (CUDA-graph safe)."""
-    if isinstance(value, torch.Tensor):
-        return value.reshape(-1) if value.dim() != 1 else value, 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"diffusion_kernels: argument '{name}' must be an int or an int64 tensor, got {type(value).__name__}")
-    if not -(2**63) <= value < 2**64:
-        raise ValueError(f"diffusion_kernels: argument '{name}' = {value} is outside [-2**63, 2**64)")
-    return None, value - 2**64 if value >= 2**63 else value
 
 
 def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int, *, temperature=0.0, top_p=None,
@@ -106,15 +74,15 @@ def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int, *, te
         raise ValueError(f"diffusion_kernels: argument 'confidence' must be one of {_KINDS}, got {confidence!r}")
     if confidence_from not in ("sampling", "logits"):
         raise ValueError(f"diffusion_kernels: argument 'confidence_from' must be 'sampling' or 'logits', got {confidence_from!r}")
-    t, t_val = _float_row_arg(temperature, "temperature", batch)
-    p, p_val = _float_row_arg(1.0 if top_p is None else top_p, "top_p", batch)
-    k, k_val = _int_row_arg(0 if top_k is None else top_k, "top_k", batch)
-    bs, bs_val = _int_row_arg(block_start, "block_start", batch)
-    be, be_val = _int_row_arg(2**63 - 1 if block_end is None else block_end, "block_end", batch)
+    t, t_val = float_row_arg(temperature, "temperature", batch)
+    p, p_val = float_row_arg(1.0 if top_p is None else top_p, "top_p", batch)
+    k, k_val = int_row_arg(0 if top_k is None else top_k, "top_k", batch)
+    bs, bs_val = int_row_arg(block_start, "block_start", batch)
+    be, be_val = int_row_arg(2**63 - 1 if block_end is None else block_end, "block_end", batch)
     if suppress_ids is not None and not isinstance(suppress_ids, torch.Tensor):
         suppress_ids = torch.tensor(list(suppress_ids), dtype=torch.int64, device=logits.device)
-    s, s_val = _key_arg(seed, "seed")
-    o, o_val = _key_arg(offset, "offset")
+    s, s_val = key_arg(seed, "seed")
+    o, o_val = key_arg(offset, "offset")
     op = torch.ops.diffusion_kernels.masked_confidence.default if _op is None else _op  # _op: the emulated twin
     x0, conf, lse = op(
         logits, x, int64_arg(mask_id, "mask_id"), temperature=t, temperature_value=t_val, top_p=p,

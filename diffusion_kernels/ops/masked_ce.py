@@ -1,4 +1,6 @@
 """Masked cross-entropy ops: per-row CE over the rows a mask selects, with autograd."""
+from typing import Tuple
+
 import torch
 
 __all__ = ["masked_cross_entropy"]
@@ -6,14 +8,16 @@ __all__ = ["masked_cross_entropy"]
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor):
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor
+                         ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of each masked row, without materialising the softmax.
 
     Args:
-        logits: ``[rows, vocab]`` float32, float16 or bfloat16 (float64 on CPU, for gradcheck);
-            any row stride, the vocabulary dimension contiguous.
-        targets: ``[rows]`` int64; read only at masked rows, where it must lie in ``[0, vocab)``
-            (checked on CPU; on CUDA an out-of-range target gives NaN for that row).
+        logits: ``[rows, vocab]`` float32, float16 or bfloat16 (float64 on CPU, for gradcheck),
+            ``vocab >= 1``; any row stride, the vocabulary dimension contiguous.
+        targets: ``[rows]`` int64; read only at masked rows, where it must lie in ``[0, vocab)``:
+            checked on CPU (a ``ValueError`` naming ``targets``); on CUDA, where the check would
+            cost a device sync, an out-of-range target gives NaN in that row's CE and gradient.
         masked: ``[rows]`` bool; rows to compute.
 
     Returns:
@@ -21,7 +25,19 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, masked: to
         ``lse = logsumexp(logits)`` and ``ce = lse - logits[target]`` (accumulated in float32), at
         other rows 0. Differentiable in ``logits`` through both outputs; the gradient is
         ``(grad_ce + grad_lse) * softmax - grad_ce * onehot(target)`` at masked rows and exactly 0
-        at the others. Rows holding a NaN, a +inf or only -inf give NaN (as ``F.cross_entropy``).
+        at the others. Non-finite rows follow torch: ``lse`` is NaN for a row holding a NaN, +inf
+        for one holding a +inf, -inf for a row of only -inf (``torch.logsumexp``); ``ce`` and the
+        row's gradient are NaN wherever ``lse`` is not finite (``F.cross_entropy``).
+
+    Examples:
+        >>> import torch, diffusion_kernels as dk
+        >>> logits = torch.randn(4, 10, requires_grad=True)
+        >>> targets = torch.tensor([1, 2, 3, 4])
+        >>> masked = torch.tensor([True, False, True, False])
+        >>> ce, lse = dk.masked_cross_entropy(logits, targets, masked)
+        >>> ce.sum().backward()
+        >>> bool((logits.grad[1] == 0).all())
+        True
     """
     return torch.ops.diffusion_kernels.masked_ce_forward.default(logits, targets, masked)
 
@@ -72,13 +88,18 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(logits, targets, masked, output[1])
 
 
-def _backward(ctx, grad_ce, grad_lse):
-    logits, targets, masked, lse = ctx.saved_tensors
-    if not ctx.needs_input_grad[0]:
-        return None, None, None
+def grad_logits(backward_op, grad_ce, grad_lse, logits, targets, masked, lse):
+    """The logits gradient by ``backward_op`` (the native or the emulated kernel); a missing
+    output gradient counts as zeros."""
     grad_ce = torch.zeros_like(lse) if grad_ce is None else grad_ce.to(lse.dtype)
     grad_lse = torch.zeros_like(lse) if grad_lse is None else grad_lse.to(lse.dtype)
-    grad = torch.ops.diffusion_kernels.masked_ce_backward.default(grad_ce, grad_lse, logits, targets, masked, lse)
+    return backward_op(grad_ce, grad_lse, logits, targets, masked, lse)
+
+
+def _backward(ctx, grad_ce, grad_lse):
+    if not ctx.needs_input_grad[0]:
+        return None, None, None
+    grad = grad_logits(torch.ops.diffusion_kernels.masked_ce_backward.default, grad_ce, grad_lse, *ctx.saved_tensors)
     return grad, None, None
 
 

@@ -1,22 +1,12 @@
 """Transfer selection: which masked positions a dLLM sampler commits at this step."""
 import torch
 
-from ._args import _INT64_MAX, _INT64_MIN, int64_arg
+from ._args import INT64_MAX, INT64_MIN, int64_arg, key_arg
 
 __all__ = ["select_transfer"]
 
 _UPCAST = (torch.float16, torch.bfloat16)
 _op = torch.ops.diffusion_kernels.select_transfer.default  # resolved once: called every step
-
-
-def _key_arg(value, name: str):
-    """A Philox seed/offset as (int, tensor or None): any int in [-2**63, 2**64), passed as the
-    int64 with the same 64 bits, or a one-element int64 tensor the kernel reads where it runs."""
-    if isinstance(value, torch.Tensor):
-        return 0, value
-    if isinstance(value, int) and not isinstance(value, bool) and 2**63 <= value < 2**64:
-        return value - 2**64, None
-    return int64_arg(value, name), None
 
 
 def _count_arg(k, batch: int):
@@ -88,14 +78,14 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
     if confidence.dtype in _UPCAST:
         confidence = confidence.float()
     seed_t = offset_t = None
-    if seed.__class__ is not int or not _INT64_MIN <= seed <= _INT64_MAX:
-        seed, seed_t = _key_arg(seed, "seed")
-    if offset.__class__ is not int or not _INT64_MIN <= offset <= _INT64_MAX:
-        offset, offset_t = _key_arg(offset, "offset")
+    if seed.__class__ is not int or not INT64_MIN <= seed <= INT64_MAX:
+        seed_t, seed = key_arg(seed, "seed")
+    if offset.__class__ is not int or not INT64_MIN <= offset <= INT64_MAX:
+        offset_t, offset = key_arg(offset, "offset")
     if k is not None and threshold is None and factor is None:
         if eps is not None:
             raise ValueError("diffusion_kernels: argument 'eps' is only used with 'threshold'")
-        if k.__class__ is int and _INT64_MIN <= k <= _INT64_MAX:
+        if k.__class__ is int and INT64_MIN <= k <= INT64_MAX:
             k_tensor, k_value = None, k
         else:
             k_tensor, k_value = _count_arg(k, confidence.shape[0] if confidence.dim() > 0 else 0)

@@ -11,7 +11,6 @@ import os
 
 import torch
 
-from ..ops._args import int64_arg
 
 try:
     from .. import _simt  # noqa: F401  (registers torch.ops.dk_emulated.*)
@@ -21,7 +20,8 @@ except ImportError:
     AVAILABLE = False
 
 __all__ = ["AVAILABLE", "attention_with_kv_cache", "masked_confidence", "resume_order", "select_transfer",
-           "masked_ce_forward", "masked_ce_backward", "masked_ce_forward_backward_", "forward_mask"]
+           "masked_cross_entropy", "masked_ce_forward", "masked_ce_backward", "masked_ce_forward_backward_",
+           "forward_mask"]
 
 
 def masked_confidence(logits, x, mask_id, **options):
@@ -39,10 +39,10 @@ def select_transfer(confidence, **kwargs):
 
 
 def attention_with_kv_cache(*args, **kwargs):
-    """:func:`diffusion_kernels.attention_with_kv_cache` run by the CUDA kernels under the emulator."""
+    """:func:`diffusion_kernels.attention_with_kv_cache` (same arguments) run by the CUDA kernels under the emulator."""
     from ..ops import attention
 
-    return attention.attention_with_kv_cache(*args, _op=torch.ops.dk_emulated.attention_with_kv_cache.default, **kwargs)
+    return attention._attention_with_op(torch.ops.dk_emulated.attention_with_kv_cache.default, *args, **kwargs)
 
 
 @contextlib.contextmanager
@@ -60,18 +60,42 @@ def resume_order(order: str, seed: int = 0):
                 os.environ[k] = v
 
 
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor):
+    """:func:`diffusion_kernels.masked_cross_entropy` (with autograd) run by the CUDA kernels under the emulator."""
+    return _EmulatedMaskedCE.apply(logits, targets, masked)
+
+
+class _EmulatedMaskedCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, targets, masked):
+        ce, lse = masked_ce_forward(logits, targets, masked)
+        ctx.save_for_backward(logits, targets, masked, lse)
+        return ce, lse
+
+    @staticmethod
+    def backward(ctx, grad_ce, grad_lse):
+        from ..ops.masked_ce import grad_logits
+
+        return grad_logits(masked_ce_backward, grad_ce, grad_lse, *ctx.saved_tensors), None, None
+
+
 def masked_ce_forward(logits, targets, masked):
+    """The registered ``masked_ce_forward`` op run by the CUDA kernel under the emulator."""
     return torch.ops.dk_emulated.masked_ce_forward.default(logits, targets, masked)
 
 
 def masked_ce_backward(grad_ce, grad_lse, logits, targets, masked, lse):
+    """The registered ``masked_ce_backward`` op run by the CUDA kernel under the emulator."""
     return torch.ops.dk_emulated.masked_ce_backward.default(grad_ce, grad_lse, logits, targets, masked, lse)
 
 
 def masked_ce_forward_backward_(logits, targets, masked, scale):
+    """The registered in-place ``masked_ce_forward_backward_`` op run by the CUDA kernel under the emulator."""
     return torch.ops.dk_emulated.masked_ce_forward_backward_.default(logits, targets, masked, scale)
 
 
-def forward_mask(x0, mask_id, eps=1e-3, t=None, seed=0, offset=0, prompt_lengths=None, antithetic=False):
-    return torch.ops.dk_emulated.forward_mask.default(x0, int64_arg(mask_id, "mask_id"), float(eps), t, prompt_lengths,
-                                                      int64_arg(seed, "seed"), int64_arg(offset, "offset"), antithetic)
+def forward_mask(x0, mask_id, **options):
+    """:func:`diffusion_kernels.forward_mask` (same arguments) run by the CUDA kernel under the emulator."""
+    from ..ops.forward_mask import forward_mask_args
+
+    return torch.ops.dk_emulated.forward_mask.default(*forward_mask_args(x0, mask_id, **options))

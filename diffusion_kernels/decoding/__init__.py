@@ -1,0 +1,21 @@
+"""The decoding core: one step function and the rules it applies, shared by :func:`generate` and
+the engine adapters.
+
+* Rules (what a step commits): :class:`TopK`, :class:`Threshold`, :class:`Factor`.
+* :class:`Proposal` + :func:`propose`: tokens and confidences (``masked_confidence``).
+* :func:`decode_step`: propose, apply a rule, write the committed tokens in place.
+* Around it for :func:`generate`: step plans (:class:`LLaDAPlan`, :class:`DreamPlan`,
+  :class:`UntilDone`), the cache policy (:func:`query_range`), the model call
+  (:class:`ModelForward`) and the block loop (:class:`BlockLoop`).
+"""
+from .cache import query_range
+from .forward import ModelForward
+from .loop import BlockLoop, StepInfo
+from .plans import DreamPlan, LLaDAPlan, StepPlan, UntilDone
+from .proposal import Proposal, propose
+from .rules import ALG_TEMP_OFFSET, Factor, Rule, Threshold, TopK
+from .step import StepResult, decode_step
+
+__all__ = ["Rule", "TopK", "Threshold", "Factor", "ALG_TEMP_OFFSET", "Proposal", "propose", "StepResult",
+           "decode_step", "StepPlan", "LLaDAPlan", "DreamPlan", "UntilDone", "query_range", "ModelForward",
+           "BlockLoop", "StepInfo"]

@@ -1,0 +1,127 @@
+"""The block loop: LLaDA's semi-autoregressive schedule, one :func:`decode_step` per forward.
+
+Host synchronisation: a fixed plan never reads a device value inside a block; an adaptive one
+reads one pair of booleans per step ("block finished", "a row made no progress"), as the number
+of steps is not known in advance. Every block ends with one read: "was every position committed"
+(and, with ``stop_at_eos``, "has every row an EOS").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import torch
+
+from .forward import ModelForward
+from .plans import StepPlan
+from .proposal import Proposal
+from .step import decode_step
+
+__all__ = ["StepInfo", "BlockLoop"]
+
+
+@dataclass
+class StepInfo:
+    """What a ``callback`` receives after every step (tensors are live views: copy to keep)."""
+    step: int              # global step (NFE index), 0-based
+    block: int             # block index
+    x: torch.Tensor        # [B, L] current sequence (prompt + generation)
+    transferred: torch.Tensor  # [B, L] bool: positions committed at this step
+    prompt_length: int
+
+
+def _rows(flags: torch.Tensor) -> List[int]:
+    return torch.nonzero(flags).flatten().tolist()
+
+
+@dataclass
+class BlockLoop:
+    """Decodes ``x[:, prompt_length:]`` in blocks of ``block_length``, left to right.
+
+    ``run(x, order)`` updates ``x`` in place, writes into ``order`` the step that committed each
+    position, and returns the number of forwards (NFE). Raises RuntimeError when a row cannot
+    progress: its masked positions have no finite confidence (NaN/inf logits) or the model keeps
+    proposing ``[MASK]``, so that an adaptive rule would loop forever or a fixed schedule would
+    leave positions no step committed."""
+    forward: ModelForward
+    plan: StepPlan
+    proposal: Proposal
+    mask_id: int
+    prompt_length: int
+    block_length: int
+    seed: int = 0
+    eos_id: Optional[int] = None     # with stop_at_eos: stop once every row has an EOS
+    stop_at_eos: bool = False
+    callback: Optional[Callable[[StepInfo], None]] = None
+    bar: object = None               # a progress bar (update(n)), or None
+
+    def run(self, x: torch.Tensor, order: torch.Tensor) -> int:
+        num_blocks = (x.shape[1] - self.prompt_length) // self.block_length
+        nfe = 0
+        for blk in range(num_blocks):
+            start = self.prompt_length + blk * self.block_length
+            end = start + self.block_length
+            nfe = self._decode_block(x, order, blk, start, end, nfe)
+            if self._finish_block(x, order, blk, start, end, last=blk + 1 == num_blocks):
+                break
+        return nfe
+
+    def _masks_left(self, x, start, end) -> torch.Tensor:
+        return (x[:, start:end] == self.mask_id).sum(dim=1)
+
+    def _decode_block(self, x, order, blk, start, end, nfe) -> int:
+        left = self._masks_left(x, start, end)
+        self.plan.begin_block(left)
+        i = 0
+        while True:
+            logits, q0 = self.forward(i, start, end)
+            n = logits.shape[1]
+            # decode_step writes the committed tokens into the view x[:, q0:q0 + n], i.e. into x.
+            moved = decode_step(logits, x[:, q0:q0 + n], self.plan.rule(i, left), mask_id=self.mask_id,
+                                proposal=self.proposal, block_start=start - q0, block_end=end - q0, seed=self.seed,
+                                offset=nfe).transferred
+            order[:, q0:q0 + n].masked_fill_(moved, nfe)
+            nfe += 1
+            i += 1
+            if self.bar is not None:
+                self.bar.update(1)
+            if self.callback is not None:
+                full_moved = torch.zeros_like(x, dtype=torch.bool)
+                full_moved[:, q0:q0 + n] = moved
+                self.callback(StepInfo(step=nfe - 1, block=blk, x=x, transferred=full_moved,
+                                       prompt_length=self.prompt_length))
+            now = self._masks_left(x, start, end)
+            if self.plan.steps_per_block is not None:
+                if i == self.plan.steps_per_block:
+                    return nfe
+                left = now
+                continue
+            stalled = (now > 0) & (now == left)
+            done, stuck = torch.stack([(now == 0).all(), stalled.any()]).tolist()  # the one sync per step
+            if done:
+                return nfe
+            if stuck:
+                raise RuntimeError(
+                    f"diffusion_kernels: generate: step {nfe - 1} (block {blk}) committed no token in row(s) "
+                    f"{_rows(stalled)}, which still have masks: no masked position of the block has a finite "
+                    "confidence (the model's logits there are NaN or +inf, e.g. through cfg_scale), or the "
+                    "model proposes mask_id itself")
+            left = now
+
+    def _finish_block(self, x, order, blk, start, end, last: bool) -> bool:
+        """Checks that every position of the block was committed; True: stop (EOS in every row)."""
+        uncommitted = (order[:, start:end] < 0).any(dim=1)
+        check_eos = self.stop_at_eos and not last
+        flags = [uncommitted.any()]
+        if check_eos:
+            flags.append((x[:, self.prompt_length:end] == self.eos_id).any(dim=1).all())
+        flags = torch.stack(flags).tolist()  # the one sync per block
+        if flags[0]:
+            raise RuntimeError(
+                f"diffusion_kernels: generate: block {blk} ended with positions no step committed in row(s) "
+                f"{_rows(uncommitted)}: their confidences were never finite (the model's logits there are NaN "
+                "or +inf, e.g. through cfg_scale), or the model proposes mask_id, which keeps them masked")
+        if check_eos and flags[1]:
+            x[:, end:] = self.eos_id
+            return True
+        return False
