@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The package's CUDA kernels under the SIMT emulator, outside Python, built plain, with
-# ASan+UBSan and with TSan (csrc/kernels/tests/kernels_driver.cpp). Every build runs every resume
+# ASan+UBSan and with TSan (python_tests/native/kernels/kernels_driver.cpp). Every build runs every resume
 # order; outputs must be correct and bitwise identical across orders; any sanitizer report fails.
 set -uo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,7 +22,7 @@ for leg in plain asan tsan; do
   exe="$work/driver_$leg"
   # shellcheck disable=SC2086
   if ! g++ -std=c++20 -pthread ${FLAGS[$leg]} -I "$repo/csrc" -I "$cuda_inc" \
-      "$repo/csrc/kernels/tests/kernels_driver.cpp" $(ls "$repo"/csrc/kernels/*_launch.cu | sed 's/^/-x c++ /') \
+      "$repo/python_tests/native/kernels/kernels_driver.cpp" $(ls "$repo"/csrc/kernels/*_launch.cu | sed 's/^/-x c++ /') \
       -o "$exe" > "$work/build_$leg.log" 2>&1; then
     echo "FAIL $leg: build"; tail -30 "$work/build_$leg.log"; fail=1; continue
   fi

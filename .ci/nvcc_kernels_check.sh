@@ -11,8 +11,8 @@ nvcc=${CUDA_HOME:+$CUDA_HOME/bin/nvcc}
 declare -A EXPECT=(
   [masked_confidence]="shfl.sync.bfly atom.shared.add.u64"
   [attention]="mma.sync.aligned.m16n8k16 ldmatrix cp.async"
-  # p_mask must round like the CPU's two tensor ops: an uncontractable multiply, not an FMA (an
-  # H200 run caught nvcc fusing it; the emulator cannot see contraction)
+  # p_mask must round like the CPU's two tensor ops: an uncontractable multiply, not an FMA (nvcc
+  # fuses a plain one; the emulator cannot see contraction)
   [forward_mask]="mul.rn.f32"
 )
 work=$(mktemp -d "${TMPDIR:-/tmp}/nvcc_kernels.XXXXXX")

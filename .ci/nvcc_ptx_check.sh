@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compile-only check of csrc/simt/ptx.h with nvcc (no GPU needed).
 #
-# For each architecture (sm_80, sm_90; -std=c++17) it compiles csrc/simt/ptx_test/nvcc_check.cu
+# For each architecture (sm_80, sm_90; -std=c++17) it compiles python_tests/native/simt/ptx_test/nvcc_check.cu
 # with `-Xptxas -v --keep` and then:
 #   * fails if ptxas reports a stack frame, spill stores or spill loads for any `ptxchk_` kernel
 #     (each wrapper in its tensor-core and FORCE_EMU form);
@@ -14,7 +14,7 @@ set -euo pipefail
 
 t_start=$(date +%s.%N)
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-src="$repo/csrc/simt/ptx_test/nvcc_check.cu"
+src="$repo/python_tests/native/simt/ptx_test/nvcc_check.cu"
 
 if [[ -n "${CUDA_HOME:-}" && -x "${CUDA_HOME}/bin/nvcc" ]]; then
   nvcc="${CUDA_HOME}/bin/nvcc"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Self-test of the SIMT emulator (csrc/simt/simt.h), driver in csrc/simt/selftest/.
+# Self-test of the SIMT emulator (csrc/simt/simt.h), driver in python_tests/native/simt/selftest/.
 #
 # Legs (default: all that can run here):
 #   plain  g++ -O2: every correct case under forward, reverse, random 1..3 (SIMT_ORDER/SIMT_SEED),
@@ -14,7 +14,7 @@
 set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-src="$repo/csrc/simt/selftest"
+src="$repo/python_tests/native/simt/selftest"
 cxx=${CXX:-g++}
 legs=("$@")
 [[ ${#legs[@]} -gt 0 ]] || legs=(plain asan tsan nvcc)

@@ -1,5 +1,5 @@
-// The pybind11 module diffusion_kernels._C. Importing it runs the static op registrations;
-// build_info() reports how this binary was built (values come from setup.py).
+// The pybind11 module diffusion_kernels._C. Importing it runs the static op registrations of
+// csrc/ops/*.cpp; build_info() reports how this binary was built (values come from setup.py).
 #include <torch/extension.h>
 
 #ifndef DK_VERSION

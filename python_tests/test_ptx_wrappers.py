@@ -1,6 +1,6 @@
 """csrc/simt/ptx.h (mma.sync / ldmatrix / cp.async wrappers) on the SIMT emulator.
 
-Builds the standalone driver csrc/simt/ptx_test/ptx_test.cpp with g++ into a temporary directory
+Builds the standalone driver python_tests/native/simt/ptx_test/ptx_test.cpp with g++ into a temporary directory
 and runs it: fragment layouts pinned to the PTX ISA text, emulated mma against float math,
 ldmatrix against direct loads, cp.async group semantics and poison, misuse reports, and bitwise
 identical results under the forward / reverse / random fiber orders. The nvcc compile-only check
@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CSRC = REPO / "csrc"
-DRIVER_SRC = CSRC / "simt" / "ptx_test" / "ptx_test.cpp"
+DRIVER_SRC = REPO / "python_tests" / "native" / "simt" / "ptx_test" / "ptx_test.cpp"
 NVCC_CHECK = REPO / ".ci" / "nvcc_ptx_check.sh"
 
 

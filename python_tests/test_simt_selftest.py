@@ -1,6 +1,6 @@
 """Self-test of the SIMT emulator (csrc/simt/simt.h), the layer that runs CUDA kernel source on CPU.
 
-Builds the standalone driver csrc/simt/selftest/ with g++ into a temporary directory, then:
+Builds the standalone driver python_tests/native/simt/selftest/ with g++ into a temporary directory, then:
   * every correct kernel passes under SIMT_ORDER forward / reverse / random (seeds 1-3), and its
     outputs are bitwise identical across the orders;
   * every deliberately broken kernel is caught by the mechanism it is meant to exercise
@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CSRC = REPO / "csrc"
-SELFTEST = CSRC / "simt" / "selftest"
+SELFTEST = REPO / "python_tests" / "native" / "simt" / "selftest"
 UNITS = ("main", "correct_cases", "broken_cases")
 ORDERS = [("forward", None), ("reverse", None), ("random", 1), ("random", 2), ("random", 3)]
 ORDER_IDS = ["forward", "reverse", "random1", "random2", "random3"]

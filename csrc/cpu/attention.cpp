@@ -3,6 +3,7 @@
 // there are fewer such tasks than threads; the splits merge through their log-sum-exps.
 #include "cpu/attention.h"
 
+#include <stdexcept>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -32,7 +33,7 @@ int64_t start_of(const AttentionParams& p, int64_t b) {
   return p.write_starts != nullptr ? p.write_starts[b] : p.write_start;
 }
 
-// The range was validated by the op (ops/attention_common.cpp) before anything is written.
+// The range was validated by the op (ops/attention.cpp) before anything is written.
 void write_cache(const AttentionParams& p, int64_t elem) {
   if (p.new_len == 0) return;
   const int64_t rows = p.batch * p.new_len * p.heads_kv;
@@ -51,24 +52,12 @@ void write_cache(const AttentionParams& p, int64_t elem) {
   });
 }
 
-float bf16_round(float f, uint16_t& out) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if (std::isnan(f)) {
-    out = 0x7fc0;
-  } else {
-    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
-    out = static_cast<uint16_t>(u >> 16);
-  }
-  return f;
-}
-
 template <typename T>
 void store_row(const float* o, float inv_l, T* dst, int64_t d) {
   for (int64_t i = 0; i < d; ++i) {
     const float v = o[i] * inv_l;
     if constexpr (std::is_same_v<T, uint16_t>) {
-      bf16_round(v, dst[i]);
+      dst[i] = float_to_bf16_bits(v);
     } else {
       dst[i] = static_cast<T>(v);
     }
@@ -209,7 +198,8 @@ void attend(const AttentionParams& params) {
   switch (params.kind) {
     case ScalarKind::Float32: return run<float>(params);
     case ScalarKind::Float16: return run<_Float16>(params);
-    case ScalarKind::BFloat16: return run<uint16_t>(params);
+    case ScalarKind::BFloat16: return run<bf16_bits>(params);
+    case ScalarKind::Float64: throw std::invalid_argument("attention_with_kv_cache: float64 is not supported");
   }
 }
 

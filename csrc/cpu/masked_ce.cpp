@@ -185,10 +185,10 @@ void forward_backward(const MaskedCeParams& p) {
 template <template <typename> class Fn>
 void dispatch(const MaskedCeParams& p) {
   switch (p.kind) {
-    case CeScalar::Float32: return Fn<float>::run(p);
-    case CeScalar::Float16: return Fn<_Float16>::run(p);
-    case CeScalar::BFloat16: return Fn<bf16_bits>::run(p);
-    case CeScalar::Float64: return Fn<double>::run(p);
+    case ScalarKind::Float32: return Fn<float>::run(p);
+    case ScalarKind::Float16: return Fn<_Float16>::run(p);
+    case ScalarKind::BFloat16: return Fn<bf16_bits>::run(p);
+    case ScalarKind::Float64: return Fn<double>::run(p);
   }
 }
 

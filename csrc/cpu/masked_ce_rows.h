@@ -20,8 +20,6 @@ struct CeRowStats {
   bool finite;
 };
 
-using bf16_bits = uint16_t;
-
 // Fast paths, one build per x86 level.
 #define DK_DECLARE_CE_ROW_FNS(level)                                                          \
   CeRowStats ce_stats_##level(const float* row, int64_t vocab);                              \

@@ -4,6 +4,7 @@
 // the same policy as the CUDA kernel (kernels/softmax_stats.cuh).
 #include "cpu/masked_confidence.h"
 
+#include <stdexcept>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -121,6 +122,7 @@ void masked_confidence(const MaskedConfidenceParams& params) {
     case ScalarKind::Float32: return run<float>(params);
     case ScalarKind::Float16: return run<_Float16>(params);
     case ScalarKind::BFloat16: return run<bf16_bits>(params);
+    case ScalarKind::Float64: throw std::invalid_argument("masked_confidence: float64 logits are not supported");
   }
 }
 

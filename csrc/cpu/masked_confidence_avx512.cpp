@@ -16,9 +16,8 @@ namespace {
 // Sampled rows: terms below 2^-126 are returned as exactly 0 rather than subnormal. On Intel
 // cores every subnormal result of vscalefps (and every sum it then feeds) costs a microcode assist, and low
 // temperatures make most of the vocabulary such terms (T = 0.2 on randn * 3 logits: z - max down
-// to -130). A Xeon spent 9x the whole sampled row on them (23.4 -> 2.6 ms, T = 0.2, [1, 32,
-// 126464], one thread). They are under 2^-126 of the row's largest term, far below the float32
-// resolution of its sum. The zero-masked vscalefps never computes those lanes; NaN lanes stay
+// to -130), so the assists can cost several times the rest of the row. Such terms are under
+// 2^-126 of the row's largest term, far below the float32 resolution of its sum. The zero-masked vscalefps never computes those lanes; NaN lanes stay
 // NaN (the compare is unordered-true).
 DK_AI __mmask16 exp2_normal_lanes(__m512 t) { return _mm512_cmp_ps_mask(t, _mm512_set1_ps(-126.f), _CMP_NLT_UQ); }
 

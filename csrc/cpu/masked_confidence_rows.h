@@ -31,8 +31,6 @@ namespace {
 constexpr int64_t kChunk = 2048;  // elements: a chunk stays in L1 for the rare second pass
 static_assert(kChunk % (2 * kVecWidth) == 0);
 
-using bf16_bits = uint16_t;
-
 inline float load(const float* p, int64_t i) { return load_scalar(p + i); }
 inline float load(const _Float16* p, int64_t i) { return load_scalar(p + i); }
 inline float load(const bf16_bits* p, int64_t i) { return load_scalar(p + i); }

@@ -7,6 +7,8 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+
+#include "kernels/dtype.h"
 #if defined(DK_VEC_AVX512)  // after the file's x86-64-v4 target pragma
 #include <immintrin.h>
 #endif
@@ -66,12 +68,7 @@ inline __attribute__((always_inline)) void load_pair(const uint16_t* p, vfloat& 
 
 inline __attribute__((always_inline)) float load_scalar(const float* p) { return *p; }
 inline __attribute__((always_inline)) float load_scalar(const _Float16* p) { return static_cast<float>(*p); }
-inline __attribute__((always_inline)) float load_scalar(const uint16_t* p) {
-  const uint32_t u = static_cast<uint32_t>(*p) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
+inline __attribute__((always_inline)) float load_scalar(const bf16_bits* p) { return bf16_bits_to_float(*p); }
 
 // a > b ? a : b, NaN in a ignored. In a file built for x86-64-v4 (each *_avx512.cpp defines
 // DK_VEC_AVX512 before any include: the target pragma does not define __AVX512F__) that is

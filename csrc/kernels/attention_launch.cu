@@ -1,5 +1,5 @@
-// Host launchers of attention_with_kv_cache. nvcc builds them for the GPU; csrc/emulated/ compiles
-// this same file with g++ against the SIMT emulator.
+// Host launchers of attention_with_kv_cache. nvcc builds them for the GPU; setup.py has g++
+// compile this same file against the SIMT emulator.
 #include "simt/simt.h"
 #include <algorithm>
 #include <cstdlib>

@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/masked_confidence_params.h"  // ScalarKind
+#include "kernels/dtype.h"
 
 namespace dk {
 

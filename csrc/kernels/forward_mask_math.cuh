@@ -25,7 +25,7 @@ DK_HOST_DEVICE float forward_mask_time(const ForwardMaskParams& p, int64_t b) {
 
 // (1 - eps) * t + eps with two roundings, as two separate tensor ops do. nvcc narrows a float
 // product taken through double back to a float multiply and then contracts it with the addition
-// into one fma.rn.f32 (seen in the PTX, and as p_mask one ulp off the CPU's on an H200), so the
+// into one fma.rn.f32 (p_mask would then be one ulp off the CPU's), so the
 // device uses __fmul_rn, which is never contracted. On the host the double product (exact for
 // two floats) plus one conversion keeps g++ from contracting.
 DK_HOST_DEVICE float forward_mask_p(const ForwardMaskParams& p, float t) {

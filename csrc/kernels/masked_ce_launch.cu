@@ -1,5 +1,5 @@
 // Host launchers of the masked cross-entropy kernels. nvcc builds them for the GPU;
-// csrc/emulated/ compiles this same file with g++ against the SIMT emulator.
+// setup.py has g++ compile this same file against the SIMT emulator.
 #include "simt/simt.h"
 #include <algorithm>
 #include <stdexcept>
@@ -16,8 +16,8 @@ constexpr int kPerThread = 4;            // backward: elements per thread per ti
 constexpr int64_t kMaxRowBlocks = int64_t{1} << 30;
 constexpr int64_t kMaxGridY = 65535;     // the backward kernel strides over rows beyond it
 
-void require_cuda_dtype(CeScalar kind, const char* what) {
-  if (kind == CeScalar::Float64) throw std::invalid_argument(std::string(what) + ": float64 logits are CPU-only");
+void require_cuda_dtype(ScalarKind kind, const char* what) {
+  if (kind == ScalarKind::Float64) throw std::invalid_argument(std::string(what) + ": float64 logits are CPU-only");
 }
 
 }  // namespace
@@ -28,10 +28,10 @@ void launch_masked_ce_forward(const MaskedCeParams& p, void* stream) {
   const dim3 grid(static_cast<unsigned>(std::min(p.rows, kMaxRowBlocks)));
   const auto s = static_cast<cudaStream_t>(stream);
   switch (p.kind) {
-    case CeScalar::Float32: simt::launch(masked_ce_forward_kernel<float, kThreads>, grid, dim3(kThreads), 0, s, p); break;
-    case CeScalar::Float16: simt::launch(masked_ce_forward_kernel<__half, kThreads>, grid, dim3(kThreads), 0, s, p); break;
-    case CeScalar::BFloat16: simt::launch(masked_ce_forward_kernel<__nv_bfloat16, kThreads>, grid, dim3(kThreads), 0, s, p); break;
-    case CeScalar::Float64: break;
+    case ScalarKind::Float32: simt::launch(masked_ce_forward_kernel<float, kThreads>, grid, dim3(kThreads), 0, s, p); break;
+    case ScalarKind::Float16: simt::launch(masked_ce_forward_kernel<__half, kThreads>, grid, dim3(kThreads), 0, s, p); break;
+    case ScalarKind::BFloat16: simt::launch(masked_ce_forward_kernel<__nv_bfloat16, kThreads>, grid, dim3(kThreads), 0, s, p); break;
+    case ScalarKind::Float64: break;
   }
   simt::check_launch("masked_ce_forward");
 }
@@ -44,10 +44,10 @@ void launch_masked_ce_backward(const MaskedCeParams& p, void* stream) {
                   static_cast<unsigned>(std::min(p.rows, kMaxGridY)));
   const auto s = static_cast<cudaStream_t>(stream);
   switch (p.kind) {
-    case CeScalar::Float32: simt::launch(masked_ce_backward_kernel<float, kThreads, kPerThread>, grid, dim3(kThreads), 0, s, p); break;
-    case CeScalar::Float16: simt::launch(masked_ce_backward_kernel<__half, kThreads, kPerThread>, grid, dim3(kThreads), 0, s, p); break;
-    case CeScalar::BFloat16: simt::launch(masked_ce_backward_kernel<__nv_bfloat16, kThreads, kPerThread>, grid, dim3(kThreads), 0, s, p); break;
-    case CeScalar::Float64: break;
+    case ScalarKind::Float32: simt::launch(masked_ce_backward_kernel<float, kThreads, kPerThread>, grid, dim3(kThreads), 0, s, p); break;
+    case ScalarKind::Float16: simt::launch(masked_ce_backward_kernel<__half, kThreads, kPerThread>, grid, dim3(kThreads), 0, s, p); break;
+    case ScalarKind::BFloat16: simt::launch(masked_ce_backward_kernel<__nv_bfloat16, kThreads, kPerThread>, grid, dim3(kThreads), 0, s, p); break;
+    case ScalarKind::Float64: break;
   }
   simt::check_launch("masked_ce_backward");
 }
@@ -58,10 +58,10 @@ void launch_masked_ce_forward_backward(const MaskedCeParams& p, void* stream) {
   const dim3 grid(static_cast<unsigned>(std::min(p.rows, kMaxRowBlocks)));
   const auto s = static_cast<cudaStream_t>(stream);
   switch (p.kind) {
-    case CeScalar::Float32: simt::launch(masked_ce_forward_backward_kernel<float, kThreads>, grid, dim3(kThreads), 0, s, p); break;
-    case CeScalar::Float16: simt::launch(masked_ce_forward_backward_kernel<__half, kThreads>, grid, dim3(kThreads), 0, s, p); break;
-    case CeScalar::BFloat16: simt::launch(masked_ce_forward_backward_kernel<__nv_bfloat16, kThreads>, grid, dim3(kThreads), 0, s, p); break;
-    case CeScalar::Float64: break;
+    case ScalarKind::Float32: simt::launch(masked_ce_forward_backward_kernel<float, kThreads>, grid, dim3(kThreads), 0, s, p); break;
+    case ScalarKind::Float16: simt::launch(masked_ce_forward_backward_kernel<__half, kThreads>, grid, dim3(kThreads), 0, s, p); break;
+    case ScalarKind::BFloat16: simt::launch(masked_ce_forward_backward_kernel<__nv_bfloat16, kThreads>, grid, dim3(kThreads), 0, s, p); break;
+    case ScalarKind::Float64: break;
   }
   simt::check_launch("masked_ce_forward_backward_");
 }

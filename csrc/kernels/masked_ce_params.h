@@ -3,16 +3,15 @@
 #pragma once
 #include <cstdint>
 
-namespace dk {
+#include "kernels/dtype.h"
 
-// Float64 exists for gradcheck on CPU only; the CUDA launchers reject it.
-enum class CeScalar : int32_t { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
+namespace dk {
 
 // Per-row vectors (targets, masked, ce, lse, grad_ce, grad_lse, scale) are contiguous [rows].
 // Float vectors hold float, or double when kind == Float64.
 struct MaskedCeParams {
   void* logits;            // [rows, vocab], last dim contiguous; written only by forward_backward
-  CeScalar kind;
+  ScalarKind kind;          // Float64 on CPU only (gradcheck); the CUDA launchers reject it
   int64_t rows, vocab;
   int64_t logits_stride;   // elements between rows
   const int64_t* targets;  // read only at masked rows; out of [0, vocab) gives NaN, never a wild read

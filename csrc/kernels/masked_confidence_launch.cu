@@ -1,5 +1,5 @@
-// Host launcher of masked_confidence. nvcc builds it for the GPU; csrc/emulated/ compiles this
-// same file with g++ against the SIMT emulator. Three paths:
+// Host launcher of masked_confidence. nvcc builds it for the GPU; setup.py has g++ compile this
+// same file against the SIMT emulator. Three paths:
 //   - few rows (any option): the split-vocabulary kernels: slices, then a merge, with the filter
 //     threshold launches in between when top-p / top-k may apply (masked_confidence_split.cuh
 //     explains the occupancy math);
@@ -119,6 +119,7 @@ void launch_masked_confidence(const MaskedConfidenceParams& p, void* stream) {
     case ScalarKind::Float32: launch_typed<float>(p, s); break;
     case ScalarKind::Float16: launch_typed<__half>(p, s); break;
     case ScalarKind::BFloat16: launch_typed<__nv_bfloat16>(p, s); break;
+    case ScalarKind::Float64: throw std::invalid_argument("masked_confidence: float64 logits are not supported");
   }
   simt::check_launch("masked_confidence");
 }

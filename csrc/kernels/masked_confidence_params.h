@@ -3,9 +3,9 @@
 #pragma once
 #include <cstdint>
 
-namespace dk {
+#include "kernels/dtype.h"
 
-enum class ScalarKind : int32_t { Float32 = 0, Float16 = 1, BFloat16 = 2 };
+namespace dk {
 
 // What `confidence` holds at a computed row (diffusion_kernels.masked_confidence documents them).
 enum class ConfidenceKind : int32_t { Prob = 0, Margin = 1, NegEntropy = 2, Random = 3 };

@@ -10,9 +10,8 @@
 // ~1 MiB in flight) already saturates DRAM, so the launcher cuts each row into
 // ceil(528 / rows) slices of at least kMinSliceLength ids (each thread then still has >= 8 ids,
 // enough to amortise the partial's write) and caps the slices at 1024 per row.
-// Measured on an H200 (2026-12-04, README "On a real GPU"): this path reads [8, 32, 126464] at
-// 650 GB/s of 4.36 TB/s, and 16-byte loads made it slower: what binds is each thread's serial
-// softmax_stats_push chain, not the requests in flight this estimate is about.
+// On a GPU what binds is each thread's serial softmax_stats_push chain rather than the requests in
+// flight, so wider (16-byte) loads do not help this path.
 //
 // Unfiltered rows (greedy or Gumbel-max at any temperature, every confidence kind
 // from either source, block bounds, suppressed ids, lse) take one slice launch: their statistics

@@ -1,5 +1,5 @@
-// Host launcher of select_transfer. nvcc builds it for the GPU; csrc/emulated/ compiles this same
-// file with g++ against the SIMT emulator.
+// Host launcher of select_transfer. nvcc builds it for the GPU; setup.py has g++ compile this same
+// file against the SIMT emulator.
 #include "simt/simt.h"
 #include <algorithm>
 #include "kernels/launchers.h"

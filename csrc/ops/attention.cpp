@@ -1,16 +1,190 @@
-#include "ops/attention.h"
-
+// torch.ops.diffusion_kernels.attention_with_kv_cache: argument checks, the Params fill and the
+// dispatch (ops/registration.h): on the CPU after the cache write, the brgemm kernel, ATen's flash
+// attention or the native kernel; on CUDA the cache-write and attention launchers.
+#include <ATen/MemoryOverlap.h>
 #include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu.h>
+#include <ATen/ops/empty.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <optional>
+#include <tuple>
 
 #include "cpu/attention.h"
 #include "cpu/attention_gemm.h"
-#include "ops/attention_common.h"
+#include "kernels/launchers.h"
+#include "ops/checks.h"
+#include "ops/poison.h"
+#include "ops/registration.h"
 
 namespace dk {
 namespace {
+
+struct AttentionOutputs {
+  at::Tensor out, lse;
+};
+
+void check_bhld(const at::Tensor& t, const char* name, const at::Tensor& q) {
+  check_dim(t, name, 4, "[batch, seq, heads, head_dim]");
+  check_same_device(t, name, q, "q");
+  DK_CHECK_ARG(t.scalar_type() == q.scalar_type(), name, "must have the dtype of 'q' (",
+               q.scalar_type(), "), got ", t.scalar_type());
+  check_last_dim_contiguous(t, name);
+}
+
+// A write into `t` must not land in `other`, which the op reads or writes too.
+void check_no_overlap(const at::Tensor& t, const char* name, const at::Tensor& other,
+                      const char* other_name) {
+  const auto status = at::get_overlap_status(t, other);
+  DK_CHECK_ARG(status != at::MemOverlapStatus::Full && status != at::MemOverlapStatus::Partial,
+               name, "must not share memory with '", other_name, "'");
+}
+
+// Validates the arguments, allocates the outputs on q's device and describes the call.
+// With `host_checks_write_starts`, a per-row write_starts tensor is range-checked here (it must
+// then be readable by the host); otherwise the kernel checks it on the device.
+AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                  const std::optional<at::Tensor>& k_new, const std::optional<at::Tensor>& v_new,
+                                  int64_t write_start, const std::optional<at::Tensor>& write_starts,
+                                  const std::optional<at::Tensor>& key_padding_mask,
+                                  const std::optional<at::Tensor>& key_lengths, std::optional<double> scale,
+                                  bool return_lse, const std::optional<at::Tensor>& write_status,
+                                  bool host_checks_write_starts, AttentionOutputs& out) {
+  check_dim(q, "q", 4, "[batch, q_len, heads_q, head_dim]");
+  const auto kind = scalar_kind_of(q, "q");
+  check_last_dim_contiguous(q, "q");
+  check_bhld(k_cache, "k_cache", q);
+  check_bhld(v_cache, "v_cache", q);
+  const int64_t batch = q.size(0), q_len = q.size(1), heads_q = q.size(2), head_dim = q.size(3);
+  const int64_t cache_len = k_cache.size(1), heads_kv = k_cache.size(2);
+  DK_CHECK_ARG(head_dim >= 1, "q", "must have a non-empty head_dim, got shape ", q.sizes());
+  DK_CHECK_ARG(k_cache.size(0) == batch && k_cache.size(3) == head_dim, "k_cache",
+               "must have shape [batch, cache_len, heads_kv, head_dim] with batch = ", batch,
+               " and head_dim = ", head_dim, " from 'q', got ", k_cache.sizes());
+  DK_CHECK_ARG(v_cache.sizes() == k_cache.sizes(), "v_cache", "must have the shape of 'k_cache' (",
+               k_cache.sizes(), "), got ", v_cache.sizes());
+  DK_CHECK_ARG(heads_kv >= 1 && heads_q % heads_kv == 0, "k_cache",
+               "must have a number of heads that divides heads_q = ", heads_q, ", got ", heads_kv);
+  DK_CHECK_ARG(at::has_internal_overlap(k_cache) != at::MemOverlap::Yes, "k_cache",
+               "is written in place and must not have overlapping elements (e.g. an expanded tensor)");
+  DK_CHECK_ARG(at::has_internal_overlap(v_cache) != at::MemOverlap::Yes, "v_cache",
+               "is written in place and must not have overlapping elements (e.g. an expanded tensor)");
+  check_no_overlap(k_cache, "k_cache", v_cache, "v_cache");
+  check_no_overlap(k_cache, "k_cache", q, "q");
+  check_no_overlap(v_cache, "v_cache", q, "q");
+
+  DK_CHECK_ARG(k_new.has_value() == v_new.has_value(), k_new.has_value() ? "v" : "k",
+               "must be given together with '", k_new.has_value() ? "k" : "v", "'");
+  int64_t new_len = 0;
+  if (k_new.has_value()) {
+    check_bhld(*k_new, "k", q);
+    check_bhld(*v_new, "v", q);
+    new_len = k_new->size(1);
+    DK_CHECK_ARG(k_new->size(0) == batch && k_new->size(2) == heads_kv && k_new->size(3) == head_dim,
+                 "k", "must have shape [batch, new_len, heads_kv, head_dim] = [", batch, ", *, ",
+                 heads_kv, ", ", head_dim, "], got ", k_new->sizes());
+    DK_CHECK_ARG(v_new->sizes() == k_new->sizes(), "v", "must have the shape of 'k' (",
+                 k_new->sizes(), "), got ", v_new->sizes());
+    for (const auto* cache : {&k_cache, &v_cache}) {
+      const char* cname = cache == &k_cache ? "k_cache" : "v_cache";
+      check_no_overlap(*cache, cname, *k_new, "k");
+      check_no_overlap(*cache, cname, *v_new, "v");
+    }
+  }
+
+  if (write_starts.has_value()) {
+    const auto& ws = *write_starts;
+    check_same_device(ws, "cache_seqlens", q, "q");
+    DK_CHECK_ARG(ws.scalar_type() == at::kLong, "cache_seqlens", "must be int64, got ", ws.scalar_type());
+    DK_CHECK_ARG(ws.dim() == 1 && ws.size(0) == batch, "cache_seqlens", "must have shape [batch] = [",
+                 batch, "], got ", ws.sizes());
+    DK_CHECK_ARG(ws.is_contiguous(), "cache_seqlens", "must be contiguous");
+    if (host_checks_write_starts && new_len > 0) {
+      const int64_t* s = ws.data_ptr<int64_t>();
+      for (int64_t b = 0; b < batch; ++b)
+        DK_CHECK_ARG(s[b] >= 0 && s[b] <= cache_len - new_len, "cache_seqlens",
+                     "puts the write range [", s[b], ", ", s[b] + new_len, ") of batch row ", b,
+                     " outside the cache rows [0, ", cache_len, ")");
+    }
+  } else if (new_len > 0) {
+    DK_CHECK_ARG(write_start >= 0 && write_start <= cache_len - new_len, "cache_seqlens",
+                 "puts the write range [", write_start, ", ", write_start + new_len,
+                 ") outside the cache rows [0, ", cache_len, ")");
+  }
+
+  if (key_padding_mask.has_value()) {
+    const auto& m = *key_padding_mask;
+    check_same_device(m, "key_padding_mask", q, "q");
+    DK_CHECK_ARG(m.scalar_type() == at::kBool, "key_padding_mask", "must be bool (True = valid key), got ",
+                 m.scalar_type());
+    DK_CHECK_ARG(m.dim() == 2 && m.size(0) == batch && m.size(1) == cache_len, "key_padding_mask",
+                 "must have shape [batch, cache_len] = [", batch, ", ", cache_len, "], got ", m.sizes());
+  }
+  if (key_lengths.has_value()) {
+    const auto& kl = *key_lengths;
+    check_same_device(kl, "key_lengths", q, "q");
+    DK_CHECK_ARG(kl.scalar_type() == at::kLong, "key_lengths", "must be int64, got ", kl.scalar_type());
+    DK_CHECK_ARG(kl.dim() == 1 && kl.size(0) == batch, "key_lengths", "must have shape [batch] = [",
+                 batch, "], got ", kl.sizes());
+    DK_CHECK_ARG(kl.is_contiguous(), "key_lengths", "must be contiguous");
+  }
+  const double sc = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(head_dim));
+  DK_CHECK_ARG(std::isfinite(sc) && std::abs(sc) <= std::numeric_limits<float>::max(), "softmax_scale",
+               "must be finite in float32, got ", sc);
+  int32_t* status = nullptr;
+  if (write_status.has_value()) {
+    const auto& st = *write_status;
+    check_same_device(st, "write_status", q, "q");
+    DK_CHECK_ARG(st.scalar_type() == at::kInt && st.numel() == 1, "write_status",
+                 "must be a one-element int32 tensor, got a ", st.scalar_type(), " tensor of shape ", st.sizes());
+    for (const auto* cache : {&k_cache, &v_cache})
+      check_no_overlap(st, "write_status", *cache, cache == &k_cache ? "k_cache" : "v_cache");
+    status = st.data_ptr<int32_t>();
+  }
+
+  out.out = at::empty({batch, q_len, heads_q, head_dim}, q.options());
+  out.lse = at::empty({return_lse ? batch : 0, heads_q, q_len}, q.options().dtype(at::kFloat));
+  poison(out.out);
+  poison(out.lse);
+
+  AttentionParams p{};
+  p.kind = kind;
+  p.batch = batch;
+  p.q_len = q_len;
+  p.heads_q = heads_q;
+  p.heads_kv = heads_kv;
+  p.head_dim = head_dim;
+  p.cache_len = cache_len;
+  p.new_len = new_len;
+  p.scale = static_cast<float>(sc);
+  p.q = q.data_ptr();
+  p.q_sb = q.stride(0), p.q_sl = q.stride(1), p.q_sh = q.stride(2);
+  p.k_cache = k_cache.data_ptr();
+  p.v_cache = v_cache.data_ptr();
+  p.kc_sb = k_cache.stride(0), p.kc_sl = k_cache.stride(1), p.kc_sh = k_cache.stride(2);
+  p.vc_sb = v_cache.stride(0), p.vc_sl = v_cache.stride(1), p.vc_sh = v_cache.stride(2);
+  if (new_len > 0) {
+    p.k_new = k_new->data_ptr();
+    p.v_new = v_new->data_ptr();
+    p.kn_sb = k_new->stride(0), p.kn_sl = k_new->stride(1), p.kn_sh = k_new->stride(2);
+    p.vn_sb = v_new->stride(0), p.vn_sl = v_new->stride(1), p.vn_sh = v_new->stride(2);
+  }
+  p.write_start = write_start;
+  p.write_starts = write_starts.has_value() ? write_starts->data_ptr<int64_t>() : nullptr;
+  if (key_padding_mask.has_value()) {
+    p.key_mask = key_padding_mask->data_ptr<bool>();
+    p.km_sb = key_padding_mask->stride(0), p.km_sl = key_padding_mask->stride(1);
+  }
+  p.key_lengths = key_lengths.has_value() ? key_lengths->data_ptr<int64_t>() : nullptr;
+  p.out = out.out.data_ptr();
+  p.lse = return_lse ? out.lse.data_ptr<float>() : nullptr;
+  p.write_status = status;
+  return p;
+}
 
 enum class Path { Auto, Native, Aten, Gemm };
 
@@ -26,10 +200,9 @@ Path forced_path() {
 }
 
 // Query rows per kv head up to which the brgemm kernel beats ATen's flash attention with every
-// key valid (32 heads x 128, 512 keys, 1 thread: bf16 32 rows 3.3 vs 4.7 ms, 64 rows 7.1 vs 9.0,
-// 128 rows 11.9 vs 10.7; fp32 128 rows 13.5 vs 19.5, 256 rows 32.8 vs 29.3): each 32-row tile
-// streams the whole cache again, while ATen packs K/V once for all rows. With a mask the brgemm
-// kernel beats the native one at every size (512 rows: bf16 39 vs 80 ms, fp32 52 vs 73 ms).
+// key valid (bench/attention_ratio.py finds the crossover): each 32-row tile streams the whole
+// cache again, while ATen packs K/V once for all rows. With a mask the brgemm kernel beats the
+// native one at every size.
 int64_t gemm_max_stacked_rows(const at::Tensor& q) { return q.scalar_type() == at::kBFloat16 ? 64 : 128; }
 
 // Every key valid: ATen's CPU flash attention (AMX/AVX-512 GEMMs) is faster than the native
@@ -43,28 +216,95 @@ void attend_with_aten(const at::Tensor& q, const at::Tensor& k_cache, const at::
   auto [o, lse] = at::_scaled_dot_product_flash_attention_for_cpu(
       qs, k_cache.transpose(1, 2), v_cache.transpose(1, 2), 0.0, false, std::nullopt, scale);
   out.out.view({b, lq, hkv, g, d}).copy_(o.view({b, hkv, g, lq, d}).permute({0, 3, 1, 2, 4}));
-  if (out.lse.numel() > 0) out.lse.copy_(lse.view({b, hq, lq}));
+  // ATen's lse [b, hkv, g * lq] need not be contiguous: copy it into the matching view of ours.
+  if (out.lse.numel() > 0) out.lse.view({b, hkv, g * lq}).copy_(lse);
 }
 
-}  // namespace
+// cp.async and the 32-bit Q loads need 16-byte aligned rows: base and every row stride.
+bool rows_aligned(const void* base, int64_t sb, int64_t sl, int64_t sh) {
+  constexpr int64_t kElems = 8;  // 16 bytes of a 16-bit dtype
+  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && sb % kElems == 0 && sl % kElems == 0 && sh % kElems == 0;
+}
 
-std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache_cpu(DK_ATTENTION_ARGS) {
+// A fresh (hence aligned) contiguous copy, in [batch, len, heads, head_dim] layout.
+at::Tensor aligned_copy(const at::Tensor& t) {
+  return at::empty(t.sizes(), t.options()).copy_(t);
+}
+
+template <Backend B>
+std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
+    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, const std::optional<at::Tensor>& k_new,
+    const std::optional<at::Tensor>& v_new, int64_t write_start, const std::optional<at::Tensor>& write_starts,
+    const std::optional<at::Tensor>& key_padding_mask, const std::optional<at::Tensor>& key_lengths,
+    std::optional<double> scale, bool return_lse, const std::optional<at::Tensor>& write_status) {
+  const DeviceScope<B> scope(q);
   AttentionOutputs out;
-  const auto params = prepare_attention(DK_ATTENTION_ARG_NAMES, /*host_checks_write_starts=*/true, out);
-  cpu::write_kv_cache(params);
-  const bool dense = !key_padding_mask.has_value() && !key_lengths.has_value();
-  const Path path = forced_path();
-  const bool gemm_ok = path != Path::Native && path != Path::Aten &&
-                       cpu::gemm_attention_usable(params, /*even_with_idle_threads=*/path == Path::Gemm);
-  const int64_t stacked_rows = q.size(1) * (q.size(2) / std::max<int64_t>(1, k_cache.size(2)));
-  if (gemm_ok && (path == Path::Gemm || !dense || stacked_rows <= gemm_max_stacked_rows(q))) {
-    cpu::attend_gemm(params);
-  } else if (dense && path != Path::Native && q.numel() > 0 && k_cache.size(1) > 0) {
-    attend_with_aten(q, k_cache, v_cache, params.scale, out);
+  // On CUDA write_starts stays on the device: the cache-write kernel range-checks it (no host sync).
+  auto p = prepare_attention(q, k_cache, v_cache, k_new, v_new, write_start, write_starts, key_padding_mask,
+                             key_lengths, scale, return_lse, write_status,
+                             /*host_checks_write_starts=*/B == Backend::Cpu, out);
+  if constexpr (B == Backend::Cpu) {
+    cpu::write_kv_cache(p);
+    const bool dense = !key_padding_mask.has_value() && !key_lengths.has_value();
+    const Path path = forced_path();
+    const bool gemm_ok = path != Path::Native && path != Path::Aten &&
+                         cpu::gemm_attention_usable(p, /*even_with_idle_threads=*/path == Path::Gemm);
+    const int64_t stacked_rows = q.size(1) * (q.size(2) / std::max<int64_t>(1, k_cache.size(2)));
+    if (gemm_ok && (path == Path::Gemm || !dense || stacked_rows <= gemm_max_stacked_rows(q))) {
+      cpu::attend_gemm(p);
+    } else if (dense && path != Path::Native && q.numel() > 0 && k_cache.size(1) > 0) {
+      attend_with_aten(q, k_cache, v_cache, p.scale, out);
+    } else {
+      cpu::attend(p);
+    }
   } else {
-    cpu::attend(params);
+    void* stream = scope.stream();
+    DK_CHECK_ARG(p.kind != ScalarKind::Float32, "q", "must be float16 or bfloat16 on CUDA (float32 is CPU-only)");
+    DK_CHECK_ARG(p.head_dim == 64 || p.head_dim == 128, "q", "must have head_dim 64 or 128 on CUDA, got ", p.head_dim);
+
+    launch_attention_cache_write(p, stream);
+
+    // Unaligned layouts (e.g. a head_dim window of a wider buffer) read from aligned copies, made
+    // after the write on the same stream.
+    at::Tensor q_copy, k_copy, v_copy;
+    if (!rows_aligned(p.q, p.q_sb, p.q_sl, p.q_sh)) {
+      q_copy = aligned_copy(q);
+      p.q = q_copy.data_ptr();
+      p.q_sb = q_copy.stride(0), p.q_sl = q_copy.stride(1), p.q_sh = q_copy.stride(2);
+    }
+    if (!rows_aligned(p.k_cache, p.kc_sb, p.kc_sl, p.kc_sh)) {
+      k_copy = aligned_copy(k_cache);
+      p.k_cache = k_copy.data_ptr();
+      p.kc_sb = k_copy.stride(0), p.kc_sl = k_copy.stride(1), p.kc_sh = k_copy.stride(2);
+    }
+    if (!rows_aligned(p.v_cache, p.vc_sb, p.vc_sl, p.vc_sh)) {
+      v_copy = aligned_copy(v_cache);
+      p.v_cache = v_copy.data_ptr();
+      p.vc_sb = v_copy.stride(0), p.vc_sl = v_copy.stride(1), p.vc_sh = v_copy.stride(2);
+    }
+
+    p.num_splits = attention_num_splits(p);
+    at::Tensor workspace;
+    if (p.num_splits > 1) {
+      const int64_t rows = p.batch * p.heads_q * p.q_len;
+      workspace = at::empty({p.num_splits * rows * (p.head_dim + 1)}, q.options().dtype(at::kFloat));
+      p.o_partial = workspace.data_ptr<float>();
+      p.lse_partial = p.o_partial + p.num_splits * rows * p.head_dim;
+    }
+    launch_attention(p, stream);
   }
   return {out.out, out.lse};
 }
 
+}  // namespace
 }  // namespace dk
+
+// k_cache / v_cache are written in place (rows [write_start, write_start + new_len) of each
+// batch row); lse is empty ([0, heads_q, q_len]) unless return_lse. write_status ([1] int32) is
+// set to 1 when write_starts is out of range on the device (nothing is written then).
+DK_REGISTER_OP("attention_with_kv_cache",
+               "attention_with_kv_cache(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? k_new, "
+               "Tensor? v_new, int write_start, Tensor? write_starts, Tensor? key_padding_mask, "
+               "Tensor? key_lengths, float? scale, bool return_lse, Tensor(c!)? write_status=None) "
+               "-> (Tensor out, Tensor lse)",
+               dk::attention_with_kv_cache)

@@ -5,6 +5,8 @@
 
 #include <optional>
 
+#include "kernels/dtype.h"
+
 #define DK_CHECK_ARG(cond, name, ...) \
   TORCH_CHECK_VALUE(cond, "diffusion_kernels: argument '", name, "' ", __VA_ARGS__)
 
@@ -36,6 +38,23 @@ inline const int64_t* one_int64_element(const std::optional<at::Tensor>& t, cons
 inline void check_last_dim_contiguous(const at::Tensor& t, const char* name) {
   DK_CHECK_ARG(t.size(-1) <= 1 || t.stride(-1) == 1, name,
                "must have a contiguous last dimension (stride 1), got strides ", t.strides());
+}
+
+// The floating dtypes the kernels accept, as the torch-free enum the kernels switch on; float64
+// only where `float64_on_cpu` (the masked CE's gradcheck dtype).
+inline ScalarKind scalar_kind_of(const at::Tensor& t, const char* name, bool float64_on_cpu = false) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return ScalarKind::Float32;
+    case at::kHalf: return ScalarKind::Float16;
+    case at::kBFloat16: return ScalarKind::BFloat16;
+    case at::kDouble:
+      if (float64_on_cpu) return ScalarKind::Float64;
+      [[fallthrough]];
+    default:
+      DK_CHECK_ARG(false, name, "must be float32, float16", float64_on_cpu ? ", bfloat16 (or float64 on CPU)" : " or bfloat16",
+                   ", got ", t.scalar_type());
+  }
+  return ScalarKind::Float32;  // unreachable
 }
 
 }  // namespace dk

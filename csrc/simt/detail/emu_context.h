@@ -1,7 +1,7 @@
 // Part of simt/simt.h (emulator): fiber stacks and the context switch.
 //
 // Default on x86-64: a hand-written switch (callee-saved registers + MXCSR + x87 control word).
-// Elsewhere, or with -DSIMT_USE_UCONTEXT: glibc swapcontext, about 10x slower because it makes a
+// Elsewhere, or with -DSIMT_USE_UCONTEXT: glibc swapcontext, much slower because it makes a
 // sigprocmask system call per switch.
 #pragma once
 

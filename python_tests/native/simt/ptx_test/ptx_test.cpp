@@ -1,9 +1,9 @@
 // Standalone test driver for csrc/simt/ptx.h.
 //
 // Emulator build (what python_tests/test_ptx_wrappers.py runs):
-//   g++ -std=c++20 -O2 -pthread -I csrc -I $CUDA_HOME/include csrc/simt/ptx_test/ptx_test.cpp
+//   g++ -std=c++20 -O2 -pthread -I csrc -I $CUDA_HOME/include python_tests/native/simt/ptx_test/ptx_test.cpp
 // GPU build (a GPU job; compares the tensor-core path against FORCE_EMU=true and the references):
-//   nvcc -std=c++17 -arch=sm_80 -x cu -I csrc csrc/simt/ptx_test/ptx_test.cpp
+//   nvcc -std=c++17 -arch=sm_80 -x cu -I csrc python_tests/native/simt/ptx_test/ptx_test.cpp
 //
 // Usage: ptx_test [all | layout | mma | gemm | cp_async | pipeline | pack]...
 //        ptx_test misuse N      (emulator: must report simt::KernelError, exit 3; see k_misuse)

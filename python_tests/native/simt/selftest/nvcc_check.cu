@@ -1,6 +1,6 @@
 // Compile-only check that simt.h's nvcc branch and the self-test kernels build for the GPU:
-//   nvcc -std=c++17 -arch=sm_80 -I csrc -c csrc/simt/selftest/nvcc_check.cu -o /dev/null
-//   nvcc -std=c++20 -arch=sm_90 -I csrc -c csrc/simt/selftest/nvcc_check.cu -o /dev/null
+//   nvcc -std=c++17 -arch=sm_80 -I csrc -c python_tests/native/simt/selftest/nvcc_check.cu -o /dev/null
+//   nvcc -std=c++20 -arch=sm_90 -I csrc -c python_tests/native/simt/selftest/nvcc_check.cu -o /dev/null
 // (run by .ci/simt_selftest.sh when nvcc is available). Nothing here is executed.
 #include "simt/simt.h"
 #include "template_kernels.cuh"

@@ -23,20 +23,6 @@ uint64_t fnv1a(const void* data, size_t bytes, uint64_t h = 1469598103934665603u
   return h;
 }
 
-uint16_t to_bf16_bits(float f) {  // round to nearest even
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
-float from_bf16_bits(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 int failures = 0;
 
 void expect(bool ok, const char* what, int64_t row) {
@@ -61,8 +47,8 @@ uint64_t masked_confidence_case(int64_t batch, int64_t seq, int64_t vocab, bool 
   }
   std::vector<uint16_t> logits_bf16(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) {
-    logits_bf16[i] = to_bf16_bits(logits[i]);
-    if (bf16) logits[i] = from_bf16_bits(logits_bf16[i]);
+    logits_bf16[i] = dk::float_to_bf16_bits(logits[i]);
+    if (bf16) logits[i] = dk::bf16_bits_to_float(logits_bf16[i]);
   }
   std::vector<int64_t> x(rows);
   for (int64_t r = 0; r < rows; ++r) x[r] = (r % 4 == 3) ? 10 + r : mask_id;
@@ -156,7 +142,7 @@ uint64_t attention_case(int64_t splits, uint32_t seed) {
   std::normal_distribution<float> normal(0.f, 1.f);
   auto fill = [&](std::vector<uint16_t>& v, size_t n) {
     v.resize(n);
-    for (auto& e : v) e = to_bf16_bits(normal(rng));
+    for (auto& e : v) e = dk::float_to_bf16_bits(normal(rng));
   };
   std::vector<uint16_t> q, kc, vc, kn, vn;
   fill(q, B * Lq * Hq * D), fill(kc, B * Lc * Hkv * D), fill(vc, B * Lc * Hkv * D);
@@ -208,7 +194,7 @@ uint64_t attention_case(int64_t splits, uint32_t seed) {
           if (!mask[b * Lc + j] || j >= lengths[b]) continue;
           double dot = 0;
           for (int64_t d = 0; d < D; ++d)
-            dot += double(from_bf16_bits(q[at(b, i, h, Lq, Hq) + d])) * from_bf16_bits(kc[at(b, j, hk, Lc, Hkv) + d]);
+            dot += double(dk::bf16_bits_to_float(q[at(b, i, h, Lq, Hq) + d])) * dk::bf16_bits_to_float(kc[at(b, j, hk, Lc, Hkv) + d]);
           s[j] = dot * p.scale;
           m = std::max(m, s[j]);
         }
@@ -217,8 +203,8 @@ uint64_t attention_case(int64_t splits, uint32_t seed) {
         expect(std::fabs(lse[(b * Hq + h) * Lq + i] - (m + std::log(sum))) < 1e-3, "attention: lse", b);
         for (int64_t d = 0; d < D; ++d) {
           double o = 0;
-          for (int64_t j = 0; j < Lc; ++j) o += std::exp(s[j] - m) / sum * from_bf16_bits(vc[at(b, j, hk, Lc, Hkv) + d]);
-          const double got = from_bf16_bits(out[at(b, i, h, Lq, Hq) + d]);
+          for (int64_t j = 0; j < Lc; ++j) o += std::exp(s[j] - m) / sum * dk::bf16_bits_to_float(vc[at(b, j, hk, Lc, Hkv) + d]);
+          const double got = dk::bf16_bits_to_float(out[at(b, i, h, Lq, Hq) + d]);
           expect(std::fabs(got - o) <= 1e-2 * std::fabs(o) + 1e-2, "attention: out", b);
         }
       }

@@ -2,8 +2,8 @@
 //
 // Build (plain; add -fsanitize=... for the sanitizer legs, see .ci/simt_selftest.sh):
 //   g++ -std=c++20 -O2 -pthread -I csrc -I $CUDA_HOME/include
-//       csrc/simt/selftest/main.cpp csrc/simt/selftest/correct_cases.cpp
-//       csrc/simt/selftest/broken_cases.cpp -o selftest
+//       python_tests/native/simt/selftest/main.cpp python_tests/native/simt/selftest/correct_cases.cpp
+//       python_tests/native/simt/selftest/broken_cases.cpp -o selftest
 //
 // Usage:
 //   selftest list                     one line per case: name, correct|broken, expectation
