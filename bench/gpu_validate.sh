@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU validation, one command, for the rare machine with a GPU (device time is scarce: every step
 # is time-boxed and the independent ones overlap):
-#   - the tensor-core wrappers (csrc/simt/ptx_test) built and run on the GPU: hardware ldmatrix/mma
+#   - the tensor-core wrappers (python_tests/native/simt/ptx_test) built and run on the GPU: hardware ldmatrix/mma
 #     against the PTX ISA layouts and against the shuffle emulation, from the start, beside the build;
 #   - the extension built in place for this GPU (torch and nvcc of the machine, no pip);
 #   - the CUDA tests (pytest -m cuda), with compute-sanitizer memcheck and racecheck over the
@@ -32,7 +32,7 @@ cat "$logs/env.log"
 
 # 1. ptx wrappers on the GPU: its own nvcc build, overlapping the extension's build.
 ( t=$(date +%s)
-  timeout 300 bash -c "nvcc -std=c++20 -x cu -arch=sm_${cap/./} -I csrc csrc/simt/ptx_test/ptx_test.cpp -o /tmp/dk_ptx_test \
+  timeout 300 bash -c "nvcc -std=c++20 -x cu -arch=sm_${cap/./} -I csrc python_tests/native/simt/ptx_test/ptx_test.cpp -o /tmp/dk_ptx_test \
     && /tmp/dk_ptx_test all" > "$logs/ptx.log" 2>&1; echo $? > /tmp/dk_ptx.rc ) &
 ptx_pid=$!
 

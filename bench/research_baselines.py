@@ -1,5 +1,5 @@
 """The research code's way of doing each step, rewritten from the published algorithms
-(shared/research/dllm_algorithms.md) as the baselines the benchmarks compare against."""
+(LLaDA, Fast-dLLM and Dream's generate loops) as the baselines the benchmarks compare against."""
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -194,13 +194,13 @@ def cases(fn, prefix, emulated=False):
         same(f"return_softmax_lse-{ret}", return_softmax_lse=ret)
     # a well-formed call that failed: GQA with the lse on the path of many query rows
     same("gqa-lse-129-queries", shape=dict(b=1, lq=129, lc=96, ln=0), cache_seqlens=0, return_softmax_lse=True)
-    same("gqa-lse-bf16-40-queries", shape=dict(b=1, lq=40, lc=96, ln=0, dtype=torch.bfloat16), cache_seqlens=0,
-         return_softmax_lse=True)
+    # bf16 outputs: one rounding of the result (2**-8 relative) on either side
+    add("gqa-lse-bf16-40-queries", call(shape=dict(b=1, lq=40, lc=96, ln=0, dtype=torch.bfloat16), cache_seqlens=0,
+                                        return_softmax_lse=True), Same(ref, rule="close", rtol=2 ** -7, atol=1e-2))
     if not emulated:
         def autograd(result, call):
             out, lse = result
-            want, want_lse = reference.attention_with_kv_cache(**{k: v.detach() if isinstance(v, torch.Tensor) else v
-                                                                   for k, v in call.kwargs.items()}, return_softmax_lse=True)
+            want, want_lse = ref(**{k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in call.kwargs.items()})
             torch.testing.assert_close(out.detach(), want, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(lse.detach(), want_lse, rtol=1e-4, atol=1e-5)
             out.sum().backward()

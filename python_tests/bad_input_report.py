@@ -1,5 +1,5 @@
 """Runs the whole battery outside pytest and prints the failing cases grouped by function, as
-markdown (the source of /work/notes/battery_failures.md and of KNOWN_FAILING).
+markdown: what each failing case does today, and the entries for KNOWN_FAILING.
 
 Usage: python python_tests/bad_input_report.py [--known] [substring ...]
 (--known: print the failing cases as KNOWN_FAILING entries instead.)

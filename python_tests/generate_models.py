@@ -1,5 +1,5 @@
 """Tiny random models for the sampler tests, and an independent re-implementation of LLaDA's
-``generate()`` loop written from the research digest (dllm_algorithms.md §1-§2)."""
+``generate()`` loop written from its published algorithm (block schedule, low-confidence remasking)."""
 import torch
 
 from diffusion_kernels.models import LLaDAConfig, LLaDAModel

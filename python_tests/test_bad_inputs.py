@@ -4,8 +4,8 @@ arguments, each case in a worker subprocess with a timeout (python_tests/bad_inp
 A case passes when the call raises a TypeError/ValueError/RuntimeError naming the argument and
 leaves every input unchanged, or returns what the reference (or the documented meaning) says;
 a hang or a crash fails it. Cases listed in KNOWN_FAILING are strict xfails: once fixed they
-XPASS, which fails the suite until the entry is removed. /work/notes/battery_failures.md holds
-the observed behaviour of each.
+XPASS, which fails the suite until the entry is removed. `python python_tests/bad_input_report.py`
+prints the observed behaviour of each failing case.
 """
 import pytest
 
@@ -17,12 +17,7 @@ from bad_input_pool import Pool
 CASES = bad_input_table.cases()
 
 # case name -> what is wrong today (issue 19).
-KNOWN_FAILING = {
-    'attention_with_kv_cache-return_softmax_lse-True': "well-formed call raised RuntimeError: view size is not compatible with input tensor's size and stride (at leas",
-    'attention_with_kv_cache-gqa-lse-129-queries': "well-formed call raised RuntimeError: view size is not compatible with input tensor's size and stride (at leas",
-    'attention_with_kv_cache-gqa-lse-bf16-40-queries': "well-formed call raised RuntimeError: view size is not compatible with input tensor's size and stride (at leas",
-    'attention_with_kv_cache-gqa-lse-129-queries-autograd': "well-formed call raised RuntimeError: view size is not compatible with input tensor's size and stride (at leas",
-}
+KNOWN_FAILING: dict = {}
 
 
 def _param(name):

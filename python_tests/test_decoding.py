@@ -1,5 +1,6 @@
 """The decoding core on its own: each transfer rule against a small pure-PyTorch transcription of
-the research code's rule (dllm_algorithms.md §2-§4, engines.md), the step function against LLaDA's
+the research code's rule (LLaDA's low-confidence top-k, Fast-dLLM's threshold and factor rules,
+SGLang's strict threshold), the step function against LLaDA's
 step, and the plan / cache-policy helpers."""
 import math
 

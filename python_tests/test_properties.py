@@ -25,10 +25,7 @@ SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=N
 
 # Properties that fail today (issue 19): "property[backend]" -> what is wrong. A fix turns them
 # XPASS, which fails the suite until the entry is removed.
-KNOWN_FAILING = {
-    "attention_with_kv_cache[cpu]": "GQA with the lse raises 'view size is not compatible' (q [1, 1, 4, 8], "
-                                    "caches [1, 1, 2, 8], no new rows)",
-}
+KNOWN_FAILING: dict = {}
 
 
 def backends(cpu, emu, name):

@@ -1,5 +1,6 @@
 """Per-step transfer counts: LLaDA's integer schedule and Dream's float32 linear schedule, against
-the research code's loops and the sequences worked out in research/dllm_algorithms.md §1."""
+the research code's loops (LLaDA's get_num_transfer_tokens, Dream's timestep linspace) and the
+sequences they produce."""
 import pytest
 import torch
 
@@ -46,7 +47,7 @@ def dream_loop(n_masked, steps, eps=1e-3):
 @pytest.mark.parametrize("n, steps, head, tail", [(512, 512, [0, 1], [1, 2]), (256, 128, [1, 2], [2, 3]),
                                                   (128, 32, [3, 4], [4, 5])])
 def test_dream_documented_sequences(n, steps, head, tail):
-    """research/dllm_algorithms.md §1.3: the float32 linspace + truncation under-shoots first and
+    """Dream's schedule: the float32 linspace + truncation under-shoots first and
     catches up at the last step."""
     counts, left = [], torch.tensor([n])
     for i in range(steps):

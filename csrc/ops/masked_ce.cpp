@@ -2,6 +2,7 @@
 // the Params fill and the dispatch to the CPU kernels or the CUDA launchers (ops/registration.h).
 // The CPU path range-checks the targets of masked rows; the launchers do not (that would read
 // device memory): their kernels write NaN for such a row, never out of bounds.
+#include <ATen/MemoryOverlap.h>
 #include <ATen/ops/empty.h>
 
 #include <tuple>
@@ -132,6 +133,9 @@ template <Backend B>
 std::tuple<at::Tensor, at::Tensor> masked_ce_forward_backward(at::Tensor& logits, const at::Tensor& targets,
                                                               const at::Tensor& masked, const at::Tensor& scale) {
   const DeviceScope<B> scope(logits);
+  // Rows that share memory would each receive another row's gradient.
+  DK_CHECK_ARG(at::has_internal_overlap(logits) != at::MemOverlap::Yes, "logits",
+               "is overwritten in place and must not have overlapping elements (e.g. an expanded tensor)");
   MaskedCeTensors t;
   MaskedCeParams p = base_params<B>(logits, targets, masked, t);
   t.scale = row_vector(scale, "scale", logits, acc_type(logits), acc_name(logits));
