@@ -1,9 +1,9 @@
-// CUDA kernels of attention_with_kv_cache, flash-attention-2 style (design: DESIGN.md, issue 6).
+// CUDA kernels of attention_with_kv_cache, flash-attention-2 style (design: DESIGN.md).
 //
 //   attention_cache_write_kernel: copies k_new/v_new into the caches at each batch row's start.
 //   A per-row write_starts tensor stays on the device (no host sync): every block of every kernel
-//   first checks all its rows (write_starts_ok). One bad row and the call writes no cache row,
-//   its outputs are NaN and write_status (if given) is set; the process stays usable.
+//   checks all batch rows (write_starts_ok) before it writes. One bad row and the call writes no
+//   cache row, its outputs are NaN and write_status (if given) is set; the process stays usable.
 //   attention_kernel: one block = 64 query rows of one (batch, kv head) and one slice of the keys.
 //       The rows of a block are the (query head of the GQA group, query position) pairs of that kv
 //       head, so a group of query heads shares every K/V tile it loads. 4 warps x 16 rows; each
@@ -159,8 +159,6 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   unsigned char* const v_tiles = smem + 2 * kTileBytes<D>;
   float* const bias = reinterpret_cast<float*>(smem + 4 * kTileBytes<D>);
 
-  // A bad write start: no key is read and the outputs are NaN (the cache write was skipped).
-  const bool poisoned = !write_starts_ok(p);
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
   // Divisions in 32 bits (a 64-bit one is a subroutine call with a stack frame): the launcher
   // guarantees group * q_len and the key-tile count fit in int32. Addresses stay 64-bit.
@@ -175,7 +173,7 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   const int n_tiles = int((n_end + kBlockN - 1) / kBlockN);
   const int per_split = (n_tiles + int(p.num_splits) - 1) / int(p.num_splits);
   const int tile_begin = int(blockIdx.z) * per_split;
-  const int tile_end = poisoned ? tile_begin : (tile_begin + per_split < n_tiles ? tile_begin + per_split : n_tiles);
+  const int tile_end = tile_begin + per_split < n_tiles ? tile_begin + per_split : n_tiles;
 
   // Q fragments of rows g and g+8 of the warp's 16, as (query head, position): held in registers
   // for the whole loop. Rows past the end are zero.
@@ -327,6 +325,9 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
     __syncthreads();  // every warp is done with this stage before the next iteration refills it
   }
 
+  // A bad write start makes the outputs NaN (the cache write was skipped). Checked after the loop,
+  // not before: a flag or barrier ahead of it makes ptxas spill at head_dim 128.
+  const bool poisoned = !write_starts_ok(p);
   if (!warp_active) return;
   float inv[2], lse[2];
   DK_UNROLL
@@ -336,7 +337,7 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
     // A row with no valid key (l == 0) outputs 0 and lse -inf.
     inv[h] = l[h] > 0.f ? 1.f / l[h] : 0.f;
     lse[h] = l[h] > 0.f ? (m[h] + log2f(l[h])) * kLn2 : -INFINITY;
-    if (poisoned) inv[h] = lse[h] = NAN;  // o is 0 here, and 0 * NaN = NaN
+    if (poisoned) inv[h] = lse[h] = NAN;  // any o times NaN is NaN
   }
   DK_UNROLL
   for (int h = 0; h < 2; ++h) {
