@@ -656,3 +656,38 @@ def test_reference_rejects_out_of_range_write():
     args = make_inputs(Case(1, 4, 2, 2, 64, 6, 4, 3), torch.float32)
     with pytest.raises(ValueError, match="outside the cache"):
         reference.attention_with_kv_cache(args["q"], args["k_cache"], args["v_cache"], args["k"], args["v"], 3)
+
+
+# CPU: enough stacked GQA rows per kv head (g * q_len) that the op hands them to ATen's flash
+# attention, whose lse comes back [batch, heads_kv, g * q_len] and not always contiguous.
+# (q shape, cache shape, new rows, cache_seqlens, dtype)
+FLASH_PATH_CASES = [
+    ((1, 129, 4, 64), (1, 96, 2, 64), 0, 0, torch.float32),
+    ((1, 129, 4, 64), (1, 96, 2, 64), 7, 10, torch.float32),
+    ((2, 70, 8, 32), (2, 50, 2, 32), 5, 45, torch.float32),
+    ((1, 40, 4, 64), (1, 96, 2, 64), 0, 0, torch.bfloat16),
+    ((1, 40, 4, 64), (1, 96, 2, 64), 3, 0, torch.bfloat16),
+]
+
+
+@pytest.mark.parametrize("forced", [None, "aten"])
+@pytest.mark.parametrize("q_shape,cache_shape,new_len,start,dtype", FLASH_PATH_CASES)
+def test_cpu_flash_path_gqa_lse(monkeypatch, forced, q_shape, cache_shape, new_len, start, dtype):
+    if forced is not None:
+        monkeypatch.setenv("DK_CPU_ATTENTION", forced)
+    g = torch.Generator().manual_seed(sum(q_shape) + new_len)
+    b, _, hkv, d = cache_shape
+    q, k_cache, v_cache = (torch.randn(s, generator=g).to(dtype) for s in (q_shape, cache_shape, cache_shape))
+    k, v = ((torch.randn(b, new_len, hkv, d, generator=g).to(dtype) if new_len else None) for _ in range(2))
+    kc, vc = k_cache.clone(), v_cache.clone()
+    out, lse = dk.attention_with_kv_cache(q, kc, vc, k, v, cache_seqlens=start, return_softmax_lse=True)
+
+    for cache, new in ((k_cache, k), (v_cache, v)):
+        if new is not None:
+            cache[:, start:start + new_len] = new
+    assert torch.equal(kc, k_cache) and torch.equal(vc, v_cache)
+    ref_out, ref_lse = reference.attention_with_kv_cache(q.double(), k_cache.double(), v_cache.double(), return_lse=True)
+    pt_out, pt_lse = reference.attention_with_kv_cache(q, k_cache, v_cache, return_lse=True, upcast=False)
+    assert lse.shape == (q_shape[0], q_shape[2], q_shape[1]) and lse.dtype == torch.float32
+    assert_within_torch_error(out, pt_out, ref_out, what="out")
+    assert_within_torch_error(lse, pt_lse, ref_lse, atol=1e-5, what="lse")

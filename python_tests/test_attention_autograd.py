@@ -107,3 +107,23 @@ def test_cache_modified_before_backward_is_refused():
     kc.add_(1.0)
     with pytest.raises(RuntimeError, match="modified after the forward"):
         out.sum().backward()
+
+
+def test_gqa_on_the_cpu_flash_path():
+    """The autograd forward asks the op for the lse: with GQA and many query rows the CPU op takes
+    ATen's flash attention, whose lse layout differs from ours."""
+    g = torch.Generator().manual_seed(19)
+    q, k_cache, v_cache = (torch.randn(s, generator=g) for s in ((1, 129, 4, 64), (1, 96, 2, 64), (1, 96, 2, 64)))
+    k, v = (torch.randn(1, 6, 2, 64, generator=g) for _ in range(2))
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = dk.attention_with_kv_cache(leaves[0], k_cache.clone(), v_cache.clone(), leaves[1], leaves[2])
+    weight = torch.randn(out.shape, generator=g)
+    grads = torch.autograd.grad((out * weight).sum(), leaves)
+
+    ref_leaves = [t.clone().double().requires_grad_() for t in (q, k, v)]
+    ref_out, _ = reference.attention_with_kv_cache(ref_leaves[0], k_cache.double(), v_cache.double(), ref_leaves[1],
+                                                   ref_leaves[2], return_lse=True)
+    ref_grads = torch.autograd.grad((ref_out * weight.double()).sum(), ref_leaves)
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
