@@ -1,14 +1,14 @@
 """The decoding core on its own: each transfer rule against a small pure-PyTorch transcription of
-the research code's rule (LLaDA's low-confidence top-k, Fast-dLLM's threshold and factor rules,
-SGLang's strict threshold), the step function against LLaDA's
-step, and the plan / cache-policy helpers."""
+the research code's rule (LLaDA's low-confidence top-k, Fast-dLLM's threshold and factor rules, the
+factor rule as Fast-dLLM's code runs it, SGLang's strict threshold, dInfer's row-max threshold), the
+step function against LLaDA's, Fast-dLLM's and dInfer's steps, and the plan / cache-policy helpers."""
 import math
 
 import pytest
 import torch
 
 from diffusion_kernels import reference
-from diffusion_kernels.decoding import (ALG_TEMP_OFFSET, DreamPlan, Factor, LLaDAPlan, Proposal, Threshold, TopK,
+from diffusion_kernels.decoding import (ALG_TEMP_OFFSET, DInferThreshold, DreamPlan, Factor, LLaDAPlan, Proposal, Threshold, TopK,
                                         UntilDone, decode_step, query_range)
 from diffusion_kernels.schedules import dream_num_transfer_tokens, llada_num_transfer_tokens
 
@@ -76,6 +76,39 @@ def fast_dllm_factor_paper(conf, factor):
     return out
 
 
+def fast_dllm_factor_code(conf, factor):
+    """Fast-dLLM get_transfer_index_dynamic as its code runs: per row, sorted candidate confidences
+    against ``1 - factor / (n + 1)`` (rank 1 against -1), stop at the first below its bound, and
+    one more when the stop is at the first or the last rank. (The code fails on a row without
+    candidates; this commits nothing there.)"""
+    out = torch.zeros(conf.shape, dtype=torch.bool)
+    for j in range(conf.shape[0]):
+        m = int(torch.isfinite(conf[j]).sum())
+        if m == 0:
+            continue
+        bounds = [-1.0] + [1 - factor / (n + 1) for n in range(2, m + 1)]
+        values = sorted((float(c) for c in conf[j][torch.isfinite(conf[j])]), reverse=True)
+        top = 0
+        for top in range(m):
+            if values[top] < bounds[top]:
+                break
+        if top == 0 or top == m - 1:
+            top += 1
+        out[j, _ranked(conf[j])[:top]] = True
+    return out
+
+
+def dinfer_threshold(conf, x0, mask_id, tau, eps=1e-5):
+    """dInfer get_transfer_index_threshold (float32): candidates minus the positions proposing the
+    mask id (``mask_id=None``: rm_mask off), bound ``(rowmax - eps).clamp(-1000, tau)``, ``>=``."""
+    mask_index = torch.isfinite(conf)
+    if mask_id is not None:
+        mask_index = mask_index & (x0 != mask_id)
+    c = torch.where(mask_index, conf.float(), -math.inf)
+    bound = (c.max(dim=1).values - eps).clamp(-1000, tau).unsqueeze(-1)
+    return c >= bound
+
+
 def _apply(rule, conf, **kw):
     """The rule's mask, and the write it does into x (x0 = position index + 100)."""
     x = torch.full(conf.shape, -1, dtype=torch.int64)
@@ -135,6 +168,84 @@ def test_factor_is_the_paper_rule(seed, factor):
     assert torch.equal(_apply(Factor(factor), conf), fast_dllm_factor_paper(conf, factor))
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("factor", [0.01, 0.5, 1.0, 3.0, 100.0])
+def test_factor_code_variant_is_fast_dllm_code(seed, factor):
+    conf = _confidences(seed)  # 1/16 grid: some confidences sit exactly on 1 - factor / (n + 1)
+    conf[4] = 1 - torch.tensor([0.01, 0.3, 0.02, 0.2] * 5 + [0.1, 0.15, 0.05])
+    conf[0, :2] = torch.tensor([0.99, 0.2])
+    conf[0, 2:] = -math.inf  # two candidates: the code commits both whatever the second's value
+    rule = Factor(factor, variant="fastdllm_code")
+    want = fast_dllm_factor_code(conf, factor)
+    assert torch.equal(_apply(rule, conf), want)
+    assert torch.equal(rule.select(conf.t().contiguous().t()), want)  # any strides
+    assert torch.equal(rule.select(conf.half()), fast_dllm_factor_code(conf.half().float(), factor))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_factor_variants_differ_only_when_the_last_ranked_alone_fails(seed):
+    g = torch.Generator().manual_seed(seed)
+    conf = 1 - torch.rand(64, 9, generator=g) ** 3 * 0.6  # continuous: no confidence on a bound
+    conf = conf.masked_fill(torch.rand(64, 9, generator=g) < 0.3, -math.inf)
+    conf[0] = -math.inf
+    for factor in (0.3, 1.0, 2.0):
+        paper = Factor(factor).select(conf)
+        code = Factor(factor, variant="fastdllm_code").select(conf)
+        m = torch.isfinite(conf).sum(1, keepdim=True)
+        last_alone = (paper.sum(1, keepdim=True) == m - 1) & (m >= 2)
+        assert torch.equal(code, paper | (last_alone & torch.isfinite(conf)))
+        assert last_alone.any() and not last_alone.all()  # both cases occur
+    # exactly on the bound 1 - 1/4 at rank 3 (of 5): the code keeps it (>=), the paper's strict form not
+    on_bound = torch.tensor([[0.9, 0.8, 0.75, 0.1, 0.05]])
+    assert Factor(1.0).select(on_bound).tolist() == [[True, True, False, False, False]]
+    assert Factor(1.0, variant="fastdllm_code").select(on_bound).tolist() == [[True, True, True, False, False]]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("tau,eps", [(0.9, 1e-5), (0.5, 0.0), (0.0, 1e-5), (2.0, 1e-5), (2.0, 0.1), (-1.0, 0.3)])
+def test_dinfer_threshold_is_dinfer(seed, tau, eps):
+    conf = _confidences(seed)  # ties at the row maximum, -inf / NaN / +inf non-candidates, empty row
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randint(100, 104, conf.shape, generator=g)  # 103 plays the mask id
+    x0[0, conf[0].nan_to_num(neginf=-1).argmax()] = 103  # the row's best proposes the mask
+    for mask_id in (103, None):
+        x = torch.full(conf.shape, -1, dtype=torch.int64)
+        got = DInferThreshold(tau, eps, mask_id=mask_id).select(conf, x, x0)
+        assert torch.equal(got, dinfer_threshold(conf, x0, mask_id, tau, eps))
+        assert torch.equal(x, torch.where(got, x0, -1))
+    assert not (DInferThreshold(tau, eps, mask_id=103).select(conf, x0=x0) & (x0 == 103)).any()
+    assert torch.equal(DInferThreshold(tau, eps).select(conf), dinfer_threshold(conf, x0, None, tau, eps))
+
+
+def test_dinfer_threshold_bound_and_mask_exclusion():
+    # within eps of the row maximum is committed; the bound is float32(rowmax - eps), as dInfer's
+    top = torch.tensor(0.5, dtype=torch.float32)
+    near = (top - torch.tensor(1e-5, dtype=torch.float32))
+    below = torch.nextafter(near, torch.tensor(0.0))
+    conf = torch.stack([top, near, below, torch.tensor(-math.inf)])[None]
+    assert DInferThreshold(0.9).select(conf).tolist() == [[True, True, False, False]]
+    # the best proposes [MASK]: it leaves the row maximum, the next best becomes the anchor
+    conf = torch.tensor([[0.6, 0.3, 0.29, 0.1], [0.2, 0.2, 0.1, 0.05]])
+    x0 = torch.tensor([[7, 1, 2, 3], [7, 7, 7, 7]])
+    x = torch.full((2, 4), 7)
+    got = DInferThreshold(0.9, mask_id=7).select(conf, x, x0)
+    assert got.tolist() == [[False, True, False, False], [False, False, False, False]]  # row 1: nothing left
+    assert x.tolist() == [[7, 1, 7, 7], [7, 7, 7, 7]]
+    with pytest.raises(ValueError, match="'x0'"):
+        DInferThreshold(0.9, mask_id=7).select(conf)
+
+
+@pytest.mark.parametrize("rule,arg", [(lambda: Factor(1.0, variant="code"), "'variant'"),
+                                      (lambda: Factor(-1.0, variant="fastdllm_code"), "'factor'"),
+                                      (lambda: DInferThreshold(math.nan), "'threshold'"),
+                                      (lambda: DInferThreshold(0.9, eps=-1e-5), "'eps'"),
+                                      (lambda: DInferThreshold(0.9, eps=math.inf), "'eps'"),
+                                      (lambda: DInferThreshold(0.9, mask_id=1.5), "'mask_id'")])
+def test_new_rules_reject_bad_values(rule, arg):
+    with pytest.raises((TypeError, ValueError), match=arg):
+        rule()
+
+
 @pytest.mark.parametrize("rule,arg", [(lambda: TopK(-1), "'k'"), (lambda: TopK(1.5), "'k'"),
                                       (lambda: TopK(2, alg_temp=-0.1), "'alg_temp'"),
                                       (lambda: TopK(2, alg_temp=math.nan), "'alg_temp'"),
@@ -148,6 +259,7 @@ def test_rules_reject_bad_values(rule, arg):
 
 def test_adaptive_flags():
     assert not TopK(1).adaptive and Threshold(0.9).adaptive and Factor(1.0).adaptive
+    assert Factor(1.0, variant="fastdllm_code").adaptive and DInferThreshold(0.9).adaptive
 
 
 def llada_step(logits, x, mask_id, block_start, block_end, k):
@@ -180,6 +292,55 @@ def test_decode_step_is_llada_step(seed):
     assert torch.equal(res.transferred, want_t) and torch.equal(x, want_x)
     assert torch.equal(res.proposal[:, 6:14][res.transferred[:, 6:14]], want_x[:, 6:14][want_t[:, 6:14]])
     assert torch.isinf(res.confidence[:, :6]).all() and torch.isinf(res.confidence[:, 14:]).all()
+
+
+def _block_state(seed, B=4, L=19, V=29, mask=28):
+    """Logits and tokens of rows in different states: block [6, 14) part-decoded, fully masked,
+    fully decoded; the mask id's logit is the best at a few positions (dInfer's exclusion)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, L, V, generator=g) * 4
+    logits[torch.rand(B, L, generator=g) < 0.15, mask] = 30.0
+    x = torch.randint(0, mask, (B, L), generator=g)
+    x[:, 6:] = mask
+    x[0, 9] = 4
+    x[2, 6:14] = torch.arange(6, 14)
+    return logits, x, mask
+
+
+def _commit(x, x0, mask_index, transfer):
+    out = x.clone()
+    out[transfer] = torch.where(mask_index, x0, x)[transfer]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("factor", [0.5, 1.0, 3.0])
+def test_decode_step_factor_code_is_fast_dllm_step(seed, factor):
+    logits, x, mask = _block_state(seed)
+    logits[..., mask] = -math.inf  # Fast-dLLM's models never propose [MASK]
+    mask_index = x == mask
+    mask_index[:, 14:] = False
+    x0 = logits.argmax(-1)
+    conf = torch.where(mask_index, torch.softmax(logits.double(), -1).gather(-1, x0[..., None])[..., 0], -math.inf)
+    transfer = fast_dllm_factor_code(conf, factor)
+    want = _commit(x, x0, mask_index, transfer)
+    res = decode_step(logits, x, Factor(factor, variant="fastdllm_code"), mask_id=mask, block_start=6, block_end=14)
+    assert torch.equal(res.transferred, transfer) and torch.equal(x, want)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("tau", [0.5, 0.9])
+def test_decode_step_dinfer_threshold_is_dinfer_step(seed, tau):
+    logits, x, mask = _block_state(seed)
+    mask_index = x == mask
+    mask_index[:, 14:] = False
+    x0 = logits.argmax(-1)  # dInfer may propose the mask id; rm_mask drops those positions
+    x0_p = torch.softmax(logits.float(), -1).gather(-1, x0[..., None])[..., 0]
+    transfer = dinfer_threshold(torch.where(mask_index, x0_p, -math.inf), x0, mask, tau)
+    assert (mask_index & (x0 == mask)).any() and transfer.any()
+    want = _commit(x, x0, mask_index, transfer)
+    res = decode_step(logits, x, DInferThreshold(tau, mask_id=mask), mask_id=mask, block_start=6, block_end=14)
+    assert torch.equal(res.transferred, transfer) and torch.equal(x, want)
 
 
 def test_decode_step_writes_through_a_view_and_keeps_its_arguments():

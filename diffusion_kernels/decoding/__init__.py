@@ -1,7 +1,8 @@
 """The decoding core: one step function and the rules it applies, shared by :func:`generate` and
 the engine adapters.
 
-* Rules (what a step commits): :class:`TopK`, :class:`Threshold`, :class:`Factor`.
+* Rules (what a step commits): :class:`TopK`, :class:`Threshold`, :class:`Factor` (the paper's
+  rule or Fast-dLLM's code), :class:`DInferThreshold`.
 * :class:`Proposal` + :func:`propose`: tokens and confidences (``masked_confidence``).
 * :func:`decode_step`: propose, apply a rule, write the committed tokens in place.
 * Around it for :func:`generate`: step plans (:class:`LLaDAPlan`, :class:`DreamPlan`,
@@ -13,9 +14,9 @@ from .forward import ModelForward
 from .loop import BlockLoop, StepInfo
 from .plans import DreamPlan, LLaDAPlan, StepPlan, UntilDone
 from .proposal import Proposal, propose
-from .rules import ALG_TEMP_OFFSET, Factor, Rule, Threshold, TopK
+from .rules import ALG_TEMP_OFFSET, DInferThreshold, Factor, Rule, Threshold, TopK
 from .step import StepResult, decode_step
 
-__all__ = ["Rule", "TopK", "Threshold", "Factor", "ALG_TEMP_OFFSET", "Proposal", "propose", "StepResult",
-           "decode_step", "StepPlan", "LLaDAPlan", "DreamPlan", "UntilDone", "query_range", "ModelForward",
+__all__ = ["Rule", "TopK", "Threshold", "Factor", "DInferThreshold", "ALG_TEMP_OFFSET", "Proposal", "propose",
+           "StepResult", "decode_step", "StepPlan", "LLaDAPlan", "DreamPlan", "UntilDone", "query_range", "ModelForward",
            "BlockLoop", "StepInfo"]
