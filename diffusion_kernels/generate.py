@@ -11,7 +11,8 @@ from typing import Callable, Optional
 import torch
 
 from ._progress import progress_bar
-from .decoding import BlockLoop, DreamPlan, Factor, LLaDAPlan, ModelForward, Proposal, StepInfo, StepPlan, Threshold
+from .decoding import BlockLoop, DreamPlan, Factor, LLaDAPlan, ModelForward, Proposal, Rule, StepInfo, StepPlan
+from .decoding import Threshold
 from .decoding import UntilDone
 from .decoding.cache import check_cache_policy
 
@@ -112,10 +113,17 @@ def _check_cfg_scale(cfg_scale) -> float:
     return cfg_scale
 
 
-def _plan(steps_per_block: int, threshold, factor, schedule: str, alg_temp, schedule_eps, remasking: str) -> StepPlan:
+def _plan(steps_per_block: int, threshold, factor, rule, schedule: str, alg_temp, schedule_eps,
+          remasking: str) -> StepPlan:
     """The rule of every step: a fixed schedule's top-k, or an adaptive rule until the block is done."""
-    if threshold is not None and factor is not None:
-        raise ValueError("diffusion_kernels: give at most one of 'threshold' and 'factor'")
+    if sum(a is not None for a in (threshold, factor, rule)) > 1:
+        raise ValueError("diffusion_kernels: give at most one of 'threshold', 'factor' and 'rule'")
+    if rule is not None and not isinstance(rule, Rule):
+        raise TypeError(f"diffusion_kernels: argument 'rule' must be a diffusion_kernels.decoding rule, got "
+                        f"{type(rule).__name__}")
+    if rule is not None and not rule.adaptive:  # a fixed count per step comes from 'schedule' and 'steps'
+        raise ValueError(f"diffusion_kernels: argument 'rule' must be an adaptive rule (Threshold, Factor, "
+                         f"DInferThreshold), got {type(rule).__name__}")
     if schedule not in ("llada", "dream"):
         raise ValueError(f"diffusion_kernels: argument 'schedule' must be 'llada' or 'dream', got {schedule!r}")
     eps = _real(schedule_eps, "schedule_eps")
@@ -123,7 +131,7 @@ def _plan(steps_per_block: int, threshold, factor, schedule: str, alg_temp, sche
         raise ValueError(f"diffusion_kernels: argument 'schedule_eps' must be in (0, 1), got {schedule_eps}")
     if alg_temp is not None and not _real(alg_temp, "alg_temp") >= 0:
         raise ValueError(f"diffusion_kernels: argument 'alg_temp' must be >= 0, got {alg_temp}")
-    adaptive = threshold is not None or factor is not None
+    adaptive = threshold is not None or factor is not None or rule is not None
     if alg_temp and (adaptive or remasking != "low_confidence"):
         raise ValueError("diffusion_kernels: argument 'alg_temp' draws the k positions of a fixed schedule: it "
                          "cannot be combined with 'threshold'/'factor' or remasking='random'")
@@ -131,6 +139,8 @@ def _plan(steps_per_block: int, threshold, factor, schedule: str, alg_temp, sche
         return UntilDone(Threshold(threshold))
     if factor is not None:
         return UntilDone(Factor(factor))
+    if rule is not None:
+        return UntilDone(rule)
     if schedule == "dream":
         return DreamPlan(steps_per_block, eps, alg_temp)
     return LLaDAPlan(steps_per_block, alg_temp)
@@ -164,7 +174,7 @@ def _proposal(temperature, top_p, top_k, remasking, confidence, confidence_from,
 def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_length: int = 128, steps: int = 128,
              *, mask_id: int, temperature: float = 0.0, remasking: str = "low_confidence",
              confidence: str = "prob", confidence_from: Optional[str] = None, threshold: Optional[float] = None,
-             factor: Optional[float] = None, schedule: str = "llada", alg_temp: Optional[float] = None,
+             factor: Optional[float] = None, rule: Optional[Rule] = None, schedule: str = "llada", alg_temp: Optional[float] = None,
              schedule_eps: float = 1e-3, cache: Optional[str] = None, cfg_scale: float = 0.0,
              top_p: Optional[float] = None, top_k: Optional[int] = None, eos_id: Optional[int] = None,
              suppress_eos: bool = False, stop_at_eos: bool = False, confidence_eos_eot_inf: bool = False,
@@ -190,6 +200,8 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
         remasking, confidence, confidence_from: ``'low_confidence'`` or ``'random'``; ``'prob'``,
             ``'margin'`` or ``'neg_entropy'``; ``'logits'`` (LLaDA) or ``'sampling'`` (Dream).
         threshold, factor: Fast-dLLM's threshold (``>= threshold``, at least one) or factor rule.
+        rule: any adaptive rule of :mod:`diffusion_kernels.decoding` instead, e.g.
+            ``Factor(1.0, variant="fastdllm_code")`` or ``DInferThreshold(0.9)``.
         schedule, schedule_eps, alg_temp: ``'llada'`` or ``'dream'`` counts; Dream's ``eps`` in
             (0, 1) and ``alg_temp`` (positions drawn from ``softmax(confidence / alg_temp)``).
         cache: ``None``, ``'prefix'`` or ``'dual'`` (Fast-dLLM's block-wise KV caches).
@@ -230,12 +242,12 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
     if callback is not None and not callable(callback):
         raise TypeError(f"diffusion_kernels: argument 'callback' must be callable, got {type(callback).__name__}")
     _check_ids_in_vocab(model, prompt_ids, {"mask_id": mask_id, "eos_id": eos_id, "eot_id": eot_id})
-    adaptive = threshold is not None or factor is not None
+    adaptive = threshold is not None or factor is not None or rule is not None
     num_blocks = _num_blocks(gen_length, block_length, steps, adaptive)
     check_cache_policy(cache, model)
     if (suppress_eos or stop_at_eos) and eos_id is None:
         raise ValueError("diffusion_kernels: 'suppress_eos'/'stop_at_eos' need 'eos_id'")
-    plan = _plan(steps // num_blocks, threshold, factor, schedule, alg_temp, schedule_eps, remasking)
+    plan = _plan(steps // num_blocks, threshold, factor, rule, schedule, alg_temp, schedule_eps, remasking)
     proposal = _proposal(temperature, top_p, top_k, remasking, confidence, confidence_from, eos_id, eot_id,
                          suppress_eos, confidence_eos_eot_inf)
     cfg_scale = _check_cfg_scale(cfg_scale)

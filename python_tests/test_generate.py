@@ -339,3 +339,24 @@ def test_eos_id_beyond_the_vocabulary_of_a_model_without_config_is_named():
     for kw in (dict(eos_id=10**6, suppress_eos=True), dict(eos_id=3, eot_id=10**6, confidence_eos_eot_inf=True)):
         with pytest.raises(ValueError, match="eos_id"):
             generate(model, _prompt(1, 5), 4, 4, 2, mask_id=MASK, progress=False, **kw)
+
+
+def test_any_adaptive_rule_of_the_decoding_core():
+    from diffusion_kernels.decoding import DInferThreshold, Factor, Threshold, TopK
+
+    model, prompt = tiny_llada(seed=7), _prompt(2, 5)
+    run = lambda **kw: generate(model, prompt, 12, 4, 1, mask_id=MASK, progress=False, return_dict=True, **kw)  # noqa: E731
+    for plain, rule in ((dict(threshold=0.3), Threshold(0.3)), (dict(factor=1.0), Factor(1.0))):
+        a, b = run(**plain), run(rule=rule)
+        assert torch.equal(a.sequences, b.sequences) and torch.equal(a.order, b.order) and a.nfe == b.nfe
+    # Fast-dLLM's code variant commits at least as much per step as the paper's rule
+    assert run(rule=Factor(1.0, variant="fastdllm_code")).nfe <= run(factor=1.0).nfe
+    # dInfer: min(rowmax - eps, tau) far below every confidence admits the whole block in one step
+    out = run(rule=DInferThreshold(1.5, eps=1e9))
+    assert out.nfe == 3 and not (out.sequences == MASK).any()
+    with pytest.raises(ValueError, match="'rule'"):
+        run(rule=TopK(2))
+    with pytest.raises(TypeError, match="'rule'"):
+        run(rule="threshold")
+    with pytest.raises(ValueError, match="'rule'"):
+        run(rule=Threshold(0.3), threshold=0.3)
