@@ -98,11 +98,7 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
 
   if (write_starts.has_value()) {
     const auto& ws = *write_starts;
-    check_same_device(ws, "cache_seqlens", q, "q");
-    DK_CHECK_ARG(ws.scalar_type() == at::kLong, "cache_seqlens", "must be int64, got ", ws.scalar_type());
-    DK_CHECK_ARG(ws.dim() == 1 && ws.size(0) == batch, "cache_seqlens", "must have shape [batch] = [",
-                 batch, "], got ", ws.sizes());
-    DK_CHECK_ARG(ws.is_contiguous(), "cache_seqlens", "must be contiguous");
+    check_batch_int64(ws, "cache_seqlens", batch, q, "q");
     if (host_checks_write_starts && new_len > 0) {
       const int64_t* s = ws.data_ptr<int64_t>();
       for (int64_t b = 0; b < batch; ++b)
@@ -125,12 +121,7 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
                  "must have shape [batch, cache_len] = [", batch, ", ", cache_len, "], got ", m.sizes());
   }
   if (key_lengths.has_value()) {
-    const auto& kl = *key_lengths;
-    check_same_device(kl, "key_lengths", q, "q");
-    DK_CHECK_ARG(kl.scalar_type() == at::kLong, "key_lengths", "must be int64, got ", kl.scalar_type());
-    DK_CHECK_ARG(kl.dim() == 1 && kl.size(0) == batch, "key_lengths", "must have shape [batch] = [",
-                 batch, "], got ", kl.sizes());
-    DK_CHECK_ARG(kl.is_contiguous(), "key_lengths", "must be contiguous");
+    check_batch_int64(*key_lengths, "key_lengths", batch, q, "q");
   }
   const double sc = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(head_dim));
   DK_CHECK_ARG(std::isfinite(sc) && std::abs(sc) <= std::numeric_limits<float>::max(), "softmax_scale",

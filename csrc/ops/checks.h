@@ -35,6 +35,16 @@ inline const int64_t* one_int64_element(const std::optional<at::Tensor>& t, cons
   return t->data_ptr<int64_t>();
 }
 
+// A per-row int64 argument: one contiguous [batch] vector on ref's device.
+inline void check_batch_int64(const at::Tensor& t, const char* name, int64_t batch, const at::Tensor& ref,
+                              const char* ref_name) {
+  check_same_device(t, name, ref, ref_name);
+  DK_CHECK_ARG(t.scalar_type() == at::kLong, name, "must be int64, got ", t.scalar_type());
+  DK_CHECK_ARG(t.dim() == 1 && t.size(0) == batch, name, "must have shape [batch] = [", batch, "], got ",
+               t.sizes());
+  DK_CHECK_ARG(t.is_contiguous(), name, "must be contiguous");
+}
+
 inline void check_last_dim_contiguous(const at::Tensor& t, const char* name) {
   DK_CHECK_ARG(t.size(-1) <= 1 || t.stride(-1) == 1, name,
                "must have a contiguous last dimension (stride 1), got strides ", t.strides());
