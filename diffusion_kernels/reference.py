@@ -103,11 +103,13 @@ def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int, *, te
 
 
 def select_transfer(confidence, *, k=None, threshold=None, eps=None, factor=None, alg_temp=None,
-                    seed=0, offset=0, x=None, x0=None):
+                    seed=0, offset=0, x=None, x0=None, strict=False):
     """Reference of :func:`diffusion_kernels.select_transfer`: one row at a time, in float64.
 
     Candidates are the finite confidences. Rows are ranked by (confidence descending, index
-    ascending), so every tie goes to the lowest index; -0.0 ties with +0.0.
+    ascending), so every tie goes to the lowest index; -0.0 ties with +0.0. A threshold (a number
+    or one float32 entry per row) is compared in float32, with ``>`` when ``strict``; comparisons
+    with a NaN entry are false.
     """
     from ._philox import philox_uniform
 
@@ -137,16 +139,18 @@ def select_transfer(confidence, *, k=None, threshold=None, eps=None, factor=None
                     break
                 n = r + 1
             chosen = order[:n]
-        elif eps is None:
-            tau = torch.tensor(threshold, dtype=torch.float32).item()
-            chosen = torch.cat([order[:1], idx[row[idx] >= tau]])
         else:
-            if idx.numel() == 0:
-                continue
-            rowmax = row[idx].max()
-            bound = torch.minimum(torch.tensor(threshold, dtype=torch.float32),
-                                  rowmax - torch.tensor(eps, dtype=torch.float32))
-            chosen = idx[row[idx] >= bound]
+            tau = torch.as_tensor(threshold).to(torch.float32).cpu().reshape(-1)
+            tau = tau[0] if tau.numel() == 1 else tau[b]
+            if eps is None:
+                passes = row[idx] > tau if strict else row[idx] >= tau
+                chosen = torch.cat([order[:1], idx[passes]])
+            else:
+                if idx.numel() == 0:
+                    continue
+                rowmax = row[idx].max()
+                bound = torch.minimum(tau, rowmax - torch.tensor(eps, dtype=torch.float32))
+                chosen = idx[row[idx] >= bound]
         mask[b, chosen] = True
     mask = mask.to(confidence.device)
     if x is not None:
