@@ -386,6 +386,24 @@ def test_decode_step_proposal_options_reach_the_op():
     assert Proposal(confidence="margin").confidence_from == "sampling" and Proposal().confidence_from == "logits"
 
 
+def test_proposal_positions_and_penalty_reach_the_op():
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 6, 9, generator=g)
+    x = torch.tensor([[8, 1, 8, 2, 3, 8], [4, 8, 8, 5, 8, 6]])
+    want = reference.masked_confidence(logits, x, 8, positions="all", prev_token_penalty=torch.tensor([2.0, 0.5]))
+    got = decode_step(logits, x.clone(), TopK(0), mask_id=8,
+                      proposal=Proposal(positions="all", prev_token_penalty=torch.tensor([2.0, 0.5])))
+    assert torch.equal(got.proposal, want[0])
+    flat = decode_step(logits.reshape(12, 9), x.clone(), TopK(0), mask_id=8,
+                       proposal=Proposal(positions="all", prev_token_penalty=torch.tensor([2.0, 0.5])))
+    assert torch.equal(flat.proposal, want[0])
+    for bad, arg in ((dict(positions="some"), "'positions'"), (dict(prev_token_penalty=-1.0), "'prev_token_penalty'"),
+                     (dict(prev_token_penalty=math.nan), "'prev_token_penalty'"),
+                     (dict(prev_token_penalty=math.inf), "'prev_token_penalty'")):
+        with pytest.raises(ValueError, match=arg):
+            Proposal(**bad)
+
+
 def test_plans_give_the_schedules_counts():
     left = torch.tensor([8, 5])
     plan = LLaDAPlan(3)

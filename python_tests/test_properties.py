@@ -75,6 +75,11 @@ def confidence_inputs(draw):
             opts["top_p"] = safe_top_p(logits, top_p, t)
     if draw(st.booleans()):
         opts["block_start"], opts["block_end"] = sorted([draw(st.integers(0, l)), draw(st.integers(0, l))])
+    opts["positions"] = draw(st.sampled_from(["masked", "all"]))
+    penalty = draw(st.sampled_from([0.0, 0.0, 0.5, 4.0, "rows"]))
+    opts["prev_token_penalty"] = (torch.tensor(draw(st.lists(st.sampled_from([0.0, 2.0, -1.0, float("inf")]),
+                                                             min_size=b, max_size=b)))
+                                  if penalty == "rows" else penalty)
     return layout(logits, draw(layouts)), layout(x, draw(st.sampled_from(["contiguous", "transposed"]))), opts
 
 
