@@ -1,4 +1,5 @@
 """Models built on the package's ops."""
-from .llada import KVCache, LLaDAConfig, LLaDAModel
+from .kv_cache import KVCache
+from .llada import LLaDAConfig, LLaDAModel
 
 __all__ = ["KVCache", "LLaDAConfig", "LLaDAModel"]
