@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["read_config", "require_keys", "config_from_dict", "load_checkpoint"]
+__all__ = ["read_config", "require_keys", "config_from_dict", "checkpoint_tensor_names", "load_checkpoint"]
 
 
 def read_config(directory: str) -> Tuple[dict, str]:
@@ -76,6 +76,11 @@ def _headers(paths: List[str], rename: Callable[[str], str]) -> Dict[str, Tuple[
                                  f"and {path}")
             found[name] = (raw, path, shape)
     return found
+
+
+def checkpoint_tensor_names(directory: str) -> set:
+    """The tensor names of ``directory``'s shards (read from the headers)."""
+    return set(_headers(_shards(directory), lambda n: n))
 
 
 def load_checkpoint(model: nn.Module, directory: str, table: Dict[str, List[str]], *, dtype: Optional[torch.dtype] = None,
