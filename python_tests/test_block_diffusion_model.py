@@ -332,3 +332,15 @@ def test_forward_checks_its_arguments():
         m(x, kv_cache=m.init_cache(2, 8), store_kv=None)
     with pytest.raises(ValueError, match="'attention_mask'"):
         m(x, kv_cache=m.init_cache(2, 8), attention_mask=torch.ones(2, 4))
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_generate_caches_are_exact_when_its_blocks_are_the_models(cache):
+    # With generate's blocks on the model's blocks, the rows a step reads from the cache are final
+    # tokens' K/V, so even several steps per block give the uncached tokens.
+    from diffusion_kernels import generate
+
+    m = tiny("llada2", seed=7)
+    prompt = torch.randint(0, MASK, (2, 2 * BLOCK), generator=torch.Generator().manual_seed(0))
+    ref = generate(m, prompt, 2 * BLOCK, BLOCK, 4, mask_id=MASK, progress=False)
+    assert torch.equal(generate(m, prompt, 2 * BLOCK, BLOCK, 4, mask_id=MASK, progress=False, cache=cache), ref)
