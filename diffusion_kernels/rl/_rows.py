@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 
 from ..fused_linear_loss import _CHUNK_ELEMENTS, _PerRowCE
-from ..ops.masked_ce import _FLOAT_DTYPES, masked_cross_entropy
+from ..ops.masked_ce import _FLOAT_DTYPES, grad_logits
 
 
 def check_temperature(temperature) -> float:
@@ -36,6 +36,37 @@ def check_head(weight) -> None:
     if weight.dtype not in _FLOAT_DTYPES:
         raise ValueError(f"diffusion_kernels: argument 'lm_head_weight' must be float32, float16, bfloat16 (or float64 "
                          f"on CPU), got {weight.dtype}")
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class _GatheredCE(torch.autograd.Function):
+    """CE of the rows ``rows`` of ``logits [n, V]`` (divided by ``temperature``). Saves only the
+    gathered rows; the backward writes their gradient straight into one zero ``[n, V]`` buffer
+    (autograd's gather backward would hold two: the zeros and the scattered copy)."""
+
+    @staticmethod
+    def forward(ctx, logits, rows, targets, temperature):
+        picked = logits.index_select(0, rows)
+        if temperature != 1.0:  # in float32, as the sampler scales the logits
+            picked = picked.to(_acc(picked.dtype)).div_(temperature)
+        everything = torch.ones_like(targets, dtype=torch.bool)
+        ce, lse = torch.ops.diffusion_kernels.masked_ce_forward.default(picked, targets, everything)
+        ctx.save_for_backward(picked, rows, targets, everything, lse)
+        ctx.shape, ctx.dtype, ctx.temperature = logits.shape, logits.dtype, temperature
+        return ce
+
+    @staticmethod
+    def backward(ctx, grad_ce):
+        picked, rows, targets, everything, lse = ctx.saved_tensors
+        grad = grad_logits(torch.ops.diffusion_kernels.masked_ce_backward.default, grad_ce, None, picked, targets,
+                           everything, lse)
+        if ctx.temperature != 1.0:
+            grad.div_(ctx.temperature)
+        out = torch.zeros(ctx.shape, dtype=ctx.dtype, device=grad.device)
+        return out.index_copy_(0, rows, grad.to(ctx.dtype)), None, None, None
 
 
 class RowScorer:
@@ -94,15 +125,12 @@ class RowScorer:
         if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
             raise ValueError(f"diffusion_kernels: the scored tokens must lie in [0, vocab = {vocab}), got values in "
                              f"[{int(targets.min())}, {int(targets.max())}]")
-        picked = out.reshape(b * L, width).index_select(0, rows)
-        del out  # the [b, L, V] logits die here: only the picked rows are kept
-        if self.temperature != 1.0:
-            acc = torch.float64 if picked.dtype == torch.float64 else torch.float32
-            # logits: scaled in float32 as the sampler does; hidden: h / T @ W.T == (h @ W.T) / T
-            picked = (picked.to(acc) if self.weight is None else picked) / self.temperature
-        if self.weight is None:
-            ce, _ = masked_cross_entropy(picked, targets, torch.ones_like(targets, dtype=torch.bool))
-        else:
-            index = torch.arange(picked.shape[0], device=picked.device)
-            ce = _PerRowCE.apply(picked, self.weight, index, targets, self.chunk)
-        return -ce
+        flat = out.reshape(b * L, width)
+        del out
+        if self.weight is None:  # the [b, L, V] logits die on return: only the picked rows are kept
+            return -_GatheredCE.apply(flat, rows, targets, self.temperature)
+        picked = flat.index_select(0, rows)
+        if self.temperature != 1.0:  # h / T @ W.T == (h @ W.T) / T
+            picked = picked / self.temperature
+        index = torch.arange(picked.shape[0], device=picked.device)
+        return -_PerRowCE.apply(picked, self.weight, index, targets, self.chunk)
