@@ -33,15 +33,26 @@ class TinyBlockLM(torch.nn.Module):
         self.head = r(vocab, dim) * 1.5 / dim ** .5
         self.head[vocab - 1] = 0  # never proposes [MASK] (in practice)
         self.calls = []           # (start, length, store_kv, cached) of every call
+        # the sampler's ops take float32 logits (computed in float64, so every path agrees)
+        self.logits_dtype = torch.float32
 
     def init_cache(self, batch, length):
         return _Cache(len(self.layers), batch, length, self.dim)
 
-    def forward(self, x, *, attention_mask=None, kv_cache=None, start=0, store_kv=True):
+    def parameters_list(self):
+        return [self.emb, self.pos, self.head] + [t for w in self.layers for t in w.values()]
+
+    def forward(self, x, *, attention_mask=None, kv_cache=None, start=0, store_kv=True, noisy_length=None,
+                visibility=None, return_hidden=False):
+        """``noisy_length=L``: the training layout x_t ⊕ x_0 of ``2L`` tokens at positions ``i mod L``;
+        ``visibility``: an explicit ``[n, n]`` bool mask instead of the rule (uncached only);
+        ``return_hidden``: the final hidden states instead of the logits."""
         B, n = x.shape
         self.calls.append((start, n, store_kv, kv_cache is not None))
         b, H = self.config.block_size, self.heads
         qpos = torch.arange(start, start + n)
+        if noisy_length is not None:
+            qpos = qpos % noisy_length
         h = self.emb[x] + self.pos[qpos]
         for i, w in enumerate(self.layers):
             a = h / h.norm(dim=-1, keepdim=True) * self.dim ** .5
@@ -54,7 +65,16 @@ class TinyBlockLM(torch.nn.Module):
                 if store_kv:
                     kv_cache.k[i][:, start:start + n], kv_cache.v[i][:, start:start + n] = k, v
             kpos = torch.arange(K.shape[1])
-            vis = (kpos[None, :] // b <= qpos[:, None] // b)[None].expand(B, n, K.shape[1])
+            if visibility is not None:
+                vis = visibility[None].expand(B, n, n)
+            elif noisy_length is not None:
+                blk, clean = (torch.arange(n) % noisy_length) // b, torch.arange(n) >= noisy_length
+                same_half_ok = (blk[None, :] <= blk[:, None]) & clean[:, None]            # clean sees clean <= n
+                noisy_ok = ~clean[:, None] & ((~clean[None, :] & (blk[None, :] == blk[:, None]))
+                                              | (clean[None, :] & (blk[None, :] < blk[:, None])))
+                vis = ((same_half_ok & clean[None, :]) | noisy_ok)[None].expand(B, n, n)
+            else:
+                vis = (kpos[None, :] // b <= qpos[:, None] // b)[None].expand(B, n, K.shape[1])
             if attention_mask is not None:
                 vis = vis & attention_mask[:, None, :K.shape[1]].bool()
             split = lambda t: t.view(B, t.shape[1], H, -1).transpose(1, 2)  # noqa: E731
@@ -63,7 +83,9 @@ class TinyBlockLM(torch.nn.Module):
             p = torch.softmax(s, -1).nan_to_num(0.0)  # a query with no visible key reads nothing
             h = h + (p @ split(V)).transpose(1, 2).reshape(B, n, -1) @ w["o"]
             h = h + torch.nn.functional.gelu(h @ w["w1"]) @ w["w2"]
-        return (h @ self.head.T).float()  # the ops take float32 logits; computed in float64, so both paths agree
+        if return_hidden:
+            return h
+        return (h @ self.head.T).to(self.logits_dtype)
 
 
 class EOSAt(torch.nn.Module):

@@ -185,3 +185,29 @@ def test_bad_arguments_name_themselves():
                      (dict(stop_at_eos=True), "eos_id")]:
         with pytest.raises(ValueError, match=name):
             BlockDiffusionLoop(model, LLaDAPlan(2), Proposal(), mask_id=MASK, prompt_length=4, block_size=4, **kw)
+
+
+def _real_model(naming="sdar", **kw):
+    from diffusion_kernels.models import BlockDiffusionConfig, BlockDiffusionModel
+    from model_checkpoints import randomize
+    extra = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=16, num_shared_experts=1,
+                 first_k_dense_replace=1, n_group=4, topk_group=2) if naming == "llada2" else {}
+    cfg = BlockDiffusionConfig(vocab_size=MASK + 1, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=12, block_size=4,
+                               mask_token_id=MASK, naming=naming, **extra, **kw)
+    m = randomize(BlockDiffusionModel(cfg), 5)
+    with torch.no_grad():
+        m.lm_head.weight[MASK] = 0  # as trained models: [MASK] is never proposed
+    return m
+
+
+@pytest.mark.parametrize("naming", ["sdar", "llada2"])
+def test_block_diffusion_model_exact_cache_equals_uncached(naming):
+    model = _real_model(naming)
+    prompt, am = _prompts(3, 6)
+    for plan in (LLaDAPlan(2), SDARPlan(2, 4, threshold=0.3)):
+        with torch.inference_mode():
+            a = _decode(model, prompt, am, 13, plan)
+            b = _decode(model, prompt, am, 13, plan, cache=None)
+        assert not (a[0] == MASK).any()
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
