@@ -211,3 +211,28 @@ def test_block_diffusion_model_exact_cache_equals_uncached(naming):
             b = _decode(model, prompt, am, 13, plan, cache=None)
         assert not (a[0] == MASK).any()
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+
+
+def _has_editing_ops():
+    import inspect
+    from diffusion_kernels import masked_confidence
+    return "positions" in inspect.signature(masked_confidence).parameters
+
+
+@pytest.mark.skipif(not _has_editing_ops(), reason="masked_confidence(positions='all') (contract A) not on main yet")
+def test_llada21_editing_exact_cache_equals_uncached():
+    from diffusion_kernels.decoding.editing import JointThreshold
+    model = TinyBlockLM(block_size=4)
+    prompt, am = _prompts(3, 6)
+    rule = JointThreshold(threshold=0.5, edit_threshold=0.3, max_post_edit_steps=3)
+    edits = []
+
+    def count_edits(info):  # positions changed that were not masked before the step
+        edits.append(int(info.transferred.sum()))
+
+    a = _decode(model, prompt, am, 13, None, editing=rule, callback=count_edits)
+    b = _decode(model, prompt, am, 13, None, editing=rule, cache=None)
+    assert not (a[0] == MASK).any()
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+    masks = 13 * 3
+    assert sum(edits) > masks  # some steps edited committed tokens, not only unmasked

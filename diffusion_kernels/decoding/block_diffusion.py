@@ -23,6 +23,7 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
+from .editing import EditState, JointThreshold, joint_threshold_step
 from .loop import StepInfo
 from .plans import StepPlan
 from .proposal import Proposal
@@ -77,9 +78,15 @@ class BlockDiffusionLoop:
             answer is filled with EOS (``order`` -1) and it has nothing left to decode; the loop
             ends when every row has stopped.
         callback, bar: as for :class:`BlockLoop`.
+        editing: LLaDA2.1's :class:`JointThreshold` (mask-to-token and token-to-token edits, the
+            edit budget) instead of ``plan``: each block runs :func:`joint_threshold_step` until
+            every row is finished (at most ``rule.max_steps(block)`` steps); no sub-blocks. A
+            block ends at the step after which every row is finished (SGLang runs one more
+            forward, which writes nothing, to see the flags). ``order`` keeps the step of the
+            mask-to-token commit; an edit changes the token, not the order.
     """
     model: object
-    plan: StepPlan
+    plan: Optional[StepPlan]
     proposal: Proposal
     mask_id: int
     prompt_length: int
@@ -93,6 +100,7 @@ class BlockDiffusionLoop:
     stop_at_eos: bool = False
     callback: Optional[Callable[[StepInfo], None]] = None
     bar: object = None
+    editing: Optional[JointThreshold] = None
     _kv: object = field(default=None, init=False, repr=False)
     _frontier: int = field(default=0, init=False, repr=False)   # positions < frontier have final K/V in the cache
     _nfe: int = field(default=0, init=False, repr=False)
@@ -115,6 +123,16 @@ class BlockDiffusionLoop:
                                  f"{self.block_size}, got {self.sub_block!r}")
         if self.cache == "block" and self.sub_block is None:
             raise ValueError("diffusion_kernels: cache='block' (Fast-dLLM v2's block cache) needs 'sub_block'")
+        if self.editing is not None:
+            if not isinstance(self.editing, JointThreshold):
+                raise TypeError(f"diffusion_kernels: argument 'editing' must be a JointThreshold, got "
+                                f"{type(self.editing).__name__}")
+            if self.sub_block is not None:
+                raise ValueError("diffusion_kernels: argument 'editing' decodes whole blocks: it cannot be combined "
+                                 "with 'sub_block'")
+        elif not isinstance(self.plan, StepPlan):
+            raise TypeError(f"diffusion_kernels: argument 'plan' must be a StepPlan (or give 'editing'), got "
+                            f"{type(self.plan).__name__}")
         if self.stop_at_eos and self.eos_id is None:
             raise ValueError("diffusion_kernels: 'stop_at_eos' needs 'eos_id'")
 
@@ -193,6 +211,8 @@ class BlockDiffusionLoop:
             if prev is not None and bs >= self.prompt_length:
                 # v2: the block's first token is the next-token prediction of the finished prefix
                 self._apply(prev, x[:, bs:bs + 1], order[:, bs:bs + 1], TopK(1), 0, 1, blk, bs)
+        if self.editing is not None:
+            return self._edit_block(x, order, blk, bs, be)
         for u0, u1, s0, s1 in self._units(bs, be):
             left = self._masks_left(x, u0, u1)
             if not bool((left > 0).any()):
@@ -222,17 +242,36 @@ class BlockDiffusionLoop:
                         "confidence (NaN or +inf logits), or the model proposes mask_id itself")
                 left = now
 
-    def _apply(self, logits, xs, orders, rule, u0: int, u1: int, blk: int, q0: int) -> None:
-        """One :func:`decode_step` on the view ``xs`` of ``x`` from ``q0``, candidates ``[q0 + u0, q0 + u1)``."""
-        moved = decode_step(logits, xs, rule, mask_id=self.mask_id, proposal=self.proposal, block_start=u0,
-                            block_end=u1, seed=self.seed, offset=self._step).transferred
-        orders.masked_fill_(moved, self._step)
+    def _edit_block(self, x, order, blk: int, bs: int, be: int) -> None:
+        u0 = max(bs, self.prompt_length)
+        if not bool((x[:, u0:be] == self.mask_id).any()):
+            return
+        prompt = torch.zeros_like(x[:, bs:be], dtype=torch.bool)
+        prompt[:, :u0 - bs] = True
+        state = EditState.start(x[:, bs:be], self.mask_id, prompt_mask=prompt)
+        for _ in range(self.editing.max_steps(be - bs)):
+            logits, q0 = self._step_logits(x, bs, be, bs, be)
+            res = joint_threshold_step(logits, x[:, q0:be], self.editing, mask_id=self.mask_id, state=state,
+                                       block_start=u0 - q0, block_end=be - q0)
+            order[:, q0:be].masked_fill_(res.transferred, self._step)
+            self._report(res.transferred | res.edited, blk, q0)
+            if bool(state.finished.all()):  # the one sync per step
+                return
+
+    def _report(self, moved: torch.Tensor, blk: int, q0: int) -> None:
         self._step += 1
         if self.callback is not None:
             full = torch.zeros_like(self._x, dtype=torch.bool)
             full[:, q0:q0 + moved.shape[1]] = moved
             self.callback(StepInfo(step=self._step - 1, block=blk, x=self._x, transferred=full,
                                    prompt_length=self.prompt_length))
+
+    def _apply(self, logits, xs, orders, rule, u0: int, u1: int, blk: int, q0: int) -> None:
+        """One :func:`decode_step` on the view ``xs`` of ``x`` from ``q0``, candidates ``[q0 + u0, q0 + u1)``."""
+        moved = decode_step(logits, xs, rule, mask_id=self.mask_id, proposal=self.proposal, block_start=u0,
+                            block_end=u1, seed=self.seed, offset=self._step).transferred
+        orders.masked_fill_(moved, self._step)
+        self._report(moved, blk, q0)
 
     def _masks_left(self, x, lo, hi) -> torch.Tensor:
         return (x[:, lo:hi] == self.mask_id).sum(dim=1)
