@@ -11,7 +11,7 @@ MASK, VOCAB, BLOCK = 37, 38, 4
 SIZES = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=12, rope_theta=1000.0, block_size=BLOCK, mask_token_id=MASK)
 VARIANTS = {
-    "sdar": dict(naming="sdar", router="softmax"),
+    "sdar": dict(naming="sdar", router="softmax", norm_topk_prob=False),  # what a Qwen3 config.json gives
     "sdar-moe": dict(naming="sdar", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, router="softmax",
                      norm_topk_prob=True, attention_bias=True, attention_out_bias=True),
     "llada2": dict(naming="llada2", num_experts=8, num_experts_per_tok=2, moe_intermediate_size=16,
@@ -230,7 +230,8 @@ def llada2_state(m: BlockDiffusionModel) -> dict:
             out[f"{pre}.attention.query_key_value.{kind}"] = torch.cat(parts)
             continue
         for old, new in ((".self_attn.q_norm.", ".attention.query_layernorm."),
-                         (".self_attn.k_norm.", ".attention.key_layernorm."), (".self_attn.o_proj.", ".attention.dense."),
+                         (".self_attn.k_norm.", ".attention.key_layernorm."),
+                         (".self_attn.o_proj.", ".attention.dense."),
                          ("model.embed_tokens.", "model.word_embeddings.")):
             n = n.replace(old, new)
         out[n] = t
@@ -261,7 +262,7 @@ def test_loader_round_trip(tmp_path, variant):
         fused = state["model.layers.1.attention.query_key_value.weight"]
         assert fused.shape[0] == (4 + 2 * 2) * 12
         assert torch.equal(loaded.model.layers[1].self_attn.k_proj.weight, fused[48:72])
-        assert "model.layers.1.mlp.gate.expert_bias" in state and "model.layers.1.mlp.shared_experts.up_proj.weight" in state
+        assert {"model.layers.1.mlp.gate.expert_bias", "model.layers.1.mlp.shared_experts.up_proj.weight"} <= set(state)
     bf = BlockDiffusionModel.from_pretrained(str(tmp_path), block_size=BLOCK, dtype=torch.bfloat16)
     assert bf.model.embed_tokens.weight.dtype == torch.bfloat16
 

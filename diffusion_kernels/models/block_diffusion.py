@@ -106,7 +106,8 @@ class BlockDiffusionConfig:
         if self.naming not in NAMINGS:
             raise ValueError(f"diffusion_kernels: {owner}: 'naming' must be one of {NAMINGS}, got {self.naming!r}")
         if self.router not in ("sigmoid", "softmax"):
-            raise ValueError(f"diffusion_kernels: {owner}: 'router' must be 'sigmoid' or 'softmax', got {self.router!r}")
+            raise ValueError(f"diffusion_kernels: {owner}: 'router' must be 'sigmoid' or 'softmax', got "
+                             f"{self.router!r}")
         if not self.num_experts or self.first_k_dense_replace:  # some layer is dense
             check_int(self.intermediate_size, "intermediate_size", 1, owner)
         if self.num_experts:
@@ -161,7 +162,7 @@ class BlockDiffusionConfig:
                                  "every layer sparse are not supported")
             kw = dict(attention_bias=bool(cfg.get("attention_bias", False)),
                       attention_out_bias=bool(cfg.get("attention_bias", False)),
-                      router="softmax", norm_topk_prob=bool(cfg.get("norm_topk_prob", True)))
+                      router="softmax", norm_topk_prob=bool(cfg.get("norm_topk_prob", False)))  # Qwen3MoeConfig default
         else:
             required += ["num_experts", "num_experts_per_tok", "moe_intermediate_size"]
             if cfg.get("first_k_dense_replace"):
@@ -364,7 +365,8 @@ class BlockDiffusionModel(nn.Module):
         if self.config.naming == "sdar":
             return {n: [n] for n in own}
         table: Dict[str, List[str]] = {}
-        renames = {".self_attn.q_norm.": ".attention.query_layernorm.", ".self_attn.k_norm.": ".attention.key_layernorm.",
+        renames = {".self_attn.q_norm.": ".attention.query_layernorm.",
+                   ".self_attn.k_norm.": ".attention.key_layernorm.",
                    ".self_attn.o_proj.": ".attention.dense.", "model.embed_tokens.": "model.word_embeddings."}
         for n in own:
             for proj in ("q_proj", "k_proj", "v_proj"):

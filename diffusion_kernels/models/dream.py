@@ -213,7 +213,8 @@ class DreamModel(nn.Module):
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, "config.json"), "w") as f:
             json.dump({**asdict(self.config), "model_type": "Dream", "hidden_act": "silu"}, f, indent=1)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, os.path.join(directory, "model.safetensors"))
+        state = {k: v.contiguous() for k, v in self.state_dict().items()}
+        save_file(state, os.path.join(directory, "model.safetensors"))
 
     @classmethod
     def from_pretrained(cls, directory: str, dtype: Optional[torch.dtype] = None, device=None) -> "DreamModel":

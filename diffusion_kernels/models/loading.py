@@ -83,8 +83,9 @@ def checkpoint_tensor_names(directory: str) -> set:
     return set(_headers(_shards(directory), lambda n: n))
 
 
-def load_checkpoint(model: nn.Module, directory: str, table: Dict[str, List[str]], *, dtype: Optional[torch.dtype] = None,
-                    device=None, ignored: Iterable[str] = (), rename: Callable[[str], str] = lambda n: n) -> None:
+def load_checkpoint(model: nn.Module, directory: str, table: Dict[str, List[str]], *,
+                    dtype: Optional[torch.dtype] = None, device=None, ignored: Iterable[str] = (),
+                    rename: Callable[[str], str] = lambda n: n) -> None:
     """Assign the tensors of ``directory``'s shards to ``model`` (built on the meta device) by ``table``.
 
     Args:
