@@ -293,9 +293,10 @@ def test_config_json_without_a_required_key_names_it_and_the_file(tmp_path, vari
 
 @pytest.mark.parametrize("edit,match", [
     (dict(rope_scaling={"type": "yarn"}), "'rope_scaling'"), (dict(score_function="softmax"), "'score_function'"),
+    (dict(norm_head=True), "'norm_head'"),
     (dict(num_key_value_heads=3), r"config\.json.*'num_key_value_heads' \(3\) must divide"),
     (dict(partial_rotary_factor=0.3), r"config\.json.*'partial_rotary_factor'"),
-], ids=["rope_scaling", "score_function", "kv_heads", "rotary"])
+], ids=["rope_scaling", "score_function", "norm_head", "kv_heads", "rotary"])
 def test_config_json_with_unsupported_or_inconsistent_values(tmp_path, edit, match):
     _, cfg, _ = _write(tmp_path, "llada2", shards=1)
     (tmp_path / "config.json").write_text(json.dumps({**cfg, **edit}))

@@ -167,6 +167,8 @@ class BlockDiffusionConfig:
             required += ["num_experts", "num_experts_per_tok", "moe_intermediate_size"]
             if cfg.get("first_k_dense_replace"):
                 required.append("intermediate_size")
+            if cfg.get("norm_head"):
+                raise ValueError(f"diffusion_kernels: {source}: 'norm_head' (a normalised output head) is not supported")
             if cfg.get("score_function", "sigmoid") != "sigmoid":
                 raise ValueError(f"diffusion_kernels: {source}: 'score_function' = {cfg['score_function']!r} is not "
                                  "supported (LLaDA2's router is sigmoid)")
