@@ -64,10 +64,16 @@ class MoE(nn.Module):
         flat = x.reshape(-1, x.shape[-1])
         idx, w = self.route(flat)
         out = torch.zeros(flat.shape, dtype=torch.float32, device=x.device)
-        for e, expert in enumerate(self.experts):
-            rows, slot = (idx == e).nonzero(as_tuple=True)
-            if rows.numel():
-                out.index_add_(0, rows, expert(flat[rows]).float() * w[rows, slot, None])
+        # (token, slot) pairs sorted by expert: one host read of the counts for all experts
+        order = idx.reshape(-1).argsort(stable=True)
+        counts = torch.bincount(idx.reshape(-1), minlength=len(self.experts)).tolist()
+        rows_all, w_all = order // self.top_k, w.reshape(-1)[order]
+        first = 0
+        for expert, n in zip(self.experts, counts):
+            if n:
+                rows = rows_all[first:first + n]
+                out.index_add_(0, rows, expert(flat[rows]).float() * w_all[first:first + n, None])
+                first += n
         y = out.to(x.dtype).view(x.shape)
         if hasattr(self, "shared_experts"):
             y = y + self.shared_experts(x)
