@@ -118,8 +118,10 @@ class EditResult:
         done: ``[batch]`` bool, rows that were finished before this step (SGLang's done flag: a
             row reports done one step after its last write, so its final tokens have been seen by
             one more forward).
-        proposal: ``[batch, seq]`` int64 argmax tokens (``x`` outside the block).
-        confidence: ``[batch, seq]`` float32 probability of the proposal (``-inf`` outside the block).
+        proposal: ``[batch, seq]`` int64 argmax tokens (``x`` outside the block and in rows
+            finished before the step, whose logits are not read).
+        confidence: ``[batch, seq]`` float32 probability of the proposal (``-inf`` where no
+            proposal was computed).
     """
 
     transferred: torch.Tensor
@@ -129,18 +131,16 @@ class EditResult:
     confidence: torch.Tensor
 
 
-def _in_block(shape, device, block_start, block_end) -> Optional[torch.Tensor]:
-    """``[batch, seq]`` bool of ``[block_start, block_end)``, or None for the whole row."""
-    whole_start = not isinstance(block_start, torch.Tensor) and block_start == 0
-    if whole_start and block_end is None:
-        return None
-    batch, seq = shape
-    pos = torch.arange(seq, device=device)[None, :]
-    start = torch.as_tensor(block_start, device=device).reshape(-1, 1)
-    inside = pos >= start
-    if block_end is not None:
-        inside = inside & (pos < torch.as_tensor(block_end, device=device).reshape(-1, 1))
-    return inside.expand(batch, seq)
+def _live_block(x: torch.Tensor, finished: torch.Tensor, block_start, block_end):
+    """``[batch]`` int64 block bounds on ``x``'s device, empty for finished rows (so the op reads
+    none of their logits), and the ``[batch, seq]`` bool mask of ``[start, end)``."""
+    batch, seq = x.shape
+    start = torch.as_tensor(block_start, dtype=torch.int64, device=x.device).reshape(-1).expand(batch)
+    end = torch.as_tensor(seq if block_end is None else block_end, dtype=torch.int64,
+                          device=x.device).reshape(-1).expand(batch)
+    end = torch.where(finished, start, end)
+    pos = torch.arange(seq, device=x.device)[None, :]
+    return start, end, (pos >= start[:, None]) & (pos < end[:, None])
 
 
 def joint_threshold_step(logits: torch.Tensor, x: torch.Tensor, rule: JointThreshold, *, mask_id: int,
@@ -173,15 +173,13 @@ def joint_threshold_step(logits: torch.Tensor, x: torch.Tensor, rule: JointThres
         >>> x.tolist(), res.done.tolist()                           # the prompt token 5 is kept
         ([[5, 7, 7, 7]], [False])
     """
+    start, end, inside = _live_block(x, state.finished, block_start, block_end)
     proposal, confidence = masked_confidence(logits, x, mask_id, confidence="prob", confidence_from="logits",
                                              positions="all", prev_token_penalty=rule.penalty_lambda,
-                                             block_start=block_start, block_end=block_end)
+                                             block_start=start, block_end=end)
     done = state.finished.clone()
     active = ~state.finished
-    masked = (x == mask_id) & ~state.prompt_mask
-    inside = _in_block(x.shape, x.device, block_start, block_end)
-    if inside is not None:
-        masked = masked & inside
+    masked = (x == mask_id) & ~state.prompt_mask & inside
     candidates = masked & active[:, None]
     has_mask = candidates.any(1)
 
@@ -190,10 +188,8 @@ def joint_threshold_step(logits: torch.Tensor, x: torch.Tensor, rule: JointThres
     state.post_edit_steps.add_(no_mask.to(state.post_edit_steps.dtype))
     over_budget = no_mask & (state.post_edit_steps > rule.max_post_edit_steps)
     editing = active & ~over_budget
-    edited = (~masked & ~state.prompt_mask & editing[:, None] & (confidence > rule.edit_threshold)
+    edited = (~masked & ~state.prompt_mask & inside & editing[:, None] & (confidence > rule.edit_threshold)
               & (proposal != x))
-    if inside is not None:
-        edited = edited & inside
 
     transferred = rule.mask_rule.select(confidence.masked_fill(~candidates, -math.inf))
     changed = transferred | edited
