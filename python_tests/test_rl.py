@@ -6,13 +6,11 @@ import doctest
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 import diffusion_kernels.rl as rl
 from diffusion_kernels._philox import philox_uniform
 from diffusion_kernels.rl import Trajectory, clipped_policy_loss
+from diffusion_kernels.testing.live_memory import LiveTensorPeak
 
 MASK = 0
 
@@ -189,6 +187,32 @@ def test_gradcheck_float64():
         model, prompt, completion, 0.5, 3, mask_id=MASK)), params)
 
 
+def test_generate_run_as_trajectory():
+    """A trajectory built from generate()'s order: its states are the states generate's steps saw
+    (with left padding), and group size 1 scores each token from the logits at its commit step."""
+    from diffusion_kernels import generate
+    from diffusion_kernels.models import LLaDAConfig, LLaDAModel
+
+    model = LLaDAModel(LLaDAConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, mlp_hidden_size=32,
+                                   mask_token_id=31)).eval()
+    prompt = torch.randint(0, 31, (2, 3))
+    am = torch.tensor([[False, True, True], [True, True, True]])
+    seen = []
+    out = generate(model, prompt, 6, 3, 4, mask_id=31, attention_mask=am, progress=False, return_dict=True,
+                   callback=lambda info: seen.append((info.x.clone(), info.transferred.clone())))
+    seq = torch.cat([prompt, out.sequences], dim=1)
+    step = torch.cat([torch.full_like(prompt, -1), out.order], dim=1)
+    full_am = torch.cat([am, torch.ones(2, 6, dtype=torch.bool)], dim=1)
+    traj = Trajectory(seq, 3, 31, step, torch.where(step >= 0, -1.0, 0.0), out.nfe, full_am)
+    lp = rl.trajectory_log_probs(model, traj, 1)
+    for s, (x_after, moved) in enumerate(seen):
+        before = torch.where(moved, 31, x_after)
+        assert traj.state_before(s).equal(before)
+        with torch.no_grad():
+            ref = F.log_softmax(model(before, attention_mask=full_am).double(), -1).gather(-1, seq[..., None])[..., 0]
+        torch.testing.assert_close(lp.detach().double()[moved], ref[moved], rtol=1e-5, atol=1e-5)
+
+
 # --- one-step (d1) ------------------------------------------------------------------------------
 
 def plain_one_step(model, prompt, completion, p, seed, am=None, offset=0):
@@ -281,6 +305,17 @@ def test_clipped_policy_loss_rejects(kwargs, name):
         clipped_policy_loss(lp, lp, torch.zeros(3))
 
 
+def test_group_advantages():
+    r = torch.tensor([1.0, 0.0, 0.0, 2.0, 2.0, 2.0])
+    adv = rl.group_advantages(r, 3)
+    g = r.view(2, 3)
+    torch.testing.assert_close(adv, ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-4)).reshape(-1))
+    assert (adv[3:] == 0).all()
+    assert (rl.group_advantages(r, 1) == 0).all()
+    with pytest.raises(ValueError, match="'rewards'"):
+        rl.group_advantages(r, 4)
+
+
 def test_log_prob_argument_errors():
     model = TinyLM()
     traj = make_trajectory()
@@ -304,32 +339,8 @@ def test_log_prob_argument_errors():
 
 # --- memory: no [positions, vocab] tensor alive at the peak ------------------------------------
 
-class LivePeak(TorchDispatchMode):
-    """The peak of the bytes of live ``[..., vocab]`` tensors (logits, log-softmaxes, their
-    gradients) allocated by the ops run under the mode, checked after every op, forward and
-    backward (views and in-place results of existing storages, e.g. ``weight.t()``, are not new)."""
-
-    def __init__(self, vocab):
-        super().__init__()
-        self.vocab, self.live, self.peak = vocab, {}, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.dim() >= 2 and t.shape[-1] == self.vocab \
-                    and t.untyped_storage().data_ptr() not in inputs:
-                s = t.untyped_storage()
-                old = self.live.get(s.data_ptr())
-                if old is None or old[0].expired():
-                    self.live[s.data_ptr()] = (StorageWeakRef(s), s.nbytes())
-        self.live = {k: v for k, v in self.live.items() if not v[0].expired()}
-        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
-        return out
-
-
 def _peak_bytes(fn, vocab):
-    with LivePeak(vocab) as mode:
+    with LiveTensorPeak(last_dim=vocab) as mode:
         fn().sum().backward()
     return mode.peak
 
@@ -353,6 +364,8 @@ def test_memory_no_positions_by_vocab_tensor_alive():
 
 
 def test_doctests():
-    for module in (rl.trajectory, rl.log_probs, rl.policy_loss):
+    from diffusion_kernels.testing import live_memory
+
+    for module in (rl.trajectory, rl.log_probs, rl.policy_loss, live_memory):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0

@@ -4,7 +4,7 @@ records, TraceRL's and d1's policy log-probabilities on the fused masked cross-e
 from .trajectory import Trajectory
 from .log_probs import (fused_linear_one_step_log_probs, fused_linear_trajectory_log_probs, one_step_input,
                         one_step_log_probs, trajectory_log_probs)
-from .policy_loss import clipped_policy_loss
+from .policy_loss import clipped_policy_loss, group_advantages
 
 __all__ = ["Trajectory", "trajectory_log_probs", "one_step_log_probs", "fused_linear_trajectory_log_probs",
-           "fused_linear_one_step_log_probs", "one_step_input", "clipped_policy_loss"]
+           "fused_linear_one_step_log_probs", "one_step_input", "clipped_policy_loss", "group_advantages"]

@@ -55,6 +55,17 @@ def one_step_input(prompt: torch.Tensor, completion_length: int, prompt_mask_p: 
     all ``mask_id``, each (non-padding) prompt token replaced by ``mask_id`` where the Philox
     uniform of ``(seed, offset)``, row ``b``, column ``l`` is below ``prompt_mask_p``.
 
+    Args:
+        prompt: ``[B, Lp]`` int64 token ids.
+        completion_length: ``Lc >= 0``.
+        prompt_mask_p: probability in ``[0, 1]`` of masking each prompt token.
+        seed, offset: the Philox key (ints).
+        mask_id: the ``[MASK]`` id.
+        attention_mask: ``[B, Lp]`` (0 = left padding, never masked) or ``None``.
+
+    Returns:
+        ``[B, Lp + Lc]`` int64.
+
     Examples:
         >>> import torch
         >>> from diffusion_kernels.rl import one_step_input
@@ -225,6 +236,17 @@ def fused_linear_one_step_log_probs(model: Model, lm_head_weight: torch.Tensor, 
                                     chunk_size: Optional[int] = None) -> torch.Tensor:
     """:func:`one_step_log_probs` of ``logits = hidden @ lm_head_weight.T`` without the logits
     (the model returns hidden states ``[b, L, H]``; see :func:`fused_linear_trajectory_log_probs`).
+
+    Args:
+        model: ``model(x, attention_mask=None) -> hidden [b, L, H]``, dtype and device of the head.
+        lm_head_weight: ``[V, H]``.
+        prompt, completion, prompt_mask_p, seed, mask_id, offset, attention_mask, temperature,
+            shift_logits: as :func:`one_step_log_probs`.
+        chunk_size: rows per chunk of logits (default: ``2**24 // V``).
+
+    Returns:
+        ``[B, Lc]`` log-probabilities, as :func:`one_step_log_probs`; gradients flow to the hidden
+        states and the head.
 
     Examples:
         >>> import torch

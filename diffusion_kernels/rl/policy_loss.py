@@ -6,7 +6,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 
-__all__ = ["clipped_policy_loss"]
+__all__ = ["clipped_policy_loss", "group_advantages"]
 
 _REDUCTIONS = ("sequence", "token", "sum", "none")
 
@@ -112,3 +112,38 @@ def clipped_policy_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, ad
         return token.sum() / mask.sum().clamp(min=1).to(token.dtype)
     per_row = token.sum(dim=1) / mask.sum(dim=1).clamp(min=1).to(token.dtype)
     return per_row.mean()
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, *, eps: float = 1e-4,
+                     scale: bool = True) -> torch.Tensor:
+    """GRPO's advantages: each reward minus the mean of its group of ``group_size`` consecutive
+    completions of one prompt, divided by the group's standard deviation (unbiased, as
+    ``torch.std``) plus ``eps`` when ``scale`` (d1; Dr. GRPO drops the division: ``scale=False``).
+
+    Args:
+        rewards: ``[B]`` float, ``B`` a multiple of ``group_size``, the completions of one prompt
+            adjacent.
+        group_size: completions per prompt (``>= 1``; a group of 1 has advantage 0).
+        eps: added to the standard deviation.
+        scale: divide by the standard deviation.
+
+    Returns:
+        ``[B]`` advantages of ``rewards``' dtype.
+
+    Examples:
+        >>> import torch
+        >>> from diffusion_kernels.rl import group_advantages
+        >>> group_advantages(torch.tensor([1.0, 0.0, 0.5, 0.5]), 2, scale=False)
+        tensor([ 0.5000, -0.5000,  0.0000,  0.0000])
+    """
+    rewards = _float_tensor(rewards, "rewards", None)
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"diffusion_kernels: argument 'group_size' must be a positive int, got {group_size!r}")
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(f"diffusion_kernels: argument 'rewards' must be [B] with B a multiple of group_size = "
+                         f"{group_size}, got {list(rewards.shape)}")
+    grouped = rewards.view(-1, group_size)
+    adv = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale and group_size > 1:
+        adv = adv / (grouped.std(dim=1, keepdim=True) + eps)
+    return adv.reshape(-1)
