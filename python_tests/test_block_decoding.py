@@ -47,8 +47,9 @@ PLANS = {
 def test_exact_cache_equals_uncached(plan, batch, prompt_len, gen):
     model = TinyBlockLM(block_size=4)
     prompt, am = _prompts(batch, prompt_len)
-    temp = 0.0 if plan != "dream_origin" else 1.0
-    runs = [_decode(model, prompt, am, gen, PLANS[plan](4), cache=c, proposal=Proposal(temperature=temp), seed=3)
+    # Dream origin samples its tokens (temperature 1), never [MASK]
+    proposal = Proposal(temperature=1.0, suppress_ids=(MASK,)) if plan == "dream_origin" else Proposal()
+    runs = [_decode(model, prompt, am, gen, PLANS[plan](4), cache=c, proposal=proposal, seed=3)
             for c in ("exact", None)]
     (x, order, nfe), (x_ref, order_ref, nfe_ref) = runs
     assert not (x == MASK).any()
@@ -236,3 +237,27 @@ def test_llada21_editing_exact_cache_equals_uncached():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
     masks = 13 * 3
     assert sum(edits) > masks  # some steps edited committed tokens, not only unmasked
+
+
+def test_dream_origin_plan_in_generates_block_loop():
+    from diffusion_kernels.decoding import BlockLoop, ModelForward
+    from generate_models import MASK as LMASK, tiny_llada
+    model = tiny_llada()
+    prompt = torch.randint(0, LMASK, (4, 5), generator=torch.Generator().manual_seed(0))
+    counts = []
+
+    def run(seed):
+        x = torch.full((4, 21), LMASK, dtype=torch.long)
+        x[:, :5] = prompt
+        order = torch.full_like(x, -1)
+        loop = BlockLoop(ModelForward(model, x, mask_id=LMASK), DreamOriginPlan(4), Proposal(),
+                         mask_id=LMASK, prompt_length=5, block_length=8, seed=seed,
+                         callback=lambda info: counts.append(info.transferred.sum(1).tolist()))
+        with torch.inference_mode():
+            nfe = loop.run(x, order)
+        return x, nfe
+
+    x, nfe = run(7)
+    assert nfe == 8 and not (x == LMASK).any()
+    assert len({c for step in counts for c in step}) > 2  # random counts, not a schedule
+    assert torch.equal(run(7)[0], x) and not torch.equal(run(8)[0], x)
