@@ -261,3 +261,16 @@ def test_dream_origin_plan_in_generates_block_loop():
     assert nfe == 8 and not (x == LMASK).any()
     assert len({c for step in counts for c in step}) > 2  # random counts, not a schedule
     assert torch.equal(run(7)[0], x) and not torch.equal(run(8)[0], x)
+
+
+def test_bad_run_arguments_leave_x_unchanged():
+    model = TinyBlockLM()
+    loop = BlockDiffusionLoop(model, LLaDAPlan(2), Proposal(), mask_id=MASK, prompt_length=4, block_size=4,
+                              attention_mask=torch.ones(2, 9, dtype=torch.bool))
+    x = torch.full((2, 8), MASK)
+    before = x.clone()
+    for args, name in [((x.float(), torch.full_like(x, -1)), "'x'"), ((x, torch.full((2, 7), -1)), "'order'"),
+                       ((x, torch.full_like(x, -1)), "'attention_mask'")]:
+        with pytest.raises(ValueError, match=name):
+            loop.run(*args)
+    assert torch.equal(x, before) and not model.calls

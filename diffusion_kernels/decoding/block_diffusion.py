@@ -179,7 +179,24 @@ class BlockDiffusionLoop:
         return out, q0
 
     # -- the loop ------------------------------------------------------------------------------
+    def _check_run(self, x, order) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype != torch.int64:
+            raise ValueError(f"diffusion_kernels: argument 'x' must be a [batch, seq] int64 tensor, got "
+                             f"{(x.dtype, tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if not isinstance(order, torch.Tensor) or order.shape != x.shape or order.dtype != torch.int64:
+            raise ValueError(f"diffusion_kernels: argument 'order' must be an int64 tensor of the shape of 'x' "
+                             f"{tuple(x.shape)}")
+        if self.prompt_length > x.shape[1]:
+            raise ValueError(f"diffusion_kernels: argument 'prompt_length' ({self.prompt_length}) exceeds the "
+                             f"sequence length {x.shape[1]}")
+        am = self.attention_mask
+        if am is not None and (not isinstance(am, torch.Tensor) or tuple(am.shape) != tuple(x.shape)):
+            raise ValueError(f"diffusion_kernels: argument 'attention_mask' must be a [batch, seq] = "
+                             f"{tuple(x.shape)} key mask of the whole sequence")
+
     def run(self, x: torch.Tensor, order: torch.Tensor) -> int:
+        """Decodes ``x`` in place; returns the number of forwards. See the class."""
+        self._check_run(x, order)
         B, L = x.shape
         b = self.block_size
         self._x, self._nfe, self._step, self._frontier = x, 0, 0, 0
