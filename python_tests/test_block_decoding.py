@@ -274,3 +274,16 @@ def test_bad_run_arguments_leave_x_unchanged():
         with pytest.raises(ValueError, match=name):
             loop.run(*args)
     assert torch.equal(x, before) and not model.calls
+
+
+def test_v2_first_token_of_a_block_is_the_argmax_of_the_prefix():
+    model = TinyBlockLM(block_size=4)
+    prompt, am = _prompts(2, 8, pad=False)
+    proposal = Proposal(temperature=1.0, suppress_ids=(MASK,))
+    plan = UntilDone(Threshold(0.5, strict=True))
+    x, order, _ = _decode(model, prompt, None, 12, plan, proposal=proposal, seed=2, shift_logits=True, sub_block=2)
+    ref = _decode(model, prompt, None, 12, plan, proposal=proposal, seed=2, shift_logits=True, sub_block=2, cache=None)
+    assert torch.equal(x, ref[0]) and torch.equal(order, ref[1])
+    for bs in (8, 12, 16):
+        assert torch.equal(x[:, bs], model(x[:, :bs])[:, -1].argmax(-1))
+        assert (order[:, bs, None] < order[:, bs + 1:bs + 4]).all()  # committed first in its block
