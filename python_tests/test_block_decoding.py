@@ -5,11 +5,14 @@ import math
 import pytest
 import torch
 
-from block_models import EOS, MASK, EOSAt, TinyBlockLM
+from block_models import EOS, MASK, EOSAt, TinyBlockLM, one_thread
 from diffusion_kernels.decoding import LLaDAPlan, Proposal, Threshold, UntilDone
 from diffusion_kernels.decoding.block_diffusion import BlockDiffusionLoop
 from diffusion_kernels.decoding.dynamic_threshold import DynamicThreshold, SDARPlan
 from diffusion_kernels.decoding.random_transfer import DreamOriginPlan, RandomTransfer, dream_origin_probability
+
+
+_one_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 def _prompts(batch, length, seed=1, pad=True):
