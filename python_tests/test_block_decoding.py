@@ -209,10 +209,12 @@ def _real_model(naming="sdar", **kw):
 def test_block_diffusion_model_exact_cache_equals_uncached(naming):
     model = _real_model(naming)
     prompt, am = _prompts(3, 6)
-    for plan in (LLaDAPlan(2), SDARPlan(2, 4, threshold=0.3)):
+    variants = [(LLaDAPlan(2), {}), (SDARPlan(2, 4, threshold=0.3), {}),
+                (UntilDone(Threshold(0.3, strict=True)), dict(sub_block=2, shift_logits=True))]
+    for plan, kw in variants:
         with torch.inference_mode():
-            a = _decode(model, prompt, am, 13, plan)
-            b = _decode(model, prompt, am, 13, plan, cache=None)
+            a = _decode(model, prompt, am, 13, plan, **kw)
+            b = _decode(model, prompt, am, 13, plan, cache=None, **kw)
         assert not (a[0] == MASK).any()
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
 
