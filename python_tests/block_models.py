@@ -106,3 +106,11 @@ class EOSAt(torch.nn.Module):
         if 0 <= i < x.shape[1]:
             out[self.rows, i, self.eos] += 100.0
         return out
+
+
+def one_thread():
+    """A fixture body: these models are tiny, so torch's thread pool only costs; restore after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -5,11 +5,14 @@ import math
 import pytest
 import torch
 
-from block_models import EOS, MASK, EOSAt, TinyBlockLM
+from block_models import EOS, MASK, EOSAt, TinyBlockLM, one_thread
 from diffusion_kernels.decoding import LLaDAPlan, Proposal, Threshold, UntilDone
 from diffusion_kernels.decoding.block_diffusion import BlockDiffusionLoop
 from diffusion_kernels.decoding.dynamic_threshold import DynamicThreshold, SDARPlan
 from diffusion_kernels.decoding.random_transfer import DreamOriginPlan, RandomTransfer, dream_origin_probability
+
+
+_one_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 def _prompts(batch, length, seed=1, pad=True):
@@ -47,8 +50,9 @@ PLANS = {
 def test_exact_cache_equals_uncached(plan, batch, prompt_len, gen):
     model = TinyBlockLM(block_size=4)
     prompt, am = _prompts(batch, prompt_len)
-    temp = 0.0 if plan != "dream_origin" else 1.0
-    runs = [_decode(model, prompt, am, gen, PLANS[plan](4), cache=c, proposal=Proposal(temperature=temp), seed=3)
+    # Dream origin samples its tokens (temperature 1), never [MASK]
+    proposal = Proposal(temperature=1.0, suppress_ids=(MASK,)) if plan == "dream_origin" else Proposal()
+    runs = [_decode(model, prompt, am, gen, PLANS[plan](4), cache=c, proposal=proposal, seed=3)
             for c in ("exact", None)]
     (x, order, nfe), (x_ref, order_ref, nfe_ref) = runs
     assert not (x == MASK).any()
@@ -205,10 +209,12 @@ def _real_model(naming="sdar", **kw):
 def test_block_diffusion_model_exact_cache_equals_uncached(naming):
     model = _real_model(naming)
     prompt, am = _prompts(3, 6)
-    for plan in (LLaDAPlan(2), SDARPlan(2, 4, threshold=0.3)):
+    variants = [(LLaDAPlan(2), {}), (SDARPlan(2, 4, threshold=0.3), {}),
+                (UntilDone(Threshold(0.3, strict=True)), dict(sub_block=2, shift_logits=True))]
+    for plan, kw in variants:
         with torch.inference_mode():
-            a = _decode(model, prompt, am, 13, plan)
-            b = _decode(model, prompt, am, 13, plan, cache=None)
+            a = _decode(model, prompt, am, 13, plan, **kw)
+            b = _decode(model, prompt, am, 13, plan, cache=None, **kw)
         assert not (a[0] == MASK).any()
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
 
@@ -236,3 +242,53 @@ def test_llada21_editing_exact_cache_equals_uncached():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
     masks = 13 * 3
     assert sum(edits) > masks  # some steps edited committed tokens, not only unmasked
+
+
+def test_dream_origin_plan_in_generates_block_loop():
+    from diffusion_kernels.decoding import BlockLoop, ModelForward
+    from generate_models import MASK as LMASK, tiny_llada
+    model = tiny_llada()
+    prompt = torch.randint(0, LMASK, (4, 5), generator=torch.Generator().manual_seed(0))
+    counts = []
+
+    def run(seed):
+        x = torch.full((4, 21), LMASK, dtype=torch.long)
+        x[:, :5] = prompt
+        order = torch.full_like(x, -1)
+        loop = BlockLoop(ModelForward(model, x, mask_id=LMASK), DreamOriginPlan(4), Proposal(),
+                         mask_id=LMASK, prompt_length=5, block_length=8, seed=seed,
+                         callback=lambda info: counts.append(info.transferred.sum(1).tolist()))
+        with torch.inference_mode():
+            nfe = loop.run(x, order)
+        return x, nfe
+
+    x, nfe = run(7)
+    assert nfe == 8 and not (x == LMASK).any()
+    assert len({c for step in counts for c in step}) > 2  # random counts, not a schedule
+    assert torch.equal(run(7)[0], x) and not torch.equal(run(8)[0], x)
+
+
+def test_bad_run_arguments_leave_x_unchanged():
+    model = TinyBlockLM()
+    loop = BlockDiffusionLoop(model, LLaDAPlan(2), Proposal(), mask_id=MASK, prompt_length=4, block_size=4,
+                              attention_mask=torch.ones(2, 9, dtype=torch.bool))
+    x = torch.full((2, 8), MASK)
+    before = x.clone()
+    for args, name in [((x.float(), torch.full_like(x, -1)), "'x'"), ((x, torch.full((2, 7), -1)), "'order'"),
+                       ((x, torch.full_like(x, -1)), "'attention_mask'")]:
+        with pytest.raises(ValueError, match=name):
+            loop.run(*args)
+    assert torch.equal(x, before) and not model.calls
+
+
+def test_v2_first_token_of_a_block_is_the_argmax_of_the_prefix():
+    model = TinyBlockLM(block_size=4)
+    prompt, am = _prompts(2, 8, pad=False)
+    proposal = Proposal(temperature=1.0, suppress_ids=(MASK,))
+    plan = UntilDone(Threshold(0.5, strict=True))
+    x, order, _ = _decode(model, prompt, None, 12, plan, proposal=proposal, seed=2, shift_logits=True, sub_block=2)
+    ref = _decode(model, prompt, None, 12, plan, proposal=proposal, seed=2, shift_logits=True, sub_block=2, cache=None)
+    assert torch.equal(x, ref[0]) and torch.equal(order, ref[1])
+    for bs in (8, 12, 16):
+        assert torch.equal(x[:, bs], model(x[:, :bs])[:, -1].argmax(-1))
+        assert (order[:, bs, None] < order[:, bs + 1:bs + 4]).all()  # committed first in its block

@@ -4,10 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from block_models import MASK, TinyBlockLM
+from block_models import MASK, TinyBlockLM, one_thread
 from diffusion_kernels.block_diffusion_loss import block_diffusion_inputs, block_diffusion_loss
 
 B, L, BLOCK = 2, 12, 4
+
+
+_one_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 def _dense_training_mask(L, b):

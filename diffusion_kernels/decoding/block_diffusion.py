@@ -18,6 +18,7 @@ Every decision is a :func:`decode_step` with the plan's rule; nothing here choos
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
@@ -71,8 +72,9 @@ class BlockDiffusionLoop:
             of block]`` block-causally, the reference).
         shift_logits: Fast-dLLM v2's convention (the logits at ``i`` predict token ``i + 1``). The
             first token of each block then comes from the previous block's last position: the
-            block's commit forward gives it and it is committed at once (a ``TopK(1)`` step, v2's
-            next-token prediction), so commit forwards are not fused here.
+            block's commit forward gives it and it is committed at once (a ``TopK(1)`` step on the
+            argmax whatever the temperature, v2's ``next_token``), so commit forwards are not fused
+            here.
         attention_mask: ``[B, L]`` bool key mask (False: left pad), or ``None``.
         eos_id, stop_at_eos: a row with an EOS in its answer after a block stops: the rest of its
             answer is filled with EOS (``order`` -1) and it has nothing left to decode; the loop
@@ -179,7 +181,24 @@ class BlockDiffusionLoop:
         return out, q0
 
     # -- the loop ------------------------------------------------------------------------------
+    def _check_run(self, x, order) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype != torch.int64:
+            raise ValueError(f"diffusion_kernels: argument 'x' must be a [batch, seq] int64 tensor, got "
+                             f"{(x.dtype, tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if not isinstance(order, torch.Tensor) or order.shape != x.shape or order.dtype != torch.int64:
+            raise ValueError(f"diffusion_kernels: argument 'order' must be an int64 tensor of the shape of 'x' "
+                             f"{tuple(x.shape)}")
+        if self.prompt_length > x.shape[1]:
+            raise ValueError(f"diffusion_kernels: argument 'prompt_length' ({self.prompt_length}) exceeds the "
+                             f"sequence length {x.shape[1]}")
+        am = self.attention_mask
+        if am is not None and (not isinstance(am, torch.Tensor) or tuple(am.shape) != tuple(x.shape)):
+            raise ValueError(f"diffusion_kernels: argument 'attention_mask' must be a [batch, seq] = "
+                             f"{tuple(x.shape)} key mask of the whole sequence")
+
     def run(self, x: torch.Tensor, order: torch.Tensor) -> int:
+        """Decodes ``x`` in place; returns the number of forwards. See the class."""
+        self._check_run(x, order)
         B, L = x.shape
         b = self.block_size
         self._x, self._nfe, self._step, self._frontier = x, 0, 0, 0
@@ -209,8 +228,9 @@ class BlockDiffusionLoop:
         if self.shift_logits:
             prev = self._commit(x, bs)
             if prev is not None and bs >= self.prompt_length:
-                # v2: the block's first token is the next-token prediction of the finished prefix
-                self._apply(prev, x[:, bs:bs + 1], order[:, bs:bs + 1], TopK(1), 0, 1, blk, bs)
+                # v2: the block's first token is the argmax next-token prediction of the finished prefix
+                self._apply(prev, x[:, bs:bs + 1], order[:, bs:bs + 1], TopK(1), 0, 1, blk, bs,
+                            proposal=self._argmax_proposal())
         if self.editing is not None:
             return self._edit_block(x, order, blk, bs, be)
         for u0, u1, s0, s1 in self._units(bs, be):
@@ -266,9 +286,16 @@ class BlockDiffusionLoop:
             self.callback(StepInfo(step=self._step - 1, block=blk, x=self._x, transferred=full,
                                    prompt_length=self.prompt_length))
 
-    def _apply(self, logits, xs, orders, rule, u0: int, u1: int, blk: int, q0: int) -> None:
+    def _argmax_proposal(self) -> Proposal:
+        """The proposal without sampling (v2 takes the argmax for a block's first token at any temperature)."""
+        return dataclasses.replace(self.proposal, temperature=0.0, top_p=None, top_k=None, confidence="prob",
+                                   confidence_from="logits", renormalize_without=None)
+
+    def _apply(self, logits, xs, orders, rule, u0: int, u1: int, blk: int, q0: int,
+               proposal: Optional[Proposal] = None) -> None:
         """One :func:`decode_step` on the view ``xs`` of ``x`` from ``q0``, candidates ``[q0 + u0, q0 + u1)``."""
-        moved = decode_step(logits, xs, rule, mask_id=self.mask_id, proposal=self.proposal, block_start=u0,
+        proposal = self.proposal if proposal is None else proposal
+        moved = decode_step(logits, xs, rule, mask_id=self.mask_id, proposal=proposal, block_start=u0,
                             block_end=u1, seed=self.seed, offset=self._step).transferred
         orders.masked_fill_(moved, self._step)
         self._report(moved, blk, q0)

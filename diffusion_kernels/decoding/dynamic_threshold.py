@@ -51,6 +51,10 @@ class DynamicThreshold(Rule):
         TopK(self.k)  # the same checks of k
         _number(self.threshold, "threshold")
 
+    def select_kwargs(self, seed, offset):
+        raise ValueError("diffusion_kernels: DynamicThreshold is not one select_transfer rule (its count depends on "
+                         "the confidences); call its select()")
+
     def count(self, confidence: torch.Tensor) -> torch.Tensor:
         """``[batch]`` int64: how many candidates the rule commits (before capping at the candidates)."""
         # confidence is float32 (or upcast exactly): compare as torch compares it with the float

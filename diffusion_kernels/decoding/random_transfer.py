@@ -58,6 +58,10 @@ class RandomTransfer(Rule):
         if not 0.0 <= self.p <= 1.0:  # also refuses NaN
             raise ValueError(f"diffusion_kernels: argument 'p' must be in [0, 1], got {self.p}")
 
+    def select_kwargs(self, seed, offset):
+        raise ValueError("diffusion_kernels: RandomTransfer is not one select_transfer rule (its count is drawn "
+                         "first); call its select()")
+
     def chosen(self, confidence: torch.Tensor, *, seed: Union[int, torch.Tensor] = 0,
                offset: Union[int, torch.Tensor] = 0) -> torch.Tensor:
         """``[batch, seq]`` bool: the candidates whose coin came up (before any write)."""
