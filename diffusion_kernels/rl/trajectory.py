@@ -32,7 +32,7 @@ def _tensor(t, name: str, shape, dtypes, device=None) -> None:
                          f"({device}), got {t.device}")
 
 
-@dataclass
+@dataclass(eq=False)  # field-wise == would compare tensors elementwise
 class Trajectory:
     """One batch of denoising trajectories: the final tokens, the step that committed each of
     them and the proposal's log-probability of it at commit time.
