@@ -213,6 +213,24 @@ def test_generate_run_as_trajectory():
         torch.testing.assert_close(lp.detach().double()[moved], ref[moved], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_generate_return_trajectory_log_prob_agrees(temperature):
+    """generate(return_trajectory=True)'s per-step proposal log-probabilities are what
+    trajectory_log_probs recomputes with group size 1 (T = 0 runs score with T = 1)."""
+    from diffusion_kernels import generate
+    from diffusion_kernels.models import LLaDAConfig, LLaDAModel
+
+    model = LLaDAModel(LLaDAConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, mlp_hidden_size=32,
+                                   mask_token_id=31)).eval()
+    prompt = torch.randint(0, 31, (2, 3))
+    am = torch.tensor([[False, True, True], [True, True, True]])
+    out = generate(model, prompt, 6, 3, 4, mask_id=31, attention_mask=am, temperature=temperature, seed=2,
+                   progress=False, return_trajectory=True)
+    traj = out.trajectory
+    lp = rl.trajectory_log_probs(model, traj, 1, temperature=temperature or 1.0)
+    torch.testing.assert_close(lp.detach(), traj.log_prob, rtol=1e-4, atol=1e-4)
+
+
 # --- one-step (d1) ------------------------------------------------------------------------------
 
 def plain_one_step(model, prompt, completion, p, seed, am=None, offset=0):
