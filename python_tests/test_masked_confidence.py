@@ -384,7 +384,11 @@ class TestBadInputs:
 @backends("cpu", "cuda")
 def test_opcheck(backend):
     logits, x = make_logits(2, 5, 300, torch.bfloat16).to(backend.device), make_tokens(2, 5).to(backend.device)
-    torch.library.opcheck(torch.ops.diffusion_kernels.masked_confidence.default, (logits, x, MASK_ID))
+    op = torch.ops.diffusion_kernels.masked_confidence.default
+    torch.library.opcheck(op, (logits, x, MASK_ID))
+    # the engines' options: flat logits, every position, a per-row penalty (fake and schema too)
+    torch.library.opcheck(op, (logits.reshape(10, 300), x, MASK_ID), dict(
+        all_positions=True, prev_token_penalty=torch.tensor([1.0, 0.0], device=backend.device), return_lse=True))
 
 
 @backends("cpu", "cuda")
