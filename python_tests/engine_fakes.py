@@ -13,23 +13,15 @@ A toy "model" (:func:`toy_logits`) gives logits that depend on the tokens, with 
 """
 from __future__ import annotations
 
-import inspect
 import sys
 import types
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Optional
 
-import pytest
 import torch
 
-import diffusion_kernels
 import engine_stock as stock
-
-# The joint threshold needs masked_confidence(positions="all", prev_token_penalty=...) (contract A)
-needs_editing_ops = pytest.mark.skipif(
-    "positions" not in inspect.signature(diffusion_kernels.masked_confidence).parameters,
-    reason="this build's masked_confidence has no positions='all' / prev_token_penalty yet")
 
 
 def _module(monkeypatch, name: str, **attrs) -> types.ModuleType:

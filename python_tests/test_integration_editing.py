@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-import engine_fakes as fakes
 import engine_stock as stock
 from diffusion_kernels.decoding import EditState, JointThreshold, joint_threshold_step
 
@@ -30,7 +29,6 @@ def start_ids(g, batch, block):
     return ids
 
 
-@fakes.needs_editing_ops
 @pytest.mark.parametrize("rule", [JointThreshold(), JointThreshold(0.7, 0.2, 2, 0.0), JointThreshold(0.4, 0.0, 0, 1.25),
                                   JointThreshold(0.9, 0.5, 3, 0.5)])
 def test_matches_sglang_transcription(rule):
@@ -54,7 +52,6 @@ def test_matches_sglang_transcription(rule):
         assert not bool((res.transferred & res.edited).any())
 
 
-@fakes.needs_editing_ops
 def test_block_inside_a_longer_sequence():
     """generate()'s layout: x holds prompt + blocks; only [block_start, block_end) is decoded or
     edited, with the same decisions as on the block alone (no penalty: at the block's first
@@ -77,7 +74,6 @@ def test_block_inside_a_longer_sequence():
         assert torch.equal(s_full.finished, s_alone.finished)
 
 
-@fakes.needs_editing_ops
 def test_per_row_blocks_and_finished_rows_untouched():
     g = torch.Generator().manual_seed(2)
     x = torch.full((3, 12), MASK)
@@ -93,7 +89,6 @@ def test_per_row_blocks_and_finished_rows_untouched():
     assert bool(torch.isinf(res.confidence[0, 4:]).all())
 
 
-@fakes.needs_editing_ops
 def test_prompt_positions_holding_the_mask_id_are_kept():
     g = torch.Generator().manual_seed(3)
     x = torch.tensor([[MASK, 3, MASK, MASK]])
@@ -112,7 +107,6 @@ def test_bad_rule_arguments(kwargs, error):
         JointThreshold(**kwargs)
 
 
-@fakes.needs_editing_ops
 def test_docstring_examples():
     import diffusion_kernels.decoding.editing as editing
     import diffusion_kernels.integrations.dinfer as dinfer

@@ -123,7 +123,6 @@ def test_low_confidence_matches_stock(sglang, seed, threshold):
     lockstep(sglang, "LowConfidence", {"threshold": threshold}, ids, fakes.ToyModel(8, VOCAB, seed), prompt=prompt)
 
 
-@fakes.needs_editing_ops
 @pytest.mark.parametrize("config", [
     {"max_post_edit_steps": 4},
     {"threshold": 0.8, "edit_threshold": 0.3, "max_post_edit_steps": 3},
@@ -139,7 +138,6 @@ def test_joint_threshold_matches_stock(sglang, seed, config):
     lockstep(sglang, "JointThreshold", config, ids, fakes.ToyModel(8, VOCAB, seed, scale=1.0), prompt=prompt)
 
 
-@fakes.needs_editing_ops
 def test_joint_threshold_edits_and_finishes(sglang):
     """The lockstep runs above do edit and finish by both routes (no change, budget)."""
     g = torch.Generator().manual_seed(3)
@@ -159,7 +157,6 @@ def test_joint_threshold_edits_and_finishes(sglang):
     assert {s["post_edit_steps"] for s in states} - {0}  # some rows spent post-edit steps
 
 
-@fakes.needs_editing_ops
 def test_strict_threshold_at_exactly_one_half(sglang):
     """Two tied maxima give p = 0.5 exactly: not above 0.5, so the fallback (lowest index) runs."""
     logits = torch.full((4, VOCAB), -float("inf"))
@@ -170,7 +167,6 @@ def test_strict_threshold_at_exactly_one_half(sglang):
         lockstep(sglang, name, {"threshold": 0.5}, ids, lambda fb: logits, steps=4)
 
 
-@fakes.needs_editing_ops
 def test_fdfo_rounds_carry_state(sglang):
     """First-done-first-out: one step per round, finished rows leave and new ones join with fresh
     state; the carried dicts stay interchangeable with the stock class's."""
@@ -193,7 +189,6 @@ def test_fdfo_rounds_carry_state(sglang):
                 rows[r] = fresh[r]
 
 
-@fakes.needs_editing_ops
 def test_sync_run_reaches_the_same_tokens(sglang):
     g = torch.Generator().manual_seed(7)
     ids = random_block(g, 8, 8)
@@ -205,7 +200,6 @@ def test_sync_run_reaches_the_same_tokens(sglang):
         assert steps_a == steps_b and torch.equal(a.input_ids, b.input_ids)
 
 
-@fakes.needs_editing_ops
 def test_input_ids_edited_in_place_and_logits_untouched(sglang):
     g = torch.Generator().manual_seed(8)
     ids = random_block(g, 4, 8)
