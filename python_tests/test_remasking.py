@@ -194,3 +194,15 @@ def test_doctests():
     for module in (remasking, token_log_prob):
         result = doctest.testmod(module, extraglobs={"torch": torch})
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_rl_demo_runs_the_whole_loop(capsys):
+    from diffusion_kernels.demo import rl
+
+    res = rl.main(["--iters", "1", "--prompts", "2", "--group", "2", "--updates", "1", "--steps", "2",
+                   "--eval-prompts", "4", "--eval-seeds", "1"])
+    for when in ("before", "after"):
+        assert 0.0 <= res[when]["exact"] <= res[when]["digits"] <= 1.0
+    out = capsys.readouterr().out
+    assert "held-out before" in out and "held-out after" in out and "iter   0" in out
+    assert torch.equal(rl.reward(torch.tensor([[1, 2, 3, 4]]), torch.tensor([[1, 2, 0, 4]])), torch.tensor([0.75]))

@@ -121,7 +121,8 @@ class ReMDM(CommittedRemasking):
         _number(self.t_off, "t_off", 0.0, 1.0)
         _number(self.alpha_on, "alpha_on", 0.0, 1.0, lo_open=True, hi_open=True)
         if not self.t_off < self.t_on:
-            raise ValueError(f"diffusion_kernels: ReMDM needs 't_off' < 't_on', got t_off={self.t_off}, t_on={self.t_on}")
+            raise ValueError(f"diffusion_kernels: ReMDM needs 't_off' < 't_on', got t_off={self.t_off}, "
+                             f"t_on={self.t_on}")
 
     @property
     def needs_commit_confidence(self) -> bool:
