@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import diffusion_kernels as dk  # noqa: E402
 from bench_sampling import CASES as SAMPLING_CASES  # noqa: E402  (the CPU benchmark's cases, on the GPU)
+from bench_engines import CASES as ENGINE_CASES, SHAPES as ENGINE_SHAPES, step_inputs as engine_inputs  # noqa: E402
 from research_baselines import fast_dllm_dual_cache_attention, full_recompute_attention, llada_topk_transfer  # noqa: E402
 
 MASK_ID = 126336
@@ -229,6 +230,20 @@ def loss_rows(device, quick, reps):
     return rows
 
 
+def engine_rows(device, quick, reps):
+    """bench_engines.py's cases: one engine decoding step, ours vs the engine's stock step."""
+    rows = []
+    for case, (impls, names) in ENGINE_CASES.items():
+        for name in ["quick"] if quick else names:
+            batch, block, vocab, mask_id = (2, 8, 1000, 999) if quick else ENGINE_SHAPES[name]
+            ring = [engine_inputs(batch, block, vocab, mask_id, device)]  # the logits alone exceed the L2
+            for impl, fn in impls.items():
+                step = (lambda f: lambda ids, logits: f(ids, logits, batch, block, mask_id))(fn)
+                rows.append(timed_row(step, ring, device, reps if impl == "ours" else max(3, reps // 5),
+                                      group=f"{case} {name} block={block} V={vocab}", impl=impl))
+    return rows
+
+
 def print_table(rows):
     by_group = {}
     for r in rows:
@@ -251,7 +266,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, measures nothing")
     p.add_argument("--reps", type=int, default=50)
-    p.add_argument("--only", default="confidence,bandwidth,attention,transfer,loss")
+    p.add_argument("--only", default="confidence,bandwidth,attention,transfer,loss,engines")
     p.add_argument("--json")
     a = p.parse_args(argv)
     device = torch.device(a.device)
@@ -259,7 +274,8 @@ def main(argv=None):
     torch.manual_seed(0)
     sections = {"bandwidth": lambda: bandwidth_rows(device, a.quick), "confidence": lambda: confidence_rows(device, a.quick, reps),
                 "attention": lambda: attention_rows(device, a.quick, reps), "transfer": lambda: transfer_rows(device, a.quick, reps),
-                "loss": lambda: loss_rows(device, a.quick, max(3, reps // 5))}
+                "loss": lambda: loss_rows(device, a.quick, max(3, reps // 5)),
+                "engines": lambda: engine_rows(device, a.quick, max(3, reps // 5))}
     rows = []
     for name in a.only.split(","):
         t0 = time.perf_counter()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
@@ -15,8 +15,12 @@ from .decoding import BlockLoop, DreamPlan, Factor, LLaDAPlan, ModelForward, Pro
 from .decoding import Threshold
 from .decoding import UntilDone
 from .decoding.cache import check_cache_policy
+from .decoding.remasking import CommittedRemasking, ReMDM, RemaskLowConfidence
 
-__all__ = ["generate", "GenerateOutput", "StepInfo"]
+if TYPE_CHECKING:
+    from .rl.trajectory import Trajectory
+
+__all__ = ["generate", "GenerateOutput", "StepInfo", "ReMDM", "RemaskLowConfidence"]
 
 
 @dataclass
@@ -24,6 +28,7 @@ class GenerateOutput:
     sequences: torch.Tensor   # [B, gen_length] generated tokens
     order: torch.Tensor       # [B, gen_length] int64: step that committed each token (-1: EOS fill)
     nfe: int                  # forward passes (function evaluations), CFG counting once
+    trajectory: Optional["Trajectory"] = None  # with return_trajectory: diffusion_kernels.rl.Trajectory
 
 
 def _positive_int(value, name: str) -> int:
@@ -171,6 +176,26 @@ def _proposal(temperature, top_p, top_k, remasking, confidence, confidence_from,
                     suppress_ids=(eos_id,) if suppress_eos else None, renormalize_without=renorm)
 
 
+def _check_remasking(remask_committed, adaptive: bool, return_trajectory: bool, stop_at_eos: bool) -> None:
+    if not isinstance(return_trajectory, bool):
+        raise TypeError(f"diffusion_kernels: argument 'return_trajectory' must be a bool, got "
+                        f"{type(return_trajectory).__name__}")
+    if remask_committed is not None:
+        if not isinstance(remask_committed, CommittedRemasking):
+            raise TypeError(f"diffusion_kernels: argument 'remask_committed' must be ReMDM(...) or "
+                            f"RemaskLowConfidence(...), got {type(remask_committed).__name__}")
+        if adaptive:
+            raise ValueError("diffusion_kernels: argument 'remask_committed' needs a fixed schedule ('steps' per "
+                             "block): it cannot be combined with 'threshold', 'factor' or 'rule'")
+        if return_trajectory:
+            raise ValueError("diffusion_kernels: 'return_trajectory' cannot record a run with 'remask_committed': "
+                             "a Trajectory keeps one commit step per position, and remasked tokens are committed "
+                             "more than once")
+    if return_trajectory and stop_at_eos:
+        raise ValueError("diffusion_kernels: 'return_trajectory' cannot record a run with 'stop_at_eos': the EOS "
+                         "filled after the stop were never decoded, so no state of the run could be rebuilt")
+
+
 def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_length: int = 128, steps: int = 128,
              *, mask_id: int, temperature: float = 0.0, remasking: str = "low_confidence",
              confidence: str = "prob", confidence_from: Optional[str] = None, threshold: Optional[float] = None,
@@ -180,7 +205,8 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
              suppress_eos: bool = False, stop_at_eos: bool = False, confidence_eos_eot_inf: bool = False,
              eot_id: Optional[int] = None, attention_mask: Optional[torch.Tensor] = None,
              shift_logits: bool = False, seed: Optional[int] = None, callback: Optional[Callable[[StepInfo], None]] = None,
-             progress: Optional[bool] = None, return_dict: bool = False):
+             progress: Optional[bool] = None, return_dict: bool = False,
+             remask_committed: Optional[CommittedRemasking] = None, return_trajectory: bool = False):
     """Generate ``gen_length`` tokens after ``prompt_ids`` with a masked diffusion LM.
 
     The answer starts fully masked and is decoded in ``gen_length // block_length`` blocks, left to
@@ -212,9 +238,17 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
         shift_logits: Dream's convention (the logits at ``i`` predict token ``i + 1``).
         callback: called with a :class:`StepInfo` after every step; ``progress``: show a bar.
         return_dict: return a :class:`GenerateOutput` (sequences, order, nfe).
+        remask_committed: self-correction, committed tokens of the block put back to ``[MASK]``
+            and decoded again: :class:`ReMDM` (its ``'cap'``, ``'rescale'``, ``'conf'``, ``'loop'``
+            schedules) or :class:`RemaskLowConfidence` (below a probability under the current
+            model). Fixed schedules only; the committed count of every step stays the schedule's.
+        return_trajectory: also record a :class:`~diffusion_kernels.rl.Trajectory` (the step and
+            the proposal's log-probability of every committed token) in the returned
+            :class:`GenerateOutput`; not with ``remask_committed`` or ``stop_at_eos``.
 
     Returns:
-        ``[B, gen_length]`` int64 tokens, or a :class:`GenerateOutput`.
+        ``[B, gen_length]`` int64 tokens, or a :class:`GenerateOutput` (``return_dict`` or
+        ``return_trajectory``).
 
     Raises:
         TypeError, ValueError: a bad argument (the message names it).
@@ -247,6 +281,9 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
     check_cache_policy(cache, model)
     if (suppress_eos or stop_at_eos) and eos_id is None:
         raise ValueError("diffusion_kernels: 'suppress_eos'/'stop_at_eos' need 'eos_id'")
+    _check_remasking(remask_committed, adaptive, return_trajectory, stop_at_eos)
+    if isinstance(remask_committed, ReMDM) and remask_committed.schedule == "loop" and schedule != "llada":
+        raise ValueError("diffusion_kernels: ReMDM('loop') sets the step counts itself: use schedule='llada'")
     plan = _plan(steps // num_blocks, threshold, factor, rule, schedule, alg_temp, schedule_eps, remasking)
     proposal = _proposal(temperature, top_p, top_k, remasking, confidence, confidence_from, eos_id, eot_id,
                          suppress_eos, confidence_eos_eot_inf)
@@ -258,6 +295,7 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
     x = torch.full((B, Lp + gen_length), mask_id, dtype=torch.int64, device=device)
     x[:, :Lp] = prompt_ids
     order = torch.full_like(x, -1)
+    log_prob = torch.zeros(x.shape, dtype=torch.float32, device=device) if return_trajectory else None
     show = sys.stderr.isatty() if progress is None else progress
     bar = progress_bar(total=None if adaptive else steps, enabled=show, unit="step")
     try:
@@ -266,11 +304,17 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
                                    attention_mask=full_mask, shift_logits=shift_logits)
             loop = BlockLoop(forward, plan, proposal, mask_id=mask_id, prompt_length=Lp, block_length=block_length,
                              seed=0 if seed is None else seed, eos_id=eos_id, stop_at_eos=stop_at_eos,
-                             callback=callback, bar=bar)
+                             callback=callback, bar=bar, remasking=remask_committed, log_prob=log_prob)
             nfe = loop.run(x, order)
     finally:
         bar.close()
     seq = x[:, Lp:]
+    if return_trajectory:
+        from .rl.trajectory import Trajectory
+
+        trajectory = Trajectory(sequences=x, prompt_length=Lp, mask_id=mask_id, step=order, log_prob=log_prob,
+                                num_steps=nfe, attention_mask=full_mask)
+        return GenerateOutput(sequences=seq, order=order[:, Lp:], nfe=nfe, trajectory=trajectory)
     if return_dict:
         return GenerateOutput(sequences=seq, order=order[:, Lp:], nfe=nfe)
     return seq

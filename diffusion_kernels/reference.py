@@ -24,17 +24,31 @@ def _per_row(value, batch, dtype, device):
 def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int, *, temperature=0.0,
                       top_p=1.0, top_k=0, confidence="prob", confidence_from="sampling",
                       block_start=0, block_end=None, suppress_ids=None, seed=0, offset=0,
-                      return_lse=False):
+                      return_lse=False, positions="masked", prev_token_penalty=0.0):
     """Reference of :func:`diffusion_kernels.masked_confidence` (see its docstring for the
     semantics). Everything is computed in float32 (float64 for float64 logits, which the tests use
     as the high-precision reference) with a full sort of the vocabulary; the Gumbel noise comes from
     the Python mirror of the kernels' Philox stream, in float64.
+
+    2-D logits are the flat layout ``[batch * seq, vocab]``. ``prev_token_penalty`` (lambda, rounded
+    to float32) lowers the logit of ``x[b, l - 1]`` at every position ``l >= 1`` of row ``b`` before
+    anything else, where lambda > 0 and that token is in ``[0, vocab)``.
     """
+    if logits.dim() == 2:
+        logits = logits.reshape(x.shape[0], x.shape[1], logits.shape[-1])
     B, L, V = logits.shape
     dev = logits.device
-    work = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    work = logits.to(torch.promote_types(logits.dtype, torch.float32)).clone()  # never write the logits
+    if not isinstance(prev_token_penalty, torch.Tensor):  # rounded as the op rounds a number: beyond float32 is inf
+        prev_token_penalty = torch.tensor(float(prev_token_penalty), dtype=torch.float64).float()
+    lam = _per_row(prev_token_penalty, B, torch.float32, dev).to(work.dtype)
+    if L > 1:
+        prev = x[:, :-1]
+        on = (lam[:, None] > 0) & (prev >= 0) & (prev < V)
+        idx = prev.clamp(0, V - 1)[..., None]
+        cur = work[:, 1:].gather(-1, idx)
+        work[:, 1:].scatter_(-1, idx, torch.where(on[..., None], cur - lam[:, None, None], cur))
     if suppress_ids is not None and len(suppress_ids) > 0:
-        work = work.clone()
         work[..., torch.as_tensor(suppress_ids, dtype=torch.long, device=dev)] = float("-inf")
     dt = work.dtype
     # The kernels cap T at 2**126 so that 1/T stays a normal float32: inf samples ~uniformly.
@@ -44,7 +58,7 @@ def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int, *, te
     bs = _per_row(block_start, B, torch.int64, dev)[:, None]
     be = _per_row(L if block_end is None else block_end, B, torch.int64, dev)[:, None]
     pos = torch.arange(L, device=dev)[None, :]
-    active = (x == mask_id) & (pos >= bs) & (pos < be)
+    active = ((x == mask_id) | (positions == "all")) & (pos >= bs) & (pos < be)
 
     sampled = (T > 0) & torch.isfinite(1 / T.float())  # 1/T overflowing float32: the argmax limit
     z = torch.where(sampled, work / torch.where(sampled, T, 1), work)
@@ -103,11 +117,13 @@ def masked_confidence(logits: torch.Tensor, x: torch.Tensor, mask_id: int, *, te
 
 
 def select_transfer(confidence, *, k=None, threshold=None, eps=None, factor=None, alg_temp=None,
-                    seed=0, offset=0, x=None, x0=None):
+                    seed=0, offset=0, x=None, x0=None, strict=False):
     """Reference of :func:`diffusion_kernels.select_transfer`: one row at a time, in float64.
 
     Candidates are the finite confidences. Rows are ranked by (confidence descending, index
-    ascending), so every tie goes to the lowest index; -0.0 ties with +0.0.
+    ascending), so every tie goes to the lowest index; -0.0 ties with +0.0. A threshold (a number
+    or one float32 entry per row) is compared in float32, with ``>`` when ``strict``; comparisons
+    with a NaN entry are false.
     """
     from ._philox import philox_uniform
 
@@ -137,16 +153,18 @@ def select_transfer(confidence, *, k=None, threshold=None, eps=None, factor=None
                     break
                 n = r + 1
             chosen = order[:n]
-        elif eps is None:
-            tau = torch.tensor(threshold, dtype=torch.float32).item()
-            chosen = torch.cat([order[:1], idx[row[idx] >= tau]])
         else:
-            if idx.numel() == 0:
-                continue
-            rowmax = row[idx].max()
-            bound = torch.minimum(torch.tensor(threshold, dtype=torch.float32),
-                                  rowmax - torch.tensor(eps, dtype=torch.float32))
-            chosen = idx[row[idx] >= bound]
+            tau = torch.as_tensor(threshold).to(torch.float32).cpu().reshape(-1)
+            tau = tau[0] if tau.numel() == 1 else tau[b]
+            if eps is None:
+                passes = row[idx] > tau if strict else row[idx] >= tau
+                chosen = torch.cat([order[:1], idx[passes]])
+            else:
+                if idx.numel() == 0:
+                    continue
+                rowmax = row[idx].max()
+                bound = torch.minimum(tau, rowmax - torch.tensor(eps, dtype=torch.float32))
+                chosen = idx[row[idx] >= bound]
         mask[b, chosen] = True
     mask = mask.to(confidence.device)
     if x is not None:

@@ -70,7 +70,9 @@ def cases(fn, prefix, emulated=False):
         raises(f"logits-dtype-{str(dt)[6:]}", ["logits"], logits=lambda dt=dt: randn(B, L, V).to(dt))
     for dt in (torch.int32, torch.float32, torch.bool, torch.uint8):
         raises(f"x-dtype-{str(dt)[6:]}", ["x"], x=lambda dt=dt: tokens().to(dt))
-    raises("logits-rank2", ["logits"], logits=lambda: randn(B * L, V))
+    raises("logits-flat-rows-short", ["logits"], logits=lambda: randn(B * L - 1, V))
+    raises("logits-flat-rows-transposed-x", ["logits"], logits=lambda: randn(B * L + 2, V))
+    raises("logits-rank1", ["logits"], logits=lambda: randn(V))
     raises("logits-rank4", ["logits"], logits=lambda: randn(1, B, L, V))
     raises("logits-empty-vocab", ["logits"], logits=lambda: randn(B, L, 0))
     raises("x-rank1", ["x"], x=lambda: tokens()[0])
@@ -122,6 +124,15 @@ def cases(fn, prefix, emulated=False):
     raises("seed-tensor-two-elements", ["seed"], seed=torch.tensor([1, 2]), temperature=1.0)
     raises("offset-float", ["offset"], offset=0.5, temperature=1.0)
     raises("offset-int32-tensor", ["offset"], offset=torch.tensor([1], dtype=torch.int32), temperature=1.0)
+    raises("positions-unknown", ["positions"], positions="every")
+    raises("positions-none", ["positions"], positions=None)
+    raises("prev_token_penalty-negative", ["prev_token_penalty"], prev_token_penalty=-1.0)
+    raises("prev_token_penalty-nan", ["prev_token_penalty"], prev_token_penalty=NAN)
+    raises("prev_token_penalty-inf", ["prev_token_penalty"], prev_token_penalty=INF)
+    raises("prev_token_penalty-str", ["prev_token_penalty"], prev_token_penalty="1")
+    raises("prev_token_penalty-bool-tensor", ["prev_token_penalty"], prev_token_penalty=torch.tensor([True, False]))
+    raises("prev_token_penalty-tensor-batch3", ["prev_token_penalty"], prev_token_penalty=torch.ones(B + 1))
+    raises("prev_token_penalty-tensor-meta", ["prev_token_penalty"], prev_token_penalty=torch.ones(B, device="meta"))
     # suppress_ids
     raises("suppress_ids-float-list", ["suppress_ids"], suppress_ids=[1.5])
     raises("suppress_ids-float-tensor", ["suppress_ids"], suppress_ids=torch.tensor([1.0, 2.0]))
@@ -148,6 +159,26 @@ def cases(fn, prefix, emulated=False):
     same("x-stride0", x=lambda: expanded(tokens(), 0))
     same("x-no-mask", x=lambda: torch.full((B, L), 4))
     same("x-negative-ids", x=lambda: torch.where(tokens() == MASK, MASK, -5))
+    # the engines' options: flat logits, every position, the previous-token penalty
+    same("logits-flat", logits=lambda: randn(B * L, V), prev_token_penalty=1.0)
+    same("logits-flat-padded-rows", logits=lambda: padded(randn(B * L, V)), positions="all")
+    same("logits-flat-row-stride0", logits=lambda: expanded(randn(B * L, V), 0), positions="all",
+         prev_token_penalty=torch.tensor([2.0, 0.5]))
+    same("positions-all", positions="all")
+    same("positions-all-no-mask", x=lambda: torch.full((B, L), 4), positions="all", block_start=1, block_end=4)
+    same("positions-all-negative-ids", x=lambda: torch.where(tokens() == MASK, MASK, -5), positions="all",
+         prev_token_penalty=3.0)
+    same("positions-all-ids-beyond-vocab", x=lambda: torch.where(tokens() == MASK, MASK, V + 9), positions="all",
+         prev_token_penalty=3.0)
+    same("prev_token_penalty-on-argmax", logits=lambda: logits_with(((0, 2, 5), 30.0), ((1, 1, MASK), 30.0)),
+         prev_token_penalty=40.0, positions="all", return_lse=True)
+    same("prev_token_penalty-tensor-nan-negative", prev_token_penalty=torch.tensor([NAN, -1.0]))
+    same("prev_token_penalty-tensor-inf", prev_token_penalty=torch.tensor([INF, 2.0]), positions="all")
+    same("prev_token_penalty-int-tensor", prev_token_penalty=torch.tensor([1, 0]))
+    same("prev_token_penalty-huge", prev_token_penalty=1e38, temperature=1.0, top_p=0.9)
+    same("prev_token_penalty-beyond-float32", prev_token_penalty=1e39)
+    same("prev_token_penalty-posinf-logit", logits=lambda: logits_with(((0, 2, 5), INF)),
+         prev_token_penalty=torch.tensor([INF, 1.0]))
     same("mask_id-negative", mask_id=-1, x=lambda: torch.where(tokens() == MASK, -1, 4))
     same("mask_id-int-tensor", mask_id=torch.tensor(MASK))
     for dt in (torch.float16, torch.bfloat16):

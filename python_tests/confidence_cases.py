@@ -40,3 +40,18 @@ def assert_matches_reference(op, logits, x, mask_id=MASK_ID):
     assert torch.equal(x0, ref_x0), f"x0 differs at {(x0 != ref_x0).nonzero()[:5].tolist()}"
     assert_within_torch_error(conf, ref32, ref64, atol=1e-7, rtol=1e-6, what="confidence")
     return x0, conf
+
+
+def make_editing_case(batch, seq, vocab, dtype, generator=None):
+    """Logits and tokens for the engine options (positions="all", prev_token_penalty): masked and
+    committed positions mixed, previous tokens that are mask_id, out of the vocabulary (never
+    penalised) or the next position's argmax (so a penalty has to move it)."""
+    logits = torch.randn(batch, seq, vocab, generator=generator) * 3
+    x = torch.randint(4, vocab, (batch, seq), generator=generator)
+    x[:, 1::3] = MASK_ID
+    x[0, 4 % seq] = vocab + 7  # outside the vocabulary: the next position is not penalised
+    for b in range(batch):
+        for l in range(1, seq, 2):  # the previous token (some mask_id) leads the next row by 2
+            if 0 <= x[b, l - 1] < vocab:
+                logits[b, l, x[b, l - 1]] = logits[b, l].max() + 2
+    return logits.to(dtype), x

@@ -160,6 +160,21 @@ def test_threshold_strict_differs_only_at_the_bound():
     assert _apply(Threshold(0.1, strict=True), conf).tolist() == [[False, True, False, False]]
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_threshold_per_row_tensor_is_each_rows_rule(strict):
+    """Engines batch requests at different steps: one threshold per row, the same decisions as
+    each row's own scalar rule (SGLang's strict and Fast-dLLM's inclusive)."""
+    conf = _confidences(4, batch=6)
+    tau = torch.tensor([0.0, 0.5, 0.8125, 0.9, 2.0, 0.75])
+    got = _apply(Threshold(tau, strict=strict), conf)
+    for j in range(6):
+        want = sglang_low_confidence if strict else fast_dllm_threshold
+        assert torch.equal(got[j:j + 1], want(conf[j:j + 1], float(tau[j]))), j
+    got = _apply(DInferThreshold(tau), conf)
+    for j in range(6):
+        assert torch.equal(got[j], DInferThreshold(float(tau[j])).select(conf[j:j + 1])[0]), j
+
+
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("factor", [0.01, 0.5, 1.0, 3.0, 100.0])
 def test_factor_is_the_paper_rule(seed, factor):
@@ -251,6 +266,8 @@ def test_new_rules_reject_bad_values(rule, arg):
                                       (lambda: TopK(2, alg_temp=math.nan), "'alg_temp'"),
                                       (lambda: Threshold(math.nan), "'threshold'"),
                                       (lambda: Threshold("0.9"), "'threshold'"),
+                                      (lambda: Threshold(torch.ones(2, dtype=torch.bool)), "'threshold'"),
+                                      (lambda: Threshold(0.9, strict=1), "'strict'"),
                                       (lambda: Factor(0.0), "'factor'"), (lambda: Factor(math.nan), "'factor'")])
 def test_rules_reject_bad_values(rule, arg):
     with pytest.raises((TypeError, ValueError), match=arg):
@@ -367,6 +384,24 @@ def test_decode_step_proposal_options_reach_the_op():
     with pytest.raises(ValueError, match="'confidence'"):
         Proposal(confidence="max")
     assert Proposal(confidence="margin").confidence_from == "sampling" and Proposal().confidence_from == "logits"
+
+
+def test_proposal_positions_and_penalty_reach_the_op():
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 6, 9, generator=g)
+    x = torch.tensor([[8, 1, 8, 2, 3, 8], [4, 8, 8, 5, 8, 6]])
+    want = reference.masked_confidence(logits, x, 8, positions="all", prev_token_penalty=torch.tensor([2.0, 0.5]))
+    got = decode_step(logits, x.clone(), TopK(0), mask_id=8,
+                      proposal=Proposal(positions="all", prev_token_penalty=torch.tensor([2.0, 0.5])))
+    assert torch.equal(got.proposal, want[0])
+    flat = decode_step(logits.reshape(12, 9), x.clone(), TopK(0), mask_id=8,
+                       proposal=Proposal(positions="all", prev_token_penalty=torch.tensor([2.0, 0.5])))
+    assert torch.equal(flat.proposal, want[0])
+    for bad, arg in ((dict(positions="some"), "'positions'"), (dict(prev_token_penalty=-1.0), "'prev_token_penalty'"),
+                     (dict(prev_token_penalty=math.nan), "'prev_token_penalty'"),
+                     (dict(prev_token_penalty=math.inf), "'prev_token_penalty'")):
+        with pytest.raises(ValueError, match=arg):
+            Proposal(**bad)
 
 
 def test_plans_give_the_schedules_counts():

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 import diffusion_kernels as dk
-from confidence_cases import DTYPES, MASK_ID, SHAPES, assert_matches_reference, make_logits, make_tokens
+from confidence_cases import (DTYPES, MASK_ID, SHAPES, assert_matches_reference, make_editing_case, make_logits,
+                              make_tokens)
+from diffusion_kernels import reference
 from diffusion_kernels.testing import emulated
-from sampling_cases import backends, device_op, on_backends
+from sampling_cases import backends, device_op, on_backends, run_and_compare
 
 ORDERS = [("forward", 0), ("reverse", 0), ("random", 1), ("random", 2), ("random", 3)]
 
@@ -186,6 +188,122 @@ def test_bitwise_identical_across_resume_orders(backend, dtype):
         assert torch.equal(conf.view(torch.int32), results[0][1].view(torch.int32)), f"confidence bits differ in {order}/{seed}"
 
 
+# The engines' options (issue 16): every position of the block, the previous-token penalty.
+PENALTY_ROWS = torch.tensor([3.0, float("nan"), -1.0, float("inf"), 0.5, 0.0])
+ENGINE_OPTIONS = {
+    "all-greedy": dict(positions="all"),
+    "penalty-greedy": dict(prev_token_penalty=3.0, return_lse=True),
+    "all-penalty-rows": dict(positions="all", prev_token_penalty=PENALTY_ROWS, block_start=1, block_end=7),
+    "penalty-sampled-top_p-margin": dict(positions="all", prev_token_penalty=2.5, temperature=0.7, top_p=0.9,
+                                         confidence="margin"),
+    "penalty-rows-top_k-entropy-logits": dict(prev_token_penalty=PENALTY_ROWS, temperature=1.3, top_k=5,
+                                              confidence="neg_entropy", confidence_from="logits", return_lse=True),
+}
+
+
+def _per_row(opts, batch):
+    """The options with tensors cycled to `batch` rows."""
+    return {k: (v[torch.arange(batch) % len(v)] if isinstance(v, torch.Tensor) else v) for k, v in opts.items()}
+
+
+@pytest.mark.parametrize("options", list(ENGINE_OPTIONS))
+@pytest.mark.parametrize("backend,shape", on_backends({"cpu": [(3, 9, 1000), (2, 5, 5003)],
+                                                      "emulated": [(3, 9, 300), (1, 5, 5003)],
+                                                      "cuda": [(64, 9, 1000), (2, 5, 50257)]}), indirect=["backend"])
+def test_engine_options_match_reference(backend, shape, options):
+    """positions / prev_token_penalty on every path: the greedy and general CPU rows, the CUDA
+    one-block and split-vocabulary kernels (5003 ids and few rows: two slices per row); previous
+    tokens that are mask_id, out of the vocabulary or the argmax of the next position."""
+    b, l, v = shape
+    logits, x = make_editing_case(b, l, v, torch.float32, torch.Generator().manual_seed(b * l))
+    run_and_compare(device_op(backend), logits, x, **_per_row(ENGINE_OPTIONS[options], b))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_penalty_moves_the_argmax_and_never_writes_the_logits(backend, dtype):
+    """A penalty on the previous token where it is the argmax: the proposal moves to the
+    runner-up, the confidence and lse are the lowered row's; a penalty of 0 changes nothing
+    bitwise; the logits are unchanged."""
+    logits, x = make_editing_case(2, 6, 300, dtype, torch.Generator().manual_seed(1))
+    before = logits.clone()
+    op = device_op(backend)
+    plain = op(logits, x, MASK_ID, positions="all", return_lse=True)
+    lowered = op(logits, x, MASK_ID, positions="all", prev_token_penalty=3.0, return_lse=True)
+    assert torch.equal(logits, before)
+    prev, inside = x[:, :-1], x[:, :-1] < 300  # make_editing_case puts one token outside the vocabulary
+    assert torch.equal(plain[0][:, 1::2][inside[:, ::2]], prev[:, ::2][inside[:, ::2]])
+    assert not (lowered[0][:, 1::2] == prev[:, ::2]).any()
+    work = logits.float().clone()
+    work[:, 1:].scatter_add_(-1, prev.clamp(max=299)[..., None], torch.where(inside, -3.0, 0.0)[..., None])
+    assert torch.equal(lowered[0], work.argmax(-1))
+    torch.testing.assert_close(lowered[2], torch.logsumexp(work, -1), atol=2e-5, rtol=2e-5)
+    for zero in (0.0, torch.zeros(2), torch.tensor([-1.0, float("nan")])):
+        off = op(logits, x, MASK_ID, positions="all", prev_token_penalty=zero, return_lse=True)
+        assert all(torch.equal(a, c) for a, c in zip(off, plain)), zero
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_all_positions_with_masked_and_committed_mix(backend, dtype):
+    """positions="all" computes committed positions too (the masked ones are the same as with
+    "masked"); block bounds still restrict it."""
+    logits, x = make_editing_case(3, 7, 257, dtype, torch.Generator().manual_seed(2))
+    op = device_op(backend)
+    masked = op(logits, x, MASK_ID, block_start=torch.tensor([0, 2, 3]), block_end=6)
+    every = op(logits, x, MASK_ID, positions="all", block_start=torch.tensor([0, 2, 3]), block_end=6)
+    pos = torch.arange(7)[None]
+    inside = (pos >= torch.tensor([0, 2, 3])[:, None]) & (pos < 6)
+    is_mask = x == MASK_ID
+    assert torch.equal(every[0][is_mask], masked[0][is_mask]) and torch.equal(every[1][is_mask], masked[1][is_mask])
+    assert torch.equal(every[0][~inside], x[~inside]) and torch.isneginf(every[1][~inside]).all()
+    assert torch.isfinite(every[1][inside]).all() and torch.isneginf(masked[1][inside & ~is_mask]).all()
+    assert torch.equal(every[0][inside], logits.float().argmax(-1)[inside])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_flat_logits_are_the_same_rows(backend, dtype):
+    """[batch * seq, vocab] logits (SGLang's layout) inside a wider buffer (row stride != vocab):
+    bitwise the results of the [batch, seq, vocab] view, greedy and sampled, x0/conf [batch, seq]."""
+    b, l, v = 3, 5, 600
+    big = make_logits(b * l, 1, v + 37, dtype)[:, 0]
+    flat = big[:, 5:5 + v]
+    assert flat.stride() == (v + 37, 1)
+    x = make_editing_case(b, l, v, dtype)[1]
+    op = device_op(backend)
+    for opts in (dict(), dict(positions="all", prev_token_penalty=torch.tensor([1.0, 0.0, 9.0]), return_lse=True),
+                 dict(temperature=0.8, top_k=40, confidence="margin", seed=3)):
+        got = op(flat, x, MASK_ID, **opts)
+        want = op(flat.view(b, l, v), x, MASK_ID, **opts)
+        assert got[0].shape == (b, l) and all(torch.equal(g, w) for g, w in zip(got, want)), opts
+        ref = reference.masked_confidence(flat.float(), x, MASK_ID, **opts)
+        assert torch.equal(got[0], ref[0]), opts
+
+
+@pytest.mark.parametrize("isa", ["base", "v3", "v4"])
+def test_penalty_on_every_cpu_isa_build(isa, monkeypatch):
+    """The penalised greedy row runs the greedy loop over a float copy: every x86 level, with a
+    non-finite row and an infinite penalty that removes a row's only finite logit."""
+    monkeypatch.setenv("DK_CPU_ISA", isa)
+    logits, x = make_editing_case(2, 6, 2100, torch.bfloat16, torch.Generator().manual_seed(3))
+    logits[0, 2, 11] = float("nan")
+    logits[1, 3] = float("-inf")
+    logits[1, 3, x[1, 2]] = 5.0
+    pen = torch.tensor([2.0, float("inf")])
+    got, _ = run_and_compare(dk.masked_confidence, logits, x, positions="all", prev_token_penalty=pen)
+    assert got[0][1, 3] == 0 and torch.isnan(got[1][1, 3])  # all -inf after the penalty: torch's policy
+
+
+@backends("emulated")
+def test_penalty_bitwise_identical_across_resume_orders(backend):
+    logits, x = make_editing_case(1, 4, 5003, torch.bfloat16, torch.Generator().manual_seed(5))
+    results = []
+    for order, seed in ORDERS[:3]:
+        with emulated.resume_order(order, seed):
+            results.append(backend.masked_confidence(logits, x, MASK_ID, positions="all", prev_token_penalty=2.0,
+                                                     temperature=0.5, top_p=0.8, seed=1))
+    for x0, conf in results[1:]:
+        assert torch.equal(x0, results[0][0]) and torch.equal(conf.view(torch.int32), results[0][1].view(torch.int32))
+
+
 class TestBadInputs:
     """Shape, dtype and device errors name the argument on every backend (the sampling options'
     errors: test_masked_sampling.py)."""
@@ -212,7 +330,11 @@ class TestBadInputs:
 
     def test_rank(self, backend):
         with pytest.raises(ValueError, match="'logits'.*3 dimensions"):
-            self.call(backend, logits=torch.randn(6, 10, device=backend.device))
+            self.call(backend, logits=torch.randn(1, 2, 3, 10, device=backend.device))
+        with pytest.raises(ValueError, match="'logits'.*3 dimensions"):
+            self.call(backend, logits=torch.randn(10, device=backend.device))
+        with pytest.raises(ValueError, match="'logits' in the flat layout.*one row per element of 'x'.*6 rows"):
+            self.call(backend, logits=torch.randn(5, 10, device=backend.device))
         with pytest.raises(ValueError, match="'x'.*2 dimensions"):
             self.call(backend, x=torch.zeros(6, dtype=torch.long, device=backend.device))
 
@@ -227,6 +349,20 @@ class TestBadInputs:
     def test_last_dim_not_contiguous(self, backend):
         with pytest.raises(ValueError, match="'logits'.*contiguous last dimension"):
             self.call(backend, logits=torch.randn(2, 10, 3, device=backend.device).transpose(1, 2))
+
+    def test_engine_options(self, backend):
+        dev = backend.device
+        logits, x = torch.randn(2, 3, 10, device=dev), torch.zeros(2, 3, dtype=torch.long, device=dev)
+        with pytest.raises(ValueError, match="'positions' must be 'masked' or 'all'"):
+            backend.masked_confidence(logits, x, MASK_ID, positions="every")
+        for bad in (-0.5, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="'prev_token_penalty' must be finite and >= 0"):
+                backend.masked_confidence(logits, x, MASK_ID, prev_token_penalty=bad)
+        with pytest.raises(ValueError, match="'prev_token_penalty' must be a number or a \\[batch\\] = \\[2\\]"):
+            backend.masked_confidence(logits, x, MASK_ID, prev_token_penalty=torch.ones(3, device=dev))
+        for bad in (torch.ones(2, dtype=torch.bool), "1.0"):
+            with pytest.raises(TypeError, match="'prev_token_penalty' must be a number"):
+                backend.masked_confidence(logits, x, MASK_ID, prev_token_penalty=bad)
 
     def test_mask_id(self, backend):
         with pytest.raises(ValueError, match="'mask_id'.*int64 range"):

@@ -75,6 +75,11 @@ def confidence_inputs(draw):
             opts["top_p"] = safe_top_p(logits, top_p, t)
     if draw(st.booleans()):
         opts["block_start"], opts["block_end"] = sorted([draw(st.integers(0, l)), draw(st.integers(0, l))])
+    opts["positions"] = draw(st.sampled_from(["masked", "all"]))
+    penalty = draw(st.sampled_from([0.0, 0.0, 0.5, 4.0, "rows"]))
+    opts["prev_token_penalty"] = (torch.tensor(draw(st.lists(st.sampled_from([0.0, 2.0, -1.0, float("inf")]),
+                                                             min_size=b, max_size=b)))
+                                  if penalty == "rows" else penalty)
     return layout(logits, draw(layouts)), layout(x, draw(st.sampled_from(["contiguous", "transposed"]))), opts
 
 
@@ -101,13 +106,21 @@ def transfer_inputs(draw):
     if special != "none":
         conf[draw(st.integers(0, b - 1)), draw(st.integers(0, l - 1))] = float(special.replace("pos", ""))
     conf = conf.to(draw(st.sampled_from(DTYPES)))
-    kind = draw(st.sampled_from(["k", "k_rows", "threshold", "threshold_eps", "factor", "alg_temp"]))
+    kind = draw(st.sampled_from(["k", "k_rows", "threshold", "threshold_eps", "threshold_rows", "factor",
+                                 "alg_temp"]))
     if kind == "k":
         rule = dict(k=draw(st.integers(0, l + 2)))
     elif kind == "k_rows":
         rule = dict(k=torch.tensor(draw(st.lists(st.integers(0, l + 2), min_size=b, max_size=b))))
     elif kind == "threshold":
-        rule = dict(threshold=draw(st.floats(0.0, 1.0)))
+        rule = dict(threshold=draw(st.floats(0.0, 1.0)), strict=draw(st.booleans()))
+    elif kind == "threshold_rows":
+        levels = st.sampled_from([0.0, 0.25, 0.5, 0.75, 0.9, float("nan"), float("inf")])
+        rule = dict(threshold=torch.tensor(draw(st.lists(levels, min_size=b, max_size=b))))
+        if draw(st.booleans()):
+            rule["strict"] = True
+        elif draw(st.booleans()):
+            rule["eps"] = draw(st.sampled_from([0.0, 1e-5, 0.3]))
     elif kind == "threshold_eps":
         rule = dict(threshold=draw(st.floats(0.0, 1.0)), eps=draw(st.sampled_from([1e-5, 0.05, 0.3])))
     elif kind == "factor":

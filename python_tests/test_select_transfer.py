@@ -10,7 +10,7 @@ from diffusion_kernels import reference
 from diffusion_kernels.testing import emulated
 from sampling_cases import backends, device_op, on_backends
 from transfer_cases import (NEG_INF, RULES, SHAPES, assert_matches_reference, make_confidence, make_tokens,
-                            per_row_k, rule_id)
+                            per_row_k, per_row_threshold, rule_id)
 
 ORDERS = [("forward", 0), ("reverse", 0), ("random", 1), ("random", 2), ("random", 3)]
 
@@ -90,6 +90,74 @@ def test_threshold_ties_at_the_row_max(backend):
     conf = torch.tensor([[0.3, 0.4, 0.4, 0.2]])
     assert st(backend)(conf, threshold=0.9)[0].tolist() == [False, True, False, False]
     assert st(backend)(conf, threshold=0.9, eps=0.0)[0].tolist() == [False, True, True, False]
+
+
+@backends("cpu", "emulated", "cuda")
+@pytest.mark.parametrize("rule", [dict(), dict(strict=True), dict(eps=1e-5), dict(eps=0.2)], ids=rule_id)
+@pytest.mark.parametrize("shape", [(9, 7), (8, 300)], ids=lambda s: "x".join(map(str, s)))
+def test_per_row_threshold_matches_reference(backend, shape, rule):
+    """A [batch] threshold tensor with NaN, +-inf and ordinary entries; ties at a threshold
+    entry; rows without candidates; in place too."""
+    conf = make_confidence(*shape)
+    conf[:, 1:shape[1]:3] = 0.75  # ties exactly at the 0.75 entry
+    conf[3, 0] = 0.9  # the row's best is the threshold itself (strict: kept by the fallback only)
+    assert_matches_reference(st(backend), conf, threshold=per_row_threshold(shape[0]), **rule)
+
+
+@backends("cpu", "cuda")
+def test_per_row_threshold_is_each_rows_scalar_threshold(backend):
+    conf = make_confidence(7, 40)
+    tau = per_row_threshold(7)
+    for rule in (dict(), dict(strict=True), dict(eps=1e-3)):
+        got = st(backend)(conf, threshold=tau, **rule)
+        for b in range(7):
+            if torch.isnan(tau[b]):  # a Python NaN is refused; in a tensor every comparison is false
+                want = (torch.zeros(40, dtype=torch.bool) if "eps" in rule else
+                        reference.select_transfer(conf[b:b + 1], k=1)[0])
+            else:
+                want = st(backend)(conf[b:b + 1], threshold=float(tau[b]), **rule)[0]
+            assert torch.equal(got[b], want), (b, rule)
+
+
+@backends("cpu", "cuda")
+def test_per_row_threshold_forms(backend):
+    """[batch], [batch, 1], one element, float64 and strided tensors all mean the same rows."""
+    conf = make_confidence(4, 30)
+    tau = torch.tensor([0.9, 0.6, 0.99, 0.3])
+    want = reference.select_transfer(conf, threshold=tau)
+    for form in (tau[:, None], tau.double(), torch.stack([tau, -tau], 1)[:, 0]):
+        assert torch.equal(st(backend)(conf, threshold=form), want)
+    for one in (torch.tensor(0.8), torch.tensor([0.8]), torch.tensor([[0.8]])):
+        assert torch.equal(st(backend)(conf, threshold=one), reference.select_transfer(conf, threshold=0.8))
+
+
+@backends("cpu", "cuda")
+def test_strict_threshold_hand_computed(backend):
+    conf = torch.tensor([[0.9, 0.95, 0.5, 0.9],         # equal to tau: not committed
+                         [0.3, 0.9, 0.9, NEG_INF],       # best == tau: the fallback commits its first
+                         [0.2, 0.1, 0.3, 0.25]])         # nothing passes: the best only
+    assert st(backend)(conf, threshold=0.9, strict=True).tolist() == [[False, True, False, False],
+                                                                       [False, True, False, False],
+                                                                       [False, False, True, False]]
+    assert st(backend)(conf, threshold=0.9).tolist() == [[True, True, False, True],
+                                                         [False, True, True, False],
+                                                         [False, False, True, False]]
+
+
+@backends("cpu", "cuda")
+def test_strict_matches_sglang_low_confidence(backend):
+    """SGLang LowConfidence per block row: transfer = confidence > threshold over the masked
+    positions, and when nothing passes the argmax is committed (written here from that rule)."""
+    g = torch.Generator().manual_seed(5)
+    conf = (torch.randint(0, 20, (16, 32), generator=g).float() / 20)  # many ties, some at tau
+    masked = torch.rand(16, 32, generator=g) < 0.7
+    conf = torch.where(masked, conf, torch.full_like(conf, NEG_INF))
+    tau = torch.tensor([0.9, 0.5, 0.95, 0.0])[torch.arange(16) % 4]
+    want = (conf > tau[:, None]) & masked
+    best = torch.argmax(conf, dim=1)
+    none = ~want.any(1) & masked.any(1)
+    want[none, best[none]] = True
+    assert torch.equal(st(backend)(conf, threshold=tau, strict=True), want)
 
 
 @backends("cpu", "cuda")
@@ -423,8 +491,17 @@ class TestBadInputs:
                            ("eps", dict(threshold=0.5, eps="0.1")), ("alg_temp", dict(k=1, alg_temp=True))):
             with pytest.raises(TypeError, match=f"'{name}' must be a real number"):
                 backend.select_transfer(conf, **rule)
-        with pytest.raises(ValueError, match="'threshold' must be a number or a one-element tensor"):
-            backend.select_transfer(conf, threshold=torch.full((3,), 0.5))
+        with pytest.raises(ValueError, match="'threshold' must have shape \\[batch\\] = \\[3\\]"):
+            backend.select_transfer(conf, threshold=torch.full((2,), 0.5))
+        with pytest.raises(TypeError, match="'threshold' must be a number or a real \\[batch\\] tensor"):
+            backend.select_transfer(conf, threshold=torch.ones(3, dtype=torch.bool))
+        with pytest.raises(RuntimeError, match="'threshold' must be (on the same device as 'confidence'|a CPU tensor)"):
+            backend.select_transfer(conf, threshold=torch.full((3,), 0.5, device="meta"))
+        for rule in (dict(k=1), dict(factor=1.0), dict(threshold=0.5, eps=0.1)):
+            with pytest.raises(ValueError, match="'strict' is only used with 'threshold'"):
+                backend.select_transfer(conf, strict=True, **rule)
+        with pytest.raises(TypeError, match="'strict' must be a bool"):
+            backend.select_transfer(conf, threshold=0.5, strict=1)
         with pytest.raises(ValueError, match="'seed' must be an int or a one-element int64 tensor"):
             backend.select_transfer(conf, k=1, alg_temp=0.5, seed=torch.tensor([1, 2]))
         for bad in (1.5, torch.tensor([1.0])):
@@ -488,7 +565,9 @@ def test_opcheck_with_in_place_x(backend):
     # One rule per kernel path (the threshold and sort kernels), with and without the write.
     for args in [(conf, "topk", torch.tensor([2, 0, 30], device=backend.device), 0, 0.0, 0.0, 0.0, 0.5, 3, 4, x, x0),
                  (conf, "threshold_rowmax", None, 0, 0.9, 1e-5, 0.0, 0.0, 0, 0, x, x0),
-                 (conf, "factor", None, 0, 0.0, 0.0, 1.0, 0.0, 0, 0, None, None)]:
+                 (conf, "factor", None, 0, 0.0, 0.0, 1.0, 0.0, 0, 0, None, None),
+                 (conf, "threshold", None, 0, 0.0, 0.0, 0.0, 0.0, 0, 0, x, x0, None, None,
+                  torch.tensor([0.9, float("nan"), 0.5], device=backend.device), True)]:
         torch.library.opcheck(op, args)
 
 

@@ -14,12 +14,20 @@ RULES = [
     dict(k=0),
     dict(k=10**6),
     dict(threshold=0.9),
+    dict(threshold=0.9, strict=True),
     dict(threshold=0.7, eps=1e-5),
     dict(threshold=0.95, eps=0.05),
     dict(factor=1.0),
     dict(factor=0.3),
     dict(k=5, alg_temp=0.5, seed=7, offset=3),
 ]
+
+
+def per_row_threshold(batch):
+    """A [batch] float32 threshold tensor cycling through ordinary values, both infinities, NaN
+    and one exactly equal to a float32 confidence level (make_confidence draws from (0, 1])."""
+    values = torch.tensor([0.9, 0.5, float("nan"), float("inf"), float("-inf"), 0.75, 0.999])
+    return values[torch.arange(batch) % len(values)]
 
 
 def rule_id(rule):

@@ -70,11 +70,32 @@ void for_each_row(const MaskedConfidenceParams& p, MakeRowFn make_row_fn) {
 template <typename T>
 void run(const MaskedConfidenceParams& p) {
   const Level level = cpu_level();
-  if (!p.general()) {  // the greedy default: argmax, max probability
+  if (!p.general() && !p.penalized()) {  // the greedy default: argmax, max probability
     return for_each_row<T>(p, [&] {
       return [&](const T* row, int64_t, int64_t) {
         RowResult res = finite_row_any(row, p.vocab, level);
         if (res.token < 0) res = nonfinite_row(row, p.vocab);
+        return SampleRowResult{res.token, res.prob, res.lse};
+      };
+    });
+  }
+  if (!p.general()) {  // greedy with a previous-token penalty: a penalised row is read as a float
+                       // copy with its one logit lowered, then takes the same greedy row
+    return for_each_row<T>(p, [&] {
+      return [&, scratch = std::unique_ptr<float[]>()](const T* row, int64_t b, int64_t r) mutable {
+        const RowPenalty pen = row_penalty(p, b, r - b * p.seq);
+        RowResult res;
+        if (pen.index < 0) {
+          res = finite_row_any(row, p.vocab, level);
+          if (res.token < 0) res = nonfinite_row(row, p.vocab);
+        } else {
+          if (!scratch) scratch.reset(new float[p.vocab]);
+          float* copy = scratch.get();
+          to_float_buffer(row, p.vocab, copy);
+          copy[pen.index] -= pen.amount;
+          res = finite_row_any(static_cast<const float*>(copy), p.vocab, level);
+          if (res.token < 0) res = nonfinite_row(static_cast<const float*>(copy), p.vocab);
+        }
         return SampleRowResult{res.token, res.prob, res.lse};
       };
     });
@@ -87,7 +108,8 @@ void run(const MaskedConfidenceParams& p) {
       const SampleRowArgs a{p.vocab, row_settings(p, b), p.kind, p.confidence_from_logits, p.lse != nullptr,
                             p.suppress_ids, p.num_suppress, key, static_cast<uint32_t>(r),
                             scratch.get(), scratch.get() + p.vocab, scratch.get() + 2 * p.vocab,
-                            reinterpret_cast<int32_t*>(scratch.get() + 3 * p.vocab)};
+                            reinterpret_cast<int32_t*>(scratch.get() + 3 * p.vocab),
+                            row_penalty(p, b, r - b * p.seq)};
       return sample_row_any(row, a, level);
     };
   });

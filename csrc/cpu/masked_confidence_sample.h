@@ -33,6 +33,7 @@ struct SampleRowArgs {
   float* tempered;
   float* mass;
   int32_t* cand;
+  RowPenalty penalty;   // the one lowered logit (index -1: none)
 };
 
 struct SampleRowResult {
@@ -315,10 +316,11 @@ DK_AI SampleRowResult sample_row(const T* row, const SampleRowArgs& a) {
   float* raw = a.raw;
   bool has_nan = false;
   float lmax;
-  if (a.num_suppress == 0) {
+  if (a.num_suppress == 0 && a.penalty.index < 0) {
     lmax = scan_max(row, n, has_nan, raw);
   } else {
     to_float_buffer(row, n, raw);
+    if (a.penalty.index >= 0) raw[a.penalty.index] -= a.penalty.amount;
     for (int64_t i = 0; i < a.num_suppress; ++i) raw[a.suppress[i]] = -kInf;
     lmax = scan_max(raw, n, has_nan);
   }

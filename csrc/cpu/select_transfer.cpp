@@ -76,26 +76,35 @@ Best best_candidate(const Row& row) {
   return {value, index};
 }
 
-void threshold_row(const Row& row, std::vector<int64_t>& chosen) {
-  const auto& p = row.p;
+// Writes the row's mask and collects the taken positions; `Strict` keeps the common inclusive
+// loop free of the strict form's extra compare.
+template <bool Strict>
+int64_t threshold_scan(const Row& row, float bound, int64_t forced, std::vector<int64_t>& chosen) {
   const Row::Conf conf = row.conf();
-  const Best best = best_candidate(row);
-  if (best.index < 0) return;  // no candidate
-  // Threshold keeps c >= tau and the best; the dInfer rule's bound is <= the row maximum, so the
-  // best passes it by itself.
-  const bool rowmax = p.rule == TransferRule::ThresholdRowMax;
-  const float bound = rowmax ? std::min(p.threshold, best.value - p.eps) : p.threshold;
-  const int64_t forced = rowmax ? -1 : best.index;
   chosen.resize(static_cast<size_t>(conf.seq));
   int64_t n = 0;
-  bool* mask = p.mask + row.b * conf.seq;
+  bool* mask = row.p.mask + row.b * conf.seq;
   for (int64_t i = 0; i < conf.seq; ++i) {
     const float c = conf(i);
-    const bool take = (finite_bits(c) & (c >= bound)) | (i == forced);
+    const bool pass = Strict ? c > bound : c >= bound;
+    const bool take = (finite_bits(c) & pass) | (i == forced);
     mask[i] = take;
     chosen[static_cast<size_t>(n)] = i;
     n += take;
   }
+  return n;
+}
+
+void threshold_row(const Row& row, std::vector<int64_t>& chosen) {
+  const auto& p = row.p;
+  const Best best = best_candidate(row);
+  if (best.index < 0) return;  // no candidate
+  // Threshold keeps the passing candidates and the best; the dInfer rule's bound is <= the row
+  // maximum (unless its threshold is NaN), so it needs no forced position.
+  const float bound = threshold_bound(p, row.b, best.value);
+  const int64_t forced = p.rule == TransferRule::ThresholdRowMax ? -1 : best.index;
+  const int64_t n = p.strict ? threshold_scan<true>(row, bound, forced, chosen)
+                             : threshold_scan<false>(row, bound, forced, chosen);
   if (p.x == nullptr) return;
   for (int64_t j = 0; j < n; ++j) row.write_x(chosen[static_cast<size_t>(j)]);
 }

@@ -11,7 +11,8 @@
 
 namespace dk {
 
-template <typename T, int kThreads>
+// kPenalty: some row may have a previous-token penalty (p.penalized()); off, the loop is unchanged.
+template <typename T, int kThreads, bool kPenalty>
 __global__ void __launch_bounds__(kThreads) masked_confidence_kernel(MaskedConfidenceParams p) {
   SIMT_SHARED(SoftmaxStats, scratch, [kThreads / 32]);
   const int64_t rows = p.batch * p.seq;
@@ -28,7 +29,8 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_kernel(MaskedConfi
       continue;
     }
     const T* logits = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
-    const SoftmaxStats st = block_row_stats<T, kThreads>(logits, p.vocab, scratch);
+    const RowPenalty pen = kPenalty ? row_penalty(p, b, l) : RowPenalty{-1, 0.f};
+    const SoftmaxStats st = block_row_stats<T, kThreads, kPenalty>(logits, p.vocab, scratch, pen.index, pen.amount);
     if (threadIdx.x == 0) softmax_stats_finish(st, &p.x0[row], &p.confidence[row], p.lse ? &p.lse[row] : nullptr);
     __syncthreads();  // scratch is rewritten by the next row
   }

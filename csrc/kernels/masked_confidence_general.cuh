@@ -57,7 +57,8 @@ __global__ void __launch_bounds__(kThreads, 4) masked_confidence_general_kernel(
     }
     const T* logits = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
     const RowSettings s = row_settings(p, b);
-    const RowValues<T> raw{logits, p.suppress_ids, p.num_suppress, 1.f};
+    const RowPenalty penalty = row_penalty(p, b, l);
+    const RowValues<T> raw{logits, p.suppress_ids, p.num_suppress, 1.f, penalty};
     const SoftmaxStats st = block_raw_stats<T, kThreads>(raw, n, stats_scratch, stats_bc);
     if (st.first_nan != kNoIndex || st.max == -INFINITY || st.max == INFINITY) {  // the greedy policy
       if (threadIdx.x == 0) softmax_stats_finish(st, &p.x0[row], &p.confidence[row], p.lse ? &p.lse[row] : nullptr);
@@ -72,7 +73,7 @@ __global__ void __launch_bounds__(kThreads, 4) masked_confidence_general_kernel(
       conf = confidence_from_stats(kind, block_dist_for<kThreads>(kind, raw, 0, n, lmax, -INFINITY, dist_scratch), lmax, 0.f);
     if (s.sampled() || (!p.confidence_from_logits && !random)) {
       const float inv = s.sampled() ? s.inv_temperature : 1.f;
-      const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, inv};
+      const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, inv, penalty};
       const float m = lmax * inv;  // rounding is monotone: the max of the products
       float tau = -INFINITY;
       if (s.top_p < 1.f) tau = radix_threshold<kThreads, true>(z, n, m, s.top_p, 0, hist, scan, pick);

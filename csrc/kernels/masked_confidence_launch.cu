@@ -101,8 +101,10 @@ void launch_typed(const MaskedConfidenceParams& p, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(std::min(rows, kMaxBlocks)));
   if (p.general())
     simt::launch(masked_confidence_general_kernel<T, kThreads>, grid, dim3(kThreads), 0, s, p);
+  else if (p.penalized())
+    simt::launch(masked_confidence_kernel<T, kThreads, true>, grid, dim3(kThreads), 0, s, p);
   else
-    simt::launch(masked_confidence_kernel<T, kThreads>, grid, dim3(kThreads), 0, s, p);
+    simt::launch(masked_confidence_kernel<T, kThreads, false>, grid, dim3(kThreads), 0, s, p);
 }
 
 }  // namespace

@@ -42,6 +42,15 @@ struct MaskedConfidenceParams {
   const int64_t* offset = nullptr;
   uint64_t offset_value = 0;
 
+  // Previous-token penalty (SGLang's penalty_lambda): at a computed position l >= 1 the logit of
+  // token x[b, l - 1] is lowered by lambda before anything reads it (a [batch] tensor or a value).
+  // A lambda that is not > 0 (0, negative, NaN), or a previous token outside [0, vocab),
+  // penalises nothing.
+  const float* prev_token_penalty = nullptr;
+  float prev_token_penalty_value = 0.f;
+
+  bool all_positions = false;  // every position of the block is computed, not only masked ones
+
   ConfidenceKind kind = ConfidenceKind::Prob;
   bool confidence_from_logits = false;  // LLaDA: plain softmax of the logits, not the sampled one
   float* lse = nullptr;                 // [batch, seq] contiguous, or nullptr
@@ -49,6 +58,9 @@ struct MaskedConfidenceParams {
   // CUDA only: the split-vocabulary path's partial statistics (masked_confidence_scratch_bytes).
   void* scratch = nullptr;
   int64_t scratch_bytes = 0;
+
+  // Some row may be penalised (uniform per call: the kernels' common path never looks further).
+  bool penalized() const { return prev_token_penalty != nullptr || prev_token_penalty_value > 0.f; }
 
   // Any of the above differs from the greedy defaults (temperature tensor, filters, kinds, ...).
   bool general() const {

@@ -107,7 +107,8 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(Maske
     if (!row_active(p, b, l, p.x[b * p.x_stride_b + l * p.x_stride_l])) continue;  // uniform
     const T* logits = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
     const RowSettings s = row_settings(p, b);
-    const RowValues<T> raw{logits, p.suppress_ids, p.num_suppress, 1.f};
+    const RowPenalty penalty = row_penalty(p, b, l);
+    const RowValues<T> raw{logits, p.suppress_ids, p.num_suppress, 1.f, penalty};
     const int64_t begin = slice * plan.length;
     const int64_t end = begin + plan.length < p.vocab ? begin + plan.length : p.vocab;
     SlicePartial& out = partials[job];
@@ -146,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(Maske
       if (!finite) continue;  // uniform: the merge applies the non-finite policy
       Best best{-INFINITY, INT64_MAX};
       if (s.sampled()) {
-        const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, s.inv_temperature};
+        const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, s.inv_temperature, penalty};
         const Best own = thread_gumbel_best<kThreads>(z, begin, end, tau, key, static_cast<uint32_t>(row));
         best = block_allreduce<kThreads>(own, best_scratch, BestShfl{}, BestMerge{});
       }
@@ -159,7 +160,7 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(Maske
         const float keep = p.confidence_from_logits ? -INFINITY : tau;
         // An all -inf slice adds nothing; +inf or NaN rows take the non-finite policy in the merge.
         if (m > -INFINITY && m < INFINITY) {
-          const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, inv};
+          const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, inv, penalty};
           dist = block_dist_for<kThreads>(p.kind, z, begin, end, m, keep, dist_scratch);
           dist_max = m;
         }
@@ -207,7 +208,9 @@ __global__ void masked_confidence_merge_kernel(MaskedConfidenceParams p, SplitPl
     const RowSettings s = row_settings(p, b);
     const T* logits = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
     const int64_t token = s.sampled() ? best.index : st.argmax;
-    const float v = to_float(logits[token]);  // never a suppressed id: those are -inf and lose
+    const RowPenalty penalty = row_penalty(p, b, l);
+    // Never a suppressed id: those are -inf and lose.
+    const float v = to_float(logits[token]) - (token == penalty.index ? penalty.amount : 0.f);
     float conf;
     if (uses_dist(p, plan)) {
       // Each slice's sums are against its own max m (against the row's, with filters: f = 1):

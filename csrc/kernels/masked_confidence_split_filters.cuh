@@ -85,7 +85,8 @@ __global__ void __launch_bounds__(kThreads) filter_histogram_kernel(MaskedConfid
     const int64_t l = row - b * p.seq;
     const T* logits = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
     const float inv = filter_inv(row_settings(p, b));
-    const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, inv};
+    const RowPenalty penalty = row_penalty(p, b, l);
+    const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, inv, penalty};
     const int64_t begin = slice * length;
     const int64_t end = begin + length < p.vocab ? begin + length : p.vocab;
     for (int i = threadIdx.x; i < kRadixBins; i += kThreads) local[i] = 0;

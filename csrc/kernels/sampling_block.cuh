@@ -12,17 +12,20 @@
 
 namespace dk {
 
-// z_j = logit_j * inv (inv = 1 for an untempered row: the product is then exact), suppressed ids
-// -inf. The suppression list is scanned per element: meant for a handful of ids (EOS, EOT); the
-// list is uniform across the warp, so its loads are broadcasts. Ids outside [0, vocab) never match.
+// z_j = logit_j * inv (inv = 1 for an untempered row: the product is then exact), the penalised
+// id lowered first (row_penalty), suppressed ids -inf. The suppression list is scanned per
+// element: meant for a handful of ids (EOS, EOT); the list is uniform across the warp, so its
+// loads are broadcasts. Ids outside [0, vocab) never match.
 template <typename T>
 struct RowValues {
   const T* logits;
   const int64_t* suppress;
   int64_t num_suppress;
   float inv;
+  RowPenalty penalty;
   __device__ __forceinline__ float operator()(int64_t j) const {
     float v = to_float(logits[j]);
+    if (j == penalty.index) v -= penalty.amount;
     for (int64_t i = 0; i < num_suppress; ++i)
       if (suppress[i] == j) v = -INFINITY;
     return v * inv;

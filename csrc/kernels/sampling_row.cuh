@@ -39,11 +39,27 @@ DK_HOST_DEVICE RowSettings row_settings(const MaskedConfidenceParams& p, int64_t
   return s;
 }
 
-// Whether position (b, l) is computed: masked and inside the row's block.
+// Whether position (b, l) is computed: masked (or any token, with all_positions) and inside the
+// row's block.
 DK_HOST_DEVICE bool row_active(const MaskedConfidenceParams& p, int64_t b, int64_t l, int64_t token) {
   const int64_t start = p.block_start ? p.block_start[b] : p.block_start_value;
   const int64_t end = p.block_end ? p.block_end[b] : p.block_end_value;
-  return token == p.mask_id && l >= start && l < end;
+  return (token == p.mask_id || p.all_positions) && l >= start && l < end;
+}
+
+// The vocabulary id whose logit position (b, l) lowers, and by how much: index -1 when none.
+struct RowPenalty {
+  int64_t index;
+  float amount;
+};
+
+DK_HOST_DEVICE RowPenalty row_penalty(const MaskedConfidenceParams& p, int64_t b, int64_t l) {
+  // p.penalized(), spelled out: the Params methods are host-only.
+  if (l == 0 || (p.prev_token_penalty == nullptr && !(p.prev_token_penalty_value > 0.f))) return {-1, 0.f};
+  const float lambda = p.prev_token_penalty ? p.prev_token_penalty[b] : p.prev_token_penalty_value;
+  const int64_t prev = p.x[b * p.x_stride_b + (l - 1) * p.x_stride_l];
+  if (!(lambda > 0.f) || prev < 0 || prev >= p.vocab) return {-1, 0.f};
+  return {prev, lambda};
 }
 
 DK_HOST_DEVICE PhiloxKey philox_key(const MaskedConfidenceParams& p) {

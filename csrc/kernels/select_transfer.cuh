@@ -41,11 +41,13 @@ __global__ void select_transfer_threshold_kernel(SelectTransferParams p) {
     atomicMax(&best_key[0], best);
     __syncthreads();
     best = best_key[0];
-    const int64_t best_index = best != 0 ? key_index(best) : -1;
-    const float bound = p.rule == TransferRule::Threshold ? p.threshold : fminf(p.threshold, key_value(best) - p.eps);
+    // The dInfer rule has no fallback: its bound is <= the row's best unless the threshold is NaN.
+    const int64_t best_index = best != 0 && p.rule == TransferRule::Threshold ? key_index(best) : -1;
+    const float bound = threshold_bound(p, b, key_value(best));
     for (int64_t i = threadIdx.x; i < p.seq; i += blockDim.x) {
       const float c = st_conf(p, b, i);
-      const bool take = is_candidate(c) && (c >= bound || i == best_index);
+      const bool pass = p.strict ? c > bound : c >= bound;
+      const bool take = is_candidate(c) && (pass || i == best_index);
       p.mask[b * p.seq + i] = take;
       if (take && p.x != nullptr) p.x[b * p.x_stride_b + i * p.x_stride_l] = p.x0[b * p.x0_stride_b + i * p.x0_stride_l];
     }

@@ -76,6 +76,16 @@ DK_HOST_DEVICE float gumbel_key(float confidence, double alg_temp, PhiloxKey key
   return static_cast<float>(static_cast<double>(confidence) / alg_temp - log(-log(u)));
 }
 
+// Threshold / ThresholdRowMax: the row's bound, from its best candidate's value. The per-row
+// tensor entry replaces the scalar; min() keeps a NaN threshold NaN (as torch.minimum), so every
+// comparison with it is false.
+DK_HOST_DEVICE float threshold_bound(const SelectTransferParams& p, int64_t b, float best) {
+  const float tau = p.threshold_tensor != nullptr ? p.threshold_tensor[b] : p.threshold;
+  if (p.rule == TransferRule::Threshold) return tau;
+  const float near_best = best - p.eps;
+  return near_best < tau ? near_best : tau;
+}
+
 // Factor rule at 0-based rank r (the (r+1)-th best confidence c): the paper's
 // (n + 1) * (1 - c_n) < f with n = r + 1, in float64.
 DK_HOST_DEVICE bool factor_passes(int64_t rank, float c, double factor) {

@@ -8,6 +8,7 @@ namespace dk {
 enum class TransferRule : int32_t {
   TopK = 0,             // the k best candidates (k per row); Gumbel-perturbed when alg_temp > 0
   Threshold = 1,        // Fast-dLLM: the row's best candidate plus every candidate >= threshold
+                        // (> threshold when strict: SGLang)
   ThresholdRowMax = 2,  // dInfer: every candidate >= min(threshold, rowmax - eps)
   Factor = 3,           // Fast-dLLM factor rule over the sorted candidates
 };
@@ -21,6 +22,10 @@ struct SelectTransferParams {
   int64_t k_stride;
   int64_t k_value;
   float threshold;  // Threshold / ThresholdRowMax, already rounded to float32
+  // [batch] contiguous float32 per-row thresholds replacing `threshold`, or nullptr. Entries are
+  // not checked: a NaN compares false (Threshold: only the row's best; ThresholdRowMax: nothing).
+  const float* threshold_tensor;
+  bool strict;      // Threshold: commit c > threshold instead of c >= threshold
   float eps;        // ThresholdRowMax
   double factor;    // Factor
   double alg_temp;  // TopK: > 0 draws without replacement from softmax(confidence / alg_temp)

@@ -82,23 +82,33 @@ __device__ __forceinline__ SoftmaxStats block_merge(SoftmaxStats st, SoftmaxStat
   return st;
 }
 
+// x[j] as float, lowered by `amount` at id `index` when kPenalty (masked_confidence's
+// previous-token penalty; a compile-time flag, so the plain loop has no compare).
+template <bool kPenalty, typename T>
+__device__ __forceinline__ float penalised_value(const T* x, int64_t j, int64_t index, float amount) {
+  const float v = to_float(x[j]);
+  return kPenalty && j == index ? v - amount : v;
+}
+
 // One row's statistics, merged across the block (valid in warp 0, as block_merge): each thread
 // streams a strided slice of the row, four independent loads in flight, indices increasing.
-template <typename T, int kThreads>
-__device__ __forceinline__ SoftmaxStats block_row_stats(const T* x, int64_t vocab, SoftmaxStats* scratch) {
+// kPenalty: id `penalty_index` counts as its logit minus `penalty`.
+template <typename T, int kThreads, bool kPenalty = false>
+__device__ __forceinline__ SoftmaxStats block_row_stats(const T* x, int64_t vocab, SoftmaxStats* scratch,
+                                                        int64_t penalty_index = -1, float penalty = 0.f) {
   SoftmaxStats st = softmax_stats_empty();
   int64_t j = threadIdx.x;
   for (; j + 3 * kThreads < vocab; j += 4 * kThreads) {
-    const float v0 = to_float(x[j]);
-    const float v1 = to_float(x[j + kThreads]);
-    const float v2 = to_float(x[j + 2 * kThreads]);
-    const float v3 = to_float(x[j + 3 * kThreads]);
+    const float v0 = penalised_value<kPenalty>(x, j, penalty_index, penalty);
+    const float v1 = penalised_value<kPenalty>(x, j + kThreads, penalty_index, penalty);
+    const float v2 = penalised_value<kPenalty>(x, j + 2 * kThreads, penalty_index, penalty);
+    const float v3 = penalised_value<kPenalty>(x, j + 3 * kThreads, penalty_index, penalty);
     softmax_stats_push(st, v0, j);
     softmax_stats_push(st, v1, j + kThreads);
     softmax_stats_push(st, v2, j + 2 * kThreads);
     softmax_stats_push(st, v3, j + 3 * kThreads);
   }
-  for (; j < vocab; j += kThreads) softmax_stats_push(st, to_float(x[j]), j);
+  for (; j < vocab; j += kThreads) softmax_stats_push(st, penalised_value<kPenalty>(x, j, penalty_index, penalty), j);
   return block_merge<kThreads>(st, scratch);
 }
 

@@ -45,6 +45,16 @@ inline void check_batch_int64(const at::Tensor& t, const char* name, int64_t bat
   DK_CHECK_ARG(t.is_contiguous(), name, "must be contiguous");
 }
 
+// A per-row float32 argument: one contiguous [batch] vector on ref's device.
+inline void check_batch_float32(const at::Tensor& t, const char* name, int64_t batch, const at::Tensor& ref,
+                                const char* ref_name) {
+  check_same_device(t, name, ref, ref_name);
+  DK_CHECK_ARG(t.scalar_type() == at::kFloat, name, "must be float32, got ", t.scalar_type());
+  DK_CHECK_ARG(t.dim() == 1 && t.size(0) == batch, name, "must have shape [batch] = [", batch, "], got ",
+               t.sizes());
+  DK_CHECK_ARG(t.is_contiguous(), name, "must be contiguous");
+}
+
 inline void check_last_dim_contiguous(const at::Tensor& t, const char* name) {
   DK_CHECK_ARG(t.size(-1) <= 1 || t.stride(-1) == 1, name,
                "must have a contiguous last dimension (stride 1), got strides ", t.strides());

@@ -48,19 +48,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence(
     bool confidence_from_logits, const std::optional<at::Tensor>& block_start, int64_t block_start_value,
     const std::optional<at::Tensor>& block_end, int64_t block_end_value,
     const std::optional<at::Tensor>& suppress_ids, const std::optional<at::Tensor>& seed, int64_t seed_value,
-    const std::optional<at::Tensor>& offset, int64_t offset_value, bool return_lse) {
+    const std::optional<at::Tensor>& offset, int64_t offset_value, bool return_lse, bool all_positions,
+    const std::optional<at::Tensor>& prev_token_penalty, double prev_token_penalty_value) {
   const DeviceScope<B> scope(logits);
-  check_dim(logits, "logits", 3, "[batch, seq, vocab]");
+  DK_CHECK_ARG(logits.dim() == 3 || logits.dim() == 2, "logits",
+               "must have 3 dimensions [batch, seq, vocab] or 2 [batch * seq, vocab], got shape ", logits.sizes());
   check_dim(x, "x", 2, "[batch, seq]");
   check_same_device(x, "x", logits, "logits");
   DK_CHECK_ARG(x.scalar_type() == at::kLong, "x", "must be int64 token ids, got ", x.scalar_type());
-  DK_CHECK_ARG(x.size(0) == logits.size(0) && x.size(1) == logits.size(1), "x",
-               "must have shape [batch, seq] = ", logits.sizes().slice(0, 2), " to match 'logits', got ",
-               x.sizes());
-  DK_CHECK_ARG(logits.size(2) >= 1, "logits", "must have a non-empty vocabulary dimension, got shape ",
+  const bool flat = logits.dim() == 2;
+  if (flat) {
+    DK_CHECK_ARG(logits.size(0) == x.numel(), "logits", "in the flat layout [batch * seq, vocab] must have one row per ",
+                 "element of 'x' (", x.sizes(), ": ", x.numel(), " rows), got shape ", logits.sizes());
+  } else {
+    DK_CHECK_ARG(x.size(0) == logits.size(0) && x.size(1) == logits.size(1), "x",
+                 "must have shape [batch, seq] = ", logits.sizes().slice(0, 2), " to match 'logits', got ",
+                 x.sizes());
+  }
+  DK_CHECK_ARG(logits.size(-1) >= 1, "logits", "must have a non-empty vocabulary dimension, got shape ",
                logits.sizes());
   check_last_dim_contiguous(logits, "logits");
-  const int64_t batch = logits.size(0), vocab = logits.size(2);
+  const int64_t batch = x.size(0), vocab = logits.size(-1);
 
   MaskedConfidenceParams p{};
   p.temperature = per_row<float>(temperature, "temperature", at::kFloat, batch, logits);
@@ -77,6 +85,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence(
   p.top_k_value = top_k_value;
   p.block_start_value = block_start_value;
   p.block_end_value = block_end_value;
+  p.prev_token_penalty = per_row<float>(prev_token_penalty, "prev_token_penalty", at::kFloat, batch, logits);
+  DK_CHECK_ARG(std::isfinite(prev_token_penalty_value) && prev_token_penalty_value >= 0, "prev_token_penalty",
+               "must be finite and >= 0 (0: no penalty), got ", prev_token_penalty_value);
+  p.prev_token_penalty_value = static_cast<float>(prev_token_penalty_value);
+  p.all_positions = all_positions;
   p.kind = confidence_kind(confidence);
   p.confidence_from_logits = confidence_from_logits;
 
@@ -106,9 +119,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence(
     DK_CHECK_ARG(vocab < (int64_t{1} << 31), "logits", "vocabulary must be below 2^31 for sampling, got ", vocab);
   }
   const bool draws = p.temperature != nullptr || p.temperature_value > 0.f || p.kind == ConfidenceKind::Random;
-  DK_CHECK_ARG(!draws || batch * logits.size(1) <= (int64_t{1} << 32), "logits",
+  DK_CHECK_ARG(!draws || x.numel() <= (int64_t{1} << 32), "logits",
                "batch * seq must be at most 2^32 when drawing random numbers (one Philox stream per row), got ",
-               batch * logits.size(1));
+               x.numel());
 
   const auto opts = x.options();
   at::Tensor x0 = at::empty({x.size(0), x.size(1)}, opts);
@@ -122,9 +135,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence(
   p.logits = logits.data_ptr();
   p.logits_kind = scalar_kind_of(logits, "logits");
   p.batch = batch;
-  p.seq = logits.size(1);
-  p.logits_stride_b = logits.stride(0);
-  p.logits_stride_l = logits.stride(1);
+  p.seq = x.size(1);
+  // The flat layout is the same rows seen through one stride: row (b, l) is row b * seq + l.
+  p.logits_stride_b = flat ? logits.stride(0) * p.seq : logits.stride(0);
+  p.logits_stride_l = logits.stride(0 + !flat);
   p.x = x.data_ptr<int64_t>();
   p.x_stride_b = x.stride(0);
   p.x_stride_l = x.stride(1);
@@ -156,6 +170,7 @@ DK_REGISTER_OP("masked_confidence",
                "int top_k_value=0, str confidence=\"prob\", bool confidence_from_logits=False, "
                "Tensor? block_start=None, int block_start_value=0, Tensor? block_end=None, "
                "int block_end_value=9223372036854775807, Tensor? suppress_ids=None, Tensor? seed=None, "
-               "int seed_value=0, Tensor? offset=None, int offset_value=0, bool return_lse=False) "
+               "int seed_value=0, Tensor? offset=None, int offset_value=0, bool return_lse=False, "
+               "bool all_positions=False, Tensor? prev_token_penalty=None, float prev_token_penalty_value=0.) "
                "-> (Tensor x0, Tensor confidence, Tensor lse)",
                dk::masked_confidence)

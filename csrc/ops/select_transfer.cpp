@@ -40,7 +40,8 @@ at::Tensor select_transfer(const at::Tensor& conf, c10::string_view rule, const 
                            int64_t k_value, double threshold, double eps, double factor, double alg_temp,
                            int64_t seed, int64_t offset, const std::optional<at::Tensor>& x,
                            const std::optional<at::Tensor>& x0, const std::optional<at::Tensor>& seed_tensor,
-                           const std::optional<at::Tensor>& offset_tensor) {
+                           const std::optional<at::Tensor>& offset_tensor,
+                           const std::optional<at::Tensor>& threshold_tensor, bool strict) {
   const DeviceScope<B> scope(conf);
   check_dim(conf, "confidence", 2, "[batch, seq]");
   DK_CHECK_ARG(conf.scalar_type() == at::kFloat, "confidence", "must be float32, got ", conf.scalar_type());
@@ -69,9 +70,19 @@ at::Tensor select_transfer(const at::Tensor& conf, c10::string_view rule, const 
     DK_CHECK_ARG(alg_temp == 0, "alg_temp", "is only used by rule 'topk', got ", alg_temp);
   }
   if (p.rule == TransferRule::Threshold || p.rule == TransferRule::ThresholdRowMax) {
-    DK_CHECK_ARG(!std::isnan(threshold), "threshold", "must not be NaN");
-    p.threshold = static_cast<float>(threshold);  // as torch compares a float32 tensor to a float
+    if (threshold_tensor.has_value()) {
+      // Entries are not checked (that would synchronise on CUDA): a NaN compares false.
+      check_batch_float32(*threshold_tensor, "threshold", conf.size(0), conf, "confidence");
+      p.threshold_tensor = threshold_tensor->data_ptr<float>();
+    } else {
+      DK_CHECK_ARG(!std::isnan(threshold), "threshold", "must not be NaN");
+      p.threshold = static_cast<float>(threshold);  // as torch compares a float32 tensor to a float
+    }
+  } else {
+    DK_CHECK_ARG(!threshold_tensor.has_value(), "threshold", "is only used by rules 'threshold' and 'threshold_rowmax'");
   }
+  DK_CHECK_ARG(!strict || p.rule == TransferRule::Threshold, "strict", "is only used by rule 'threshold' (without 'eps')");
+  p.strict = strict;
   if (p.rule == TransferRule::ThresholdRowMax) {
     DK_CHECK_ARG(std::isfinite(eps) && eps >= 0, "eps", "must be finite and >= 0, got ", eps);
     p.eps = static_cast<float>(eps);
@@ -130,9 +141,12 @@ at::Tensor select_transfer(const at::Tensor& conf, c10::string_view rule, const 
 }  // namespace dk
 
 // x is written in place (x[b, i] = x0[b, i] where transferred) when given. seed_tensor /
-// offset_tensor, when given, replace seed / offset (read on the device: CUDA-graph safe).
+// offset_tensor, when given, replace seed / offset (read on the device: CUDA-graph safe);
+// threshold_tensor, when given, replaces threshold with one float32 bound per row (likewise).
+// strict: rule 'threshold' commits confidence > threshold instead of >= (the best still commits).
 DK_REGISTER_OP("select_transfer",
                "select_transfer(Tensor confidence, str rule, Tensor? k, int k_value, float threshold, float eps, "
                "float factor, float alg_temp, int seed, int offset, Tensor(a!)? x, Tensor? x0, "
-               "Tensor? seed_tensor=None, Tensor? offset_tensor=None) -> Tensor",
+               "Tensor? seed_tensor=None, Tensor? offset_tensor=None, Tensor? threshold_tensor=None, "
+               "bool strict=False) -> Tensor",
                dk::select_transfer)

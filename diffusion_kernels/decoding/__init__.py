@@ -5,6 +5,8 @@ the engine adapters.
   rule or Fast-dLLM's code), :class:`DInferThreshold`.
 * :class:`Proposal` + :func:`propose`: tokens and confidences (``masked_confidence``).
 * :func:`decode_step`: propose, apply a rule, write the committed tokens in place.
+* :class:`JointThreshold` + :func:`joint_threshold_step` (with :class:`EditState`): LLaDA2.1's
+  joint threshold with token-to-token editing (SGLang ``JointThreshold``).
 * Around it for :func:`generate`: step plans (:class:`LLaDAPlan`, :class:`DreamPlan`,
   :class:`UntilDone`), the cache policy (:func:`query_range`), the model call
   (:class:`ModelForward`) and the block loop (:class:`BlockLoop`).
@@ -16,7 +18,8 @@ from .plans import DreamPlan, LLaDAPlan, StepPlan, UntilDone
 from .proposal import Proposal, propose
 from .rules import ALG_TEMP_OFFSET, DInferThreshold, Factor, Rule, Threshold, TopK
 from .step import StepResult, decode_step
+from .editing import EditResult, EditState, JointThreshold, joint_threshold_step
 
 __all__ = ["Rule", "TopK", "Threshold", "Factor", "DInferThreshold", "ALG_TEMP_OFFSET", "Proposal", "propose",
-           "StepResult", "decode_step", "StepPlan", "LLaDAPlan", "DreamPlan", "UntilDone", "query_range", "ModelForward",
-           "BlockLoop", "StepInfo"]
+           "StepResult", "decode_step", "JointThreshold", "EditState", "EditResult", "joint_threshold_step",
+           "StepPlan", "LLaDAPlan", "DreamPlan", "UntilDone", "query_range", "ModelForward", "BlockLoop", "StepInfo"]

@@ -15,7 +15,9 @@ import torch
 from .forward import ModelForward
 from .plans import StepPlan
 from .proposal import Proposal
+from .remasking import CommittedRemasking, remask_step
 from .step import decode_step
+from .token_log_prob import proposal_log_prob
 
 __all__ = ["StepInfo", "BlockLoop"]
 
@@ -28,6 +30,7 @@ class StepInfo:
     x: torch.Tensor        # [B, L] current sequence (prompt + generation)
     transferred: torch.Tensor  # [B, L] bool: positions committed at this step
     prompt_length: int
+    remasked: Optional[torch.Tensor] = None  # [B, L] bool: committed tokens put back to [MASK] (remask_committed)
 
 
 def _rows(flags: torch.Tensor) -> List[int]:
@@ -39,7 +42,10 @@ class BlockLoop:
     """Decodes ``x[:, prompt_length:]`` in blocks of ``block_length``, left to right.
 
     ``run(x, order)`` updates ``x`` in place, writes into ``order`` the step that committed each
-    position, and returns the number of forwards (NFE). Raises RuntimeError when a row cannot
+    position (-1 again for a remasked one), and returns the number of forwards (NFE). With
+    ``remasking`` every step runs :func:`remask_step` (fixed plans only); with ``log_prob`` (a
+    ``[B, L]`` float32 tensor) each committed token's log-probability under its step's logits is
+    written there (:func:`proposal_log_prob`). Raises RuntimeError when a row cannot
     progress: its masked positions have no finite confidence (NaN/inf logits) or the model keeps
     proposing ``[MASK]``, so that an adaptive rule would loop forever or a fixed schedule would
     leave positions no step committed."""
@@ -54,8 +60,17 @@ class BlockLoop:
     stop_at_eos: bool = False
     callback: Optional[Callable[[StepInfo], None]] = None
     bar: object = None               # a progress bar (update(n)), or None
+    remasking: Optional[CommittedRemasking] = None
+    log_prob: Optional[torch.Tensor] = None
 
     def run(self, x: torch.Tensor, order: torch.Tensor) -> int:
+        if self.remasking is not None:
+            if self.plan.steps_per_block is None:
+                raise ValueError("diffusion_kernels: remasking of committed tokens needs a fixed schedule "
+                                 "('steps' per block), not an adaptive rule")
+            self._seed = int(self.seed)  # the remasking draws are keyed on the host
+            self._commit_conf = (torch.full(x.shape, -float("inf"), device=x.device)
+                                 if self.remasking.needs_commit_confidence else None)
         num_blocks = (x.shape[1] - self.prompt_length) // self.block_length
         nfe = 0
         for blk in range(num_blocks):
@@ -77,10 +92,22 @@ class BlockLoop:
             logits, q0 = self.forward(i, start, end)
             n = logits.shape[1]
             # decode_step writes the committed tokens into the view x[:, q0:q0 + n], i.e. into x.
-            moved = decode_step(logits, x[:, q0:q0 + n], self.plan.rule(i, left), mask_id=self.mask_id,
-                                proposal=self.proposal, block_start=start - q0, block_end=end - q0, seed=self.seed,
-                                offset=nfe).transferred
+            remasked = None
+            if self.remasking is None:
+                moved = decode_step(logits, x[:, q0:q0 + n], self.plan.rule(i, left), mask_id=self.mask_id,
+                                    proposal=self.proposal, block_start=start - q0, block_end=end - q0,
+                                    seed=self.seed, offset=nfe).transferred
+            else:
+                moved, remasked = remask_step(
+                    logits, x[:, q0:q0 + n], self.plan.rule(i, left), self.remasking, mask_id=self.mask_id,
+                    proposal=self.proposal, block_start=start - q0, block_end=end - q0, step=i,
+                    steps=self.plan.steps_per_block, seed=self._seed, offset=nfe, row_length=x.shape[1], position0=q0,
+                    commit_confidence=None if self._commit_conf is None else self._commit_conf[:, start:end])
+                order[:, q0:q0 + n].masked_fill_(remasked, -1)
             order[:, q0:q0 + n].masked_fill_(moved, nfe)
+            if self.log_prob is not None:
+                lp = proposal_log_prob(logits, x[:, q0:q0 + n], moved, self.proposal, seed=self.seed, offset=nfe)
+                self.log_prob[:, q0:q0 + n] = torch.where(moved, lp, self.log_prob[:, q0:q0 + n])
             nfe += 1
             i += 1
             if self.bar is not None:
@@ -88,8 +115,12 @@ class BlockLoop:
             if self.callback is not None:
                 full_moved = torch.zeros_like(x, dtype=torch.bool)
                 full_moved[:, q0:q0 + n] = moved
+                full_remasked = None
+                if remasked is not None:
+                    full_remasked = torch.zeros_like(full_moved)
+                    full_remasked[:, q0:q0 + n] = remasked
                 self.callback(StepInfo(step=nfe - 1, block=blk, x=x, transferred=full_moved,
-                                       prompt_length=self.prompt_length))
+                                       prompt_length=self.prompt_length, remasked=full_remasked))
             now = self._masks_left(x, start, end)
             if self.plan.steps_per_block is not None:
                 if i == self.plan.steps_per_block:
@@ -110,7 +141,8 @@ class BlockLoop:
 
     def _finish_block(self, x, order, blk, start, end, last: bool) -> bool:
         """Checks that every position of the block was committed; True: stop (EOS in every row)."""
-        uncommitted = (order[:, start:end] < 0).any(dim=1)
+        # a sampled [MASK] token leaves its position masked although a step committed it
+        uncommitted = ((order[:, start:end] < 0) | (x[:, start:end] == self.mask_id)).any(dim=1)
         check_eos = self.stop_at_eos and not last
         flags = [uncommitted.any()]
         if check_eos:

@@ -30,6 +30,11 @@ class Proposal:
         renormalize_without: ids removed from the confidence softmax only (LLaDA
             ``confidence_eos_eot_inf``): a position proposing one gets confidence 0, the others
             ``p(x0) / (1 - p(ids))``. Needs ``confidence='prob'`` from the logits.
+        positions: ``'masked'`` (only masked positions are proposed) or ``'all'`` (every position
+            of the block, whatever it holds: token-to-token editing, LLaDA2.1 / SGLang
+            ``JointThreshold``).
+        prev_token_penalty: SGLang's ``penalty_lambda``: the logit of the token at the previous
+            position is lowered by this much (a number ``>= 0``, 0: off, or a ``[batch]`` tensor).
     """
 
     temperature: Union[float, torch.Tensor] = 0.0
@@ -39,6 +44,8 @@ class Proposal:
     confidence_from: Optional[str] = None
     suppress_ids: Optional[Tuple[int, ...]] = None
     renormalize_without: Optional[Tuple[int, ...]] = None
+    positions: str = "masked"
+    prev_token_penalty: Union[float, torch.Tensor] = 0.0
 
     def __post_init__(self):
         _check_number(self.temperature, "temperature", lambda t: t >= 0, ">= 0")
@@ -54,6 +61,9 @@ class Proposal:
         if self.confidence_from not in ("logits", "sampling"):
             raise ValueError(f"diffusion_kernels: argument 'confidence_from' must be 'logits' or 'sampling', "
                              f"got {self.confidence_from!r}")
+        if self.positions not in ("masked", "all"):
+            raise ValueError(f"diffusion_kernels: argument 'positions' must be 'masked' or 'all', got {self.positions!r}")
+        _check_number(self.prev_token_penalty, "prev_token_penalty", lambda v: 0 <= v < float("inf"), "finite and >= 0")
         for name in ("suppress_ids", "renormalize_without"):
             ids = getattr(self, name)
             if ids is not None:
@@ -77,8 +87,9 @@ def propose(logits: torch.Tensor, x: torch.Tensor, mask_id: int, proposal: Propo
             block_start: Union[int, torch.Tensor] = 0, block_end: Optional[Union[int, torch.Tensor]] = None,
             seed: Union[int, torch.Tensor] = 0, offset: Union[int, torch.Tensor] = 0
             ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(x0, confidence)`` at the masked positions of ``x`` in ``[block_start, block_end)``
-    (``x`` and ``-inf`` elsewhere), in one pass over the vocabulary; see :class:`Proposal`."""
+    """``(x0, confidence)`` at the masked positions of ``x`` (every position with
+    ``positions='all'``) in ``[block_start, block_end)`` (``x`` and ``-inf`` elsewhere), in one pass
+    over the vocabulary; see :class:`Proposal`."""
     p = proposal
     vocab = logits.shape[-1]
     for i in tuple(p.suppress_ids or ()) + tuple(p.renormalize_without or ()):
@@ -89,7 +100,8 @@ def propose(logits: torch.Tensor, x: torch.Tensor, mask_id: int, proposal: Propo
     out = masked_confidence(logits, x, mask_id, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                             confidence=p.confidence, confidence_from=p.confidence_from, block_start=block_start,
                             block_end=block_end, suppress_ids=suppress, seed=seed, offset=offset,
-                            return_lse=bool(p.renormalize_without))
+                            return_lse=bool(p.renormalize_without), positions=p.positions,
+                            prev_token_penalty=p.prev_token_penalty)
     if not p.renormalize_without:
         return out
     x0, conf, lse = out
@@ -102,7 +114,7 @@ def _renormalised_confidence(logits: torch.Tensor, x0: torch.Tensor, conf: torch
     ``ids``: 0 where x0 is one of them, else p(x0) / (1 - sum of their p). Only two vocabulary
     columns are read: the op's lse gives their probabilities."""
     ids_t = torch.tensor(list(ids), device=logits.device)
-    picked = logits.index_select(-1, ids_t).double()
+    picked = logits.index_select(-1, ids_t).reshape(*lse.shape, -1).double()  # flat logits too
     if suppressed:  # already out of the op's softmax (and lse)
         picked = picked.masked_fill(torch.isin(ids_t, torch.tensor(list(suppressed), device=ids_t.device)), float("-inf"))
     removed = torch.exp(picked - lse.double()[..., None]).sum(-1)

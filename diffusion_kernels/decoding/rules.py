@@ -22,6 +22,17 @@ __all__ = ["Rule", "TopK", "Threshold", "Factor", "DInferThreshold", "ALG_TEMP_O
 ALG_TEMP_OFFSET = 1 << 40
 
 
+def _threshold(value, name: str = "threshold") -> None:
+    """A threshold: a number that is not NaN, or a real per-row tensor (its entries are the op's
+    to read: no host sync)."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"diffusion_kernels: argument '{name}' must be a number or a real [batch] tensor, "
+                            f"got {value.dtype}")
+        return
+    _real(value, name)
+
+
 def _real(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"diffusion_kernels: argument '{name}' must be a number, got {type(value).__name__}")
@@ -88,22 +99,30 @@ class Threshold(Rule):
     drops the others with ``confidence < threshold``, i.e. commits ``>= threshold`` (inclusive, the
     default). ``strict=True`` commits ``> threshold`` (SGLang's ``LowConfidence``), with the same
     top-1 fallback. The bound is compared in float32, as torch compares a float32 tensor with a
-    Python float.
+    Python float. ``threshold`` may be a ``[batch]`` tensor on the confidences' device, one bound
+    per row (engines batch requests at different steps); a NaN entry commits only that row's best.
+
+    Examples:
+        >>> conf = torch.tensor([[0.9, 0.95, 0.5], [0.9, 0.6, 0.7]])
+        >>> Threshold(0.9).select(conf).tolist(), Threshold(0.9, strict=True).select(conf).tolist()
+        ([[True, True, False], [True, False, False]], [[False, True, False], [True, False, False]])
+        >>> Threshold(torch.tensor([0.99, 0.65])).select(conf).tolist()
+        [[False, True, False], [True, False, True]]
     """
 
-    threshold: float
+    threshold: Union[float, torch.Tensor]
     strict: bool = False
     adaptive: ClassVar[bool] = True
 
     def __post_init__(self):
-        _real(self.threshold, "threshold")
+        _threshold(self.threshold)
+        if not isinstance(self.strict, bool):
+            raise TypeError(f"diffusion_kernels: argument 'strict' must be a bool, got {type(self.strict).__name__}")
 
     def select_kwargs(self, seed, offset):
         if not self.strict:
             return {"threshold": self.threshold}
-        # c > t  <=>  c >= the next float32 above t, for the finite float32 confidences that compete
-        t = torch.tensor(self.threshold, dtype=torch.float32)
-        return {"threshold": torch.nextafter(t, torch.tensor(math.inf)).item()}
+        return {"threshold": self.threshold, "strict": True}
 
 
 @dataclass(frozen=True)
@@ -182,7 +201,8 @@ class DInferThreshold(Rule):
     proposal ``x0`` is the mask token is no candidate (nor counted in the row maximum); needs
     ``x0``. ``None``: no exclusion. A row whose every candidate proposes ``mask_id`` commits nothing.
     dInfer also clamps the bound below at -1000 (``clamp(-1000, threshold)``): it only differs for
-    confidences below -1000, never for probabilities.
+    confidences below -1000, never for probabilities. ``threshold`` may be a ``[batch]`` tensor
+    (one bound per row, as :class:`Threshold`'s).
 
     Examples:
         >>> conf = torch.tensor([[0.5, 0.95, 0.97, 0.5]])
@@ -191,13 +211,13 @@ class DInferThreshold(Rule):
         ([[False, True, False, False]], [[9, 2, 9, 9]])
     """
 
-    threshold: float
+    threshold: Union[float, torch.Tensor]
     eps: float = 1e-5
     mask_id: Optional[int] = None
     adaptive: ClassVar[bool] = True
 
     def __post_init__(self):
-        _real(self.threshold, "threshold")
+        _threshold(self.threshold)
         if not (math.isfinite(_real(self.eps, "eps")) and self.eps >= 0):
             raise ValueError(f"diffusion_kernels: argument 'eps' must be finite and >= 0, got {self.eps}")
         if self.mask_id is not None and (isinstance(self.mask_id, bool) or not isinstance(self.mask_id, int)):

@@ -1,4 +1,8 @@
 """Models built on the package's ops."""
-from .llada import KVCache, LLaDAConfig, LLaDAModel
+from .block_diffusion import BlockDiffusionConfig, BlockDiffusionModel
+from .dream import DreamConfig, DreamModel
+from .kv_cache import KVCache
+from .llada import LLaDAConfig, LLaDAModel
 
-__all__ = ["KVCache", "LLaDAConfig", "LLaDAModel"]
+__all__ = ["BlockDiffusionConfig", "BlockDiffusionModel", "DreamConfig", "DreamModel", "KVCache", "LLaDAConfig",
+           "LLaDAModel"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar, Optional, Tuple
 
@@ -18,15 +17,12 @@ import torch
 from torch import nn
 
 from ..ops import attention_with_kv_cache
+from .kv_cache import KVCache
+from .layers import (RMSNorm, apply_rope, check_cache_args, check_int, check_positive_number, check_token_ids,
+                     rope_angles, rope_inv_freq, self_attention, swiglu)
+from .loading import config_from_dict, load_checkpoint, read_config, require_keys
 
-__all__ = ["LLaDAConfig", "LLaDAModel", "KVCache"]
-
-
-def _check_int(value, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"diffusion_kernels: LLaDAConfig: '{name}' must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"diffusion_kernels: LLaDAConfig: '{name}' must be >= {minimum}, got {value}")
+__all__ = ["LLaDAConfig", "LLaDAModel"]
 
 
 @dataclass
@@ -48,10 +44,10 @@ class LLaDAConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "mlp_hidden_size"):
-            _check_int(getattr(self, name), name, minimum=1)
+            check_int(getattr(self, name), name, 1, "LLaDAConfig")
         if self.n_kv_heads is not None:
-            _check_int(self.n_kv_heads, "n_kv_heads", minimum=1)
-        _check_int(self.mask_token_id, "mask_token_id", minimum=0)
+            check_int(self.n_kv_heads, "n_kv_heads", 1, "LLaDAConfig")
+        check_int(self.mask_token_id, "mask_token_id", 0, "LLaDAConfig")
         if self.d_model % self.n_heads:
             raise ValueError(f"diffusion_kernels: LLaDAConfig: 'n_heads' ({self.n_heads}) must divide 'd_model' "
                              f"({self.d_model})")
@@ -65,9 +61,7 @@ class LLaDAConfig:
             raise ValueError(f"diffusion_kernels: LLaDAConfig: 'mask_token_id' ({self.mask_token_id}) must be < "
                              f"'vocab_size' ({self.vocab_size})")
         for name in ("rope_theta", "rms_norm_eps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ValueError(f"diffusion_kernels: LLaDAConfig: '{name}' must be a finite number > 0, got {value!r}")
+            check_positive_number(getattr(self, name), name, "LLaDAConfig")
 
     @classmethod
     def from_hf(cls, cfg: dict, source: str = "config.json") -> "LLaDAConfig":
@@ -75,21 +69,14 @@ class LLaDAConfig:
         ``vocab_size`` when the embedding is padded). ``source`` names the file in errors."""
         if not isinstance(cfg, dict):
             raise ValueError(f"diffusion_kernels: {source}: expected a JSON object, got {type(cfg).__name__}")
-        missing = [k for k in cls.REQUIRED_HF_KEYS if cfg.get(k) is None]
-        if cfg.get("embedding_size") is None and cfg.get("vocab_size") is None:
-            missing.append("vocab_size")
-        if missing:
-            raise ValueError(f"diffusion_kernels: {source} lacks {', '.join(repr(k) for k in missing)} "
-                             "(a LLaDA config.json has them)")
+        required = cls.REQUIRED_HF_KEYS + (() if cfg.get("embedding_size") is not None else ("vocab_size",))
+        require_keys(cfg, required, source, "LLaDA")
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in cfg.items() if k in names}
         kw["vocab_size"] = cfg.get("embedding_size") or cfg["vocab_size"]
         if cfg.get("n_kv_heads") is None:
             kw["n_kv_heads"] = None
-        try:
-            return cls(**kw)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"diffusion_kernels: {source}: {e}") from None
+        return config_from_dict(cls, kw, source)
 
     @property
     def head_dim(self) -> int:
@@ -98,53 +85,6 @@ class LLaDAConfig:
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads or self.n_heads
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"diffusion_kernels: {path} is not valid JSON: {e}") from None
-
-
-class KVCache:
-    """Per-layer ``[B, L, Hkv, D]`` K (post-RoPE) and V buffers, written in place by the attention op."""
-
-    def __init__(self, config: LLaDAConfig, batch: int, length: int, dtype, device):
-        shape = (batch, length, config.kv_heads, config.head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layers)]
-        self.length = length
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x):
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (h * self.weight.float()).to(x.dtype)
-
-
-def _rope(x, cos, sin):
-    """Rotate-half RoPE (LLaDA/OLMo layout: the two halves of the head dim pair up)."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half].float(), x[..., half:].float()
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
-
-
-def _sdpa_for_training(q, k, v, key_mask):
-    """Differentiable attention for training: the package's attention op has no backward yet."""
-    rep = q.shape[2] // k.shape[2]
-    k, v = k.repeat_interleave(rep, 2), v.repeat_interleave(rep, 2)
-    mask = None if key_mask is None else key_mask[:, None, None, :]
-    o = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                   attn_mask=mask)
-    return o.transpose(1, 2)
 
 
 class Block(nn.Module):
@@ -166,18 +106,16 @@ class Block(nn.Module):
         B, T, _ = h.shape
         c = self.c
         a = self.attn_norm(h)
-        q = _rope(self.q_proj(a).view(B, T, c.n_heads, c.head_dim), cos, sin)
-        k = _rope(self.k_proj(a).view(B, T, c.kv_heads, c.head_dim), cos, sin)
+        q = apply_rope(self.q_proj(a).view(B, T, c.n_heads, c.head_dim), cos, sin)
+        k = apply_rope(self.k_proj(a).view(B, T, c.kv_heads, c.head_dim), cos, sin)
         v = self.v_proj(a).view(B, T, c.kv_heads, c.head_dim)
-        if k_cache is None and torch.is_grad_enabled() and q.requires_grad:
-            o = _sdpa_for_training(q, k, v, key_mask)
-        elif k_cache is None:  # no cache: attend over the fresh K/V themselves, no write
-            o = attention_with_kv_cache(q, k, v, key_padding_mask=key_mask)
+        if k_cache is None:
+            o = self_attention(q, k, v, key_mask)
         else:
             o = attention_with_kv_cache(q, k_cache, v_cache, k, v, cache_seqlens=start, key_padding_mask=key_mask)
         h = h + self.attn_out(o.reshape(B, T, c.n_heads * c.head_dim))  # explicit: B or T may be 0
         f = self.ff_norm(h)
-        return h + self.ff_out(nn.functional.silu(self.ff_proj(f)) * self.up_proj(f))
+        return h + swiglu(f, self.ff_proj, self.up_proj, self.ff_out)
 
 
 class LLaDAModel(nn.Module):
@@ -201,51 +139,23 @@ class LLaDAModel(nn.Module):
         ))
         if not config.weight_tying:
             self.transformer["ff_out"] = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        hd = config.head_dim
-        inv = 1.0 / config.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-        self.register_buffer("inv_freq", inv.float(), persistent=False)
 
     @property
     def mask_id(self) -> int:
         return self.config.mask_token_id
 
-    def _check_ids(self, x: torch.Tensor) -> None:
-        """Token ids outside the vocabulary are an error naming 'x', not the embedding's "index out
-        of range in self". Checked on the CPU only: on a GPU the check would synchronise every call."""
-        if x.dim() != 2 or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-            raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'x' must be [batch, seq] integer token ids, "
-                             f"got {x.dtype} {tuple(x.shape)}")
-        if x.device.type == "cpu" and x.numel():
-            lo, hi = int(x.min()), int(x.max())
-            if lo < 0 or hi >= self.config.vocab_size:
-                raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'x' holds token id "
-                                 f"{lo if lo < 0 else hi}, outside the vocabulary [0, {self.config.vocab_size})")
-
     def init_cache(self, batch: int, length: int) -> KVCache:
-        p = self.transformer["wte"].weight
-        return KVCache(self.config, batch, length, p.dtype, p.device)
-
-    def _check_cache_args(self, x, attention_mask, kv_cache, start) -> None:
-        B, T = x.shape
-        length = T if kv_cache is None else kv_cache.length
-        if kv_cache is not None:
-            if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= length - T:
-                raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'start' must be an int in [0, "
-                                 f"{length - T}] (x of {T} positions in a kv_cache of {length}), got {start!r}")
-            if kv_cache.k[0].shape[0] != B:
-                raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'kv_cache' holds {kv_cache.k[0].shape[0]} "
-                                 f"rows, x has {B}")
-        if attention_mask is not None and tuple(attention_mask.shape) != (B, length):
-            raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'attention_mask' must be [{B}, {length}] "
-                             f"(the whole sequence), got {tuple(attention_mask.shape)}")
+        """Zeroed K/V buffers for ``batch`` rows of ``length`` positions, in the weights' dtype and device."""
+        c, p = self.config, self.transformer["wte"].weight
+        return KVCache(c.n_layers, batch=batch, length=length, kv_heads=c.kv_heads, head_dim=c.head_dim,
+                       dtype=p.dtype, device=p.device)
 
     def forward(self, x, attention_mask=None, kv_cache: Optional[KVCache] = None, start: int = 0):
-        self._check_ids(x)
-        self._check_cache_args(x, attention_mask, kv_cache, start)
+        check_token_ids(x, self.config.vocab_size, "LLaDAModel")
+        check_cache_args(x, attention_mask, kv_cache, start, "LLaDAModel")
         B, T = x.shape
-        pos = torch.arange(start, start + T, device=x.device, dtype=torch.float32)
-        ang = pos[:, None] * self.inv_freq[None, :]
-        cos, sin = ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
+        inv_freq = rope_inv_freq(self.config.head_dim, self.config.rope_theta, device=x.device)
+        cos, sin = rope_angles(torch.arange(start, start + T, device=x.device), inv_freq)
         key_mask = None if attention_mask is None else attention_mask.to(torch.bool)
         if key_mask is not None and key_mask.all():
             key_mask = None  # lets the op take its all-keys-valid path
@@ -276,35 +186,12 @@ class LLaDAModel(nn.Module):
     def from_pretrained(cls, directory: str, dtype: Optional[torch.dtype] = None, device=None) -> "LLaDAModel":
         """Load a LLaDA checkpoint directory (``config.json`` and one or more ``*.safetensors``
         shards, e.g. GSAI-ML/LLaDA-8B-Instruct downloaded by the user). Nothing is downloaded."""
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:  # pragma: no cover
-            raise ImportError("LLaDAModel.from_pretrained needs the 'safetensors' package") from e
-        config = LLaDAConfig.from_hf(_read_json(os.path.join(directory, "config.json")),
-                                     source=os.path.join(directory, "config.json"))
+        config_dict, config_path = read_config(directory)
+        config = LLaDAConfig.from_hf(config_dict, source=config_path)
         with torch.device("meta"):
             model = cls(config)
-        shards = sorted(n for n in os.listdir(directory) if n.endswith(".safetensors"))
-        if not shards:
-            raise FileNotFoundError(f"diffusion_kernels: no *.safetensors file in {directory}")
-        state = {}
-        for name in shards:
-            path = os.path.join(directory, name)
-            try:
-                tensors = load_file(path, device=str(device or "cpu"))
-            except Exception as e:  # safetensors raises its own error types for a bad header
-                raise ValueError(f"diffusion_kernels: cannot read the checkpoint shard {path} (empty, truncated "
-                                 f"or not safetensors): {e}") from e
-            for k, v in tensors.items():
-                state[k[len("model."):] if k.startswith("model.") else k] = v if dtype is None else v.to(dtype)
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-        except RuntimeError as e:  # a tensor of the wrong shape
-            raise ValueError(f"diffusion_kernels: checkpoint {directory} does not match its config.json: {e}") from None
-        if missing or unexpected:
-            raise ValueError(f"diffusion_kernels: checkpoint {directory} does not match its config.json: missing "
-                             f"{missing[:5]}, unexpected {unexpected[:5]}")
-        hd = config.head_dim
-        inv = 1.0 / config.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-        model.inv_freq = inv.float().to(device or "cpu")
+        # the Hugging Face files prefix every name with "model."; names without it are accepted too
+        table = {"model." + name: [name] for name in model.state_dict()}
+        load_checkpoint(model, directory, table, dtype=dtype, device=device,
+                        rename=lambda n: n if n.startswith("model.") else "model." + n)
         return model.eval()

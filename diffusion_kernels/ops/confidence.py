@@ -26,12 +26,14 @@ def masked_confidence(
     seed: Union[int, torch.Tensor] = 0,
     offset: Union[int, torch.Tensor] = 0,
     return_lse: bool = False,
+    positions: str = "masked",
+    prev_token_penalty: Union[float, torch.Tensor] = 0.0,
 ) -> Union[Tuple[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Token proposal and confidence at the masked positions, in one pass over the vocabulary.
 
     The per-step work of every dLLM sampler (LLaDA, Fast-dLLM, Dream, dInfer), computed only for
-    the positions that need it: masked (``x == mask_id``) and inside ``[block_start, block_end)``.
-    Each such position gets the argmax (``temperature == 0``) or a Gumbel-max sample of the
+    the positions that need it: masked (``x == mask_id``; every position with ``positions="all"``)
+    and inside ``[block_start, block_end)``. Each such position gets the argmax (``temperature == 0``) or a Gumbel-max sample of the
     tempered, top-p/top-k filtered softmax (Philox noise keyed by ``seed``, ``offset``: the same
     tokens on CPU and CUDA), and a confidence of that proposal. The exact semantics, non-finite
     logits and the CPU/CUDA algorithms are in docs/sampling.md; ``reference.masked_confidence`` is
@@ -39,7 +41,8 @@ def masked_confidence(
 
     Args:
         logits: ``[batch, seq, vocab]`` float32, float16 or bfloat16; any batch/row strides, the
-            vocabulary contiguous.
+            vocabulary contiguous. Or the engines' flat layout ``[batch * seq, vocab]`` (row
+            ``b * seq + l`` is position ``(b, l)`` of ``x``), read in place through its row stride.
         x: ``[batch, seq]`` int64 current tokens.
         mask_id: the ``[MASK]`` token id.
         temperature: ``T >= 0`` (0: argmax), a number or a ``[batch]`` tensor. A ``T`` above 2**126
@@ -62,6 +65,15 @@ def masked_confidence(
             device (CUDA-graph safe).
         offset: Philox offset, likewise; advance it between steps.
         return_lse: also return the per-position log-sum-exp of the logits.
+        positions: ``"masked"`` (only ``x == mask_id``) or ``"all"``: every position of the block
+            gets a proposal and a confidence whatever ``x`` holds (token-to-token editing:
+            LLaDA2.1, SGLang ``JointThreshold``).
+        prev_token_penalty: ``lambda``, a finite number ``>= 0`` (0: off) or a real ``[batch]``
+            tensor: at a computed position ``l >= 1`` of row ``b`` the logit of token ``x[b, l -
+            1]`` is lowered by ``lambda`` (in float32) before anything reads it (proposal,
+            confidence, filters, lse); the logits are not written (SGLang's ``penalty_lambda``).
+            In a tensor an entry that is not ``> 0`` (negative, NaN) is off, as is a previous token
+            outside ``[0, vocab)``; ``+inf`` removes the token (its logit becomes ``-inf``).
 
     Returns:
         ``(x0, confidence)``, or ``(x0, confidence, lse)`` with ``return_lse``, each ``[batch,
@@ -78,16 +90,21 @@ def masked_confidence(
         ...                                 confidence="neg_entropy", seed=1234, offset=0)  # Dream
         >>> tuple(conf.shape)
         (2, 8)
+        >>> flat = logits.reshape(16, 100)  # SGLang's [batch * block, vocab], every position
+        >>> x0, conf = dk.masked_confidence(flat, x0, 99, positions="all", prev_token_penalty=1.0)
+        >>> tuple(x0.shape), bool(torch.isfinite(conf).all())
+        ((2, 8), True)
     """
     return _masked_confidence(
         torch.ops.diffusion_kernels.masked_confidence.default, logits, x, mask_id, temperature=temperature,
         top_p=top_p, top_k=top_k, confidence=confidence, confidence_from=confidence_from, block_start=block_start,
-        block_end=block_end, suppress_ids=suppress_ids, seed=seed, offset=offset, return_lse=return_lse)
+        block_end=block_end, suppress_ids=suppress_ids, seed=seed, offset=offset, return_lse=return_lse,
+        positions=positions, prev_token_penalty=prev_token_penalty)
 
 
 def _masked_confidence(op, logits, x, mask_id, *, temperature=0.0, top_p=None, top_k=None, confidence="prob",
                        confidence_from="sampling", block_start=0, block_end=None, suppress_ids=None, seed=0,
-                       offset=0, return_lse=False):
+                       offset=0, return_lse=False, positions="masked", prev_token_penalty=0.0):
     """:func:`masked_confidence` run by ``op`` (the registered op, or its emulated CUDA twin)."""
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"diffusion_kernels: argument 'logits' must be a tensor, got {type(logits).__name__}")
@@ -96,7 +113,10 @@ def _masked_confidence(op, logits, x, mask_id, *, temperature=0.0, top_p=None, t
         raise ValueError(f"diffusion_kernels: argument 'confidence' must be one of {_KINDS}, got {confidence!r}")
     if confidence_from not in ("sampling", "logits"):
         raise ValueError(f"diffusion_kernels: argument 'confidence_from' must be 'sampling' or 'logits', got {confidence_from!r}")
-    batch = logits.shape[0] if logits.dim() > 0 else 0
+    if positions not in ("masked", "all"):
+        raise ValueError(f"diffusion_kernels: argument 'positions' must be 'masked' or 'all', got {positions!r}")
+    batch = x.shape[0] if x.dim() > 0 else 0
+    pen, pen_val = float_row_arg(prev_token_penalty, "prev_token_penalty", batch)
     t, t_val = float_row_arg(temperature, "temperature", batch)
     p, p_val = float_row_arg(1.0 if top_p is None else top_p, "top_p", batch)
     k, k_val = int_row_arg(0 if top_k is None else top_k, "top_k", batch)
@@ -110,7 +130,8 @@ def _masked_confidence(op, logits, x, mask_id, *, temperature=0.0, top_p=None, t
         top_p_value=p_val, top_k=k, top_k_value=k_val, confidence=confidence,
         confidence_from_logits=confidence_from == "logits", block_start=bs, block_start_value=bs_val,
         block_end=be, block_end_value=be_val, suppress_ids=ids, seed=s, seed_value=s_val, offset=o,
-        offset_value=o_val, return_lse=return_lse)
+        offset_value=o_val, return_lse=return_lse, all_positions=positions == "all", prev_token_penalty=pen,
+        prev_token_penalty_value=pen_val)
     return (x0, conf, lse) if return_lse else (x0, conf)
 
 
@@ -119,17 +140,23 @@ def _masked_confidence_fake(logits, x, mask_id, *, temperature=None, temperature
                             top_p_value=1.0, top_k=None, top_k_value=0, confidence="prob",
                             confidence_from_logits=False, block_start=None, block_start_value=0, block_end=None,
                             block_end_value=2**63 - 1, suppress_ids=None, seed=None, seed_value=0, offset=None,
-                            offset_value=0, return_lse=False):
-    torch._check(logits.dim() == 3, lambda: f"'logits' must be [batch, seq, vocab], got {tuple(logits.shape)}")
+                            offset_value=0, return_lse=False, all_positions=False, prev_token_penalty=None,
+                            prev_token_penalty_value=0.0):
+    torch._check(logits.dim() in (2, 3),
+                 lambda: f"'logits' must be [batch, seq, vocab] or [batch * seq, vocab], got {tuple(logits.shape)}")
     torch._check(x.dim() == 2, lambda: f"'x' must be [batch, seq], got {tuple(x.shape)}")
     torch._check(x.device == logits.device,
                  lambda: f"'x' must be on the same device as 'logits' ({logits.device}), got {x.device}")
     torch._check(x.dtype == torch.int64, lambda: f"'x' must be int64, got {x.dtype}")
     torch._check(logits.dtype in (torch.float32, torch.float16, torch.bfloat16),
                  lambda: f"'logits' must be float32, float16 or bfloat16, got {logits.dtype}")
-    torch._check(x.shape[0] == logits.shape[0] and x.shape[1] == logits.shape[1],
-                 lambda: "'x' must match logits' [batch, seq]")
-    for name, t in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k), ("block_start", block_start),
+    if logits.dim() == 2:
+        torch._check(logits.shape[0] == x.shape[0] * x.shape[1],
+                     lambda: "flat 'logits' must have one row per element of 'x'")
+    else:
+        torch._check(x.shape[0] == logits.shape[0] and x.shape[1] == logits.shape[1],
+                     lambda: "'x' must match logits' [batch, seq]")
+    for name, t in (("prev_token_penalty", prev_token_penalty), ("temperature", temperature), ("top_p", top_p), ("top_k", top_k), ("block_start", block_start),
                     ("block_end", block_end), ("suppress_ids", suppress_ids), ("seed", seed), ("offset", offset)):
         torch._check(t is None or t.device == logits.device,
                      lambda: f"'{name}' must be on the same device as 'logits' ({logits.device}), got {t.device}")

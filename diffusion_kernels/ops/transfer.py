@@ -3,7 +3,7 @@ from typing import Optional, Union
 
 import torch
 
-from ._args import INT64_MAX, INT64_MIN, float_arg, int64_arg, key_arg, token_ids_arg, written_arg
+from ._args import INT64_MAX, INT64_MIN, float_arg, float_row_arg, int64_arg, key_arg, token_ids_arg, written_arg
 
 __all__ = ["select_transfer"]
 
@@ -15,7 +15,7 @@ def select_transfer(
     confidence: torch.Tensor,
     *,
     k: Optional[Union[int, torch.Tensor]] = None,
-    threshold: Optional[float] = None,
+    threshold: Optional[Union[float, torch.Tensor]] = None,
     eps: Optional[float] = None,
     factor: Optional[float] = None,
     alg_temp: Optional[float] = None,
@@ -23,13 +23,15 @@ def select_transfer(
     offset: Union[int, torch.Tensor] = 0,
     x: Optional[torch.Tensor] = None,
     x0: Optional[torch.Tensor] = None,
+    strict: bool = False,
 ) -> torch.Tensor:
     """Pick the positions to commit (transfer) in each row, in one launch and without host sync.
 
     Candidates are the positions with finite ``confidence`` (the samplers put ``-inf`` at positions
     that are not masked or outside the current block). Exactly one rule is chosen: ``k`` (the ``k``
     best candidates, or with ``alg_temp > 0`` ``k`` drawn by Gumbel-top-k: LLaDA, Dream),
-    ``threshold`` (every candidate ``>= threshold`` plus the row's best: Fast-dLLM), ``threshold``
+    ``threshold`` (every candidate ``>= threshold`` plus the row's best: Fast-dLLM; with
+    ``strict=True`` every candidate ``> threshold`` plus the row's best: SGLang), ``threshold``
     with ``eps`` (every candidate ``>= min(threshold, rowmax - eps)``: dInfer) or ``factor``
     (Fast-dLLM's factor-based rule). Ties go to the lowest index. The rules' exact statements and
     the kernels' algorithms are in docs/sampling.md; ``reference.select_transfer`` is the
@@ -41,7 +43,12 @@ def select_transfer(
             ``k >=`` the number of candidates transfers all of them. On CUDA a negative entry of
             a tensor transfers nothing (a check would synchronise); elsewhere it is an error.
         threshold: confidence threshold (rounded to float32, as torch compares a float32 tensor
-            with a Python float); not NaN.
+            with a Python float), not NaN; or a real ``[batch]`` (or ``[batch, 1]``, or one-element)
+            tensor on the device of ``confidence``, one threshold per row, rounded to float32 and
+            read where the kernel runs (no host sync, CUDA-graph safe). A tensor's entries are not
+            checked: every comparison with a NaN entry is false, so that row commits only its
+            best (rule ``threshold``) or nothing (with ``eps``); ``+inf`` commits only the best
+            (with ``eps``: the candidates within ``eps`` of it); ``-inf`` commits every candidate.
         eps: with ``threshold``, the dInfer rule's distance to the row maximum, finite and ``>= 0``.
         factor: Fast-dLLM's factor, finite and ``> 0``.
         alg_temp: with ``k``, the temperature of Dream's Gumbel-top-k draw (``None`` or 0: the
@@ -53,6 +60,8 @@ def select_transfer(
         x: optional ``[batch, seq]`` int64 tokens, written in place: ``x[b, i] = x0[b, i]`` at the
             transferred positions and nowhere else. Its elements must not share memory.
         x0: the ``[batch, seq]`` int64 proposals, required with ``x``.
+        strict: with ``threshold`` (and no ``eps``), commit ``confidence > threshold`` instead of
+            ``>= threshold``; the row's best is still always committed.
 
     Returns:
         The ``[batch, seq]`` bool transfer mask.
@@ -64,13 +73,15 @@ def select_transfer(
         [[True, False, False, True], [False, True, False, True]]
         >>> dk.select_transfer(conf, threshold=0.92).tolist()  # each row keeps at least its best
         [[False, False, False, True], [False, False, False, True]]
+        >>> dk.select_transfer(conf, threshold=torch.tensor([0.9, 0.25]), strict=True).tolist()
+        [[False, False, False, True], [False, True, False, True]]
         >>> x, x0 = torch.full((2, 4), 99), torch.arange(8).reshape(2, 4)
         >>> _ = dk.select_transfer(conf, k=1, x=x, x0=x0)
         >>> x.tolist()
         [[99, 99, 99, 3], [99, 99, 99, 7]]
     """
     return _op(*select_transfer_args(confidence, k=k, threshold=threshold, eps=eps, factor=factor,
-                                     alg_temp=alg_temp, seed=seed, offset=offset, x=x, x0=x0))
+                                     alg_temp=alg_temp, seed=seed, offset=offset, x=x, x0=x0, strict=strict))
 
 
 def _count_arg(k, batch: int):
@@ -89,7 +100,7 @@ def _count_arg(k, batch: int):
 
 
 def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor=None, alg_temp=None,
-                         seed=0, offset=0, x=None, x0=None) -> tuple:
+                         seed=0, offset=0, x=None, x0=None, strict=False) -> tuple:
     """The op's positional arguments for :func:`select_transfer`'s keyword form. Called at every
     sampler step, so the common cases take few branches (the op itself checks the values)."""
     if not isinstance(confidence, torch.Tensor):
@@ -106,6 +117,10 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
         written_arg(x, "x", *(() if x0 is None else (("x0", token_ids_arg(x0, "x0")),)))
     elif x0 is not None:
         token_ids_arg(x0, "x0")
+    if strict is not False and (strict is not True or threshold is None or eps is not None):
+        if strict.__class__ is not bool:
+            raise TypeError(f"diffusion_kernels: argument 'strict' must be a bool, got {type(strict).__name__}")
+        raise ValueError("diffusion_kernels: argument 'strict' is only used with 'threshold' (without 'eps')")
     if k is not None and threshold is None and factor is None:
         if eps is not None:
             raise ValueError("diffusion_kernels: argument 'eps' is only used with 'threshold'")
@@ -122,26 +137,44 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
     if alg_temp is not None:
         raise ValueError("diffusion_kernels: argument 'alg_temp' is only used with 'k'")
     if threshold is not None:
-        threshold = float_arg(threshold, "threshold")
+        threshold_t = None
+        if isinstance(threshold, torch.Tensor):
+            threshold_t, threshold = _threshold_rows(threshold, confidence.shape[0] if confidence.dim() > 0 else 0)
+        else:
+            threshold = float_arg(threshold, "threshold")
         if eps is None:
-            return (confidence, "threshold", None, 0, threshold, 0.0, 0.0, 0.0, seed, offset, x, x0, seed_t, offset_t)
+            return (confidence, "threshold", None, 0, threshold, 0.0, 0.0, 0.0, seed, offset, x, x0, seed_t, offset_t,
+                    threshold_t, strict)
         return (confidence, "threshold_rowmax", None, 0, threshold, float_arg(eps, "eps"), 0.0, 0.0, seed, offset, x,
-                x0, seed_t, offset_t)
+                x0, seed_t, offset_t, threshold_t, False)
     if eps is not None:
         raise ValueError("diffusion_kernels: argument 'eps' is only used with 'threshold'")
     return (confidence, "factor", None, 0, 0.0, 0.0, float_arg(factor, "factor"), 0.0, seed, offset, x, x0, seed_t,
             offset_t)
 
 
+def _threshold_rows(threshold: torch.Tensor, batch: int):
+    """A per-row threshold tensor: [batch], [batch, 1] or one element, as float32 [batch]."""
+    if threshold.dim() == 2 and threshold.shape[1] == 1 and threshold.numel() != 1:
+        threshold = threshold[:, 0]
+    return float_row_arg(threshold, "threshold", batch)
+
+
 @torch.library.register_fake("diffusion_kernels::select_transfer")
 def _select_transfer_fake(confidence, rule, k, k_value, threshold, eps, factor, alg_temp, seed, offset, x, x0,
-                          seed_tensor=None, offset_tensor=None):
+                          seed_tensor=None, offset_tensor=None, threshold_tensor=None, strict=False):
     torch._check(confidence.dim() == 2, lambda: f"'confidence' must be [batch, seq], got {tuple(confidence.shape)}")
     torch._check(confidence.dtype == torch.float32, lambda: f"'confidence' must be float32, got {confidence.dtype}")
     torch._check(rule in ("topk", "threshold", "threshold_rowmax", "factor"), lambda: f"unknown rule '{rule}'")
     if k is not None:
         torch._check(k.dim() == 1 and k.shape[0] == confidence.shape[0], lambda: "'k' must be [batch]")
         torch._check(k.device == confidence.device, lambda: "'k' must be on the same device as 'confidence'")
+    if threshold_tensor is not None:
+        torch._check(threshold_tensor.shape == (confidence.shape[0],) and threshold_tensor.dtype == torch.float32,
+                     lambda: "'threshold' must be a float32 [batch] tensor")
+        torch._check(threshold_tensor.device == confidence.device,
+                     lambda: "'threshold' must be on the same device as 'confidence'")
+    torch._check(not strict or rule == "threshold", lambda: "'strict' is only used by rule 'threshold'")
     torch._check((x is None) == (x0 is None), lambda: "'x' and 'x0' go together")
     for name, t in (("seed", seed_tensor), ("offset", offset_tensor)):
         if t is not None:
