@@ -4,7 +4,7 @@ import torch
 
 from . import _philox
 
-__all__ = ["masked_confidence", "select_transfer", "attention_with_kv_cache", "forward_mask",
+__all__ = ["masked_confidence", "select_transfer", "attention_with_kv_cache", "attention_block_mask", "forward_mask",
            "masked_cross_entropy", "masked_diffusion_loss", "RANDOM_CONFIDENCE_COLUMN"]
 
 # The Philox column of the `random` confidence draw: above every vocabulary id, so it never
@@ -172,15 +172,45 @@ def select_transfer(confidence, *, k=None, threshold=None, eps=None, factor=None
     return mask
 
 
+def attention_block_mask(starts, q_len: int, cache_len: int, causal_block_size: int, noisy_length=None,
+                         first_query: int = 0):
+    """Which keys each query sees under the block rules of :func:`attention_with_kv_cache`: a bool
+    ``[batch, q_len, cache_len]`` tensor on ``starts``' device (True = visible; key validity is
+    not included). Query ``i`` of row ``r`` sits at position ``p = starts[r] + i`` (queries
+    ``first_query .. first_query + q_len`` of the call: one chunk of them).
+
+    Block-causal (``noisy_length`` None): key ``j`` is visible iff ``j // b <= p // b``.
+    Training layout ``x_t (+) x_0`` (``noisy_length = L``): a position ``x`` is noisy if ``x < L``
+    (block ``x // b``), clean otherwise (block ``(x - L) // b``); a noisy query of block ``n`` sees
+    the noisy keys of block ``n`` and the clean keys of blocks ``< n``; a clean query of block
+    ``n`` sees the clean keys of blocks ``<= n``.
+    """
+    b = causal_block_size
+    starts = torch.as_tensor(starts).to(torch.int64).reshape(-1, 1, 1)
+    # Positions past the cache end see what the cache end sees; clamping keeps p in int64.
+    p = starts.clamp(max=cache_len) + torch.arange(first_query, first_query + q_len, device=starts.device)[None, :, None]
+    j = torch.arange(cache_len, device=starts.device)[None, None, :]
+    if noisy_length is None:
+        return torch.div(j, b, rounding_mode="floor") <= torch.div(p, b, rounding_mode="floor")
+    L = noisy_length
+    q_noisy, k_noisy = p < L, j < L
+    qb = torch.div(torch.where(q_noisy, p, p - L), b, rounding_mode="floor")
+    kb = torch.div(torch.where(k_noisy, j, j - L), b, rounding_mode="floor")
+    noisy_sees = (k_noisy & (kb == qb)) | (~k_noisy & (kb < qb))
+    return torch.where(q_noisy, noisy_sees, ~k_noisy & (kb <= qb))
+
+
 def attention_with_kv_cache(q, k_cache, v_cache, k_new=None, v_new=None, write_start=0,
                             key_padding_mask=None, key_lengths=None, scale=None, return_lse=False,
-                            upcast=True):
+                            upcast=True, *, causal_block_size=None, noisy_length=None, store_kv=True):
     """Reference of :func:`diffusion_kernels.attention_with_kv_cache`.
 
     Writes ``k_new``/``v_new`` into the caches in place at rows ``[write_start, write_start +
-    Lnew)`` of each batch row, then attends every query over the keys of the updated cache that
-    are valid (``key_padding_mask`` True and index < ``key_lengths``), non-causally. A query with
-    no valid key gets 0 and an lse of -inf.
+    Lnew)`` of each batch row (with ``store_kv=False`` into copies: the caches stay unchanged and
+    the new rows are attended where the write would have put them), then attends every query over
+    the keys of the updated cache that are valid (``key_padding_mask`` True and index <
+    ``key_lengths``) and, with ``causal_block_size``, visible by :func:`attention_block_mask`.
+    A query with no such key gets 0 and an lse of -inf.
 
     ``upcast=True`` computes in float32 (float64 for float64 inputs: the tests' ground truth);
     ``upcast=False`` computes in the inputs' dtype with the softmax probabilities rounded to it
@@ -188,8 +218,10 @@ def attention_with_kv_cache(q, k_cache, v_cache, k_new=None, v_new=None, write_s
     """
     b, lq, hq, d = q.shape
     lc, hkv = k_cache.shape[1], k_cache.shape[2]
+    starts = torch.as_tensor(write_start).expand(b).tolist()
     if k_new is not None:
-        starts = torch.as_tensor(write_start).expand(b).tolist()
+        if not store_kv:
+            k_cache, v_cache = k_cache.clone(), v_cache.clone()
         for i, s in enumerate(starts):
             if s < 0 or s + k_new.shape[1] > lc:
                 raise ValueError(f"write range [{s}, {s + k_new.shape[1]}) of batch row {i} is outside the cache")
@@ -200,16 +232,20 @@ def attention_with_kv_cache(q, k_cache, v_cache, k_new=None, v_new=None, write_s
         valid &= key_padding_mask.to(torch.bool)
     if key_lengths is not None:
         valid &= torch.arange(lc, device=q.device)[None, :] < key_lengths.to(q.device)[:, None]
+    valid = valid[:, None, None, :]  # [b, 1, 1, lc] -> [b, 1, lq, lc] with a block rule
+    if causal_block_size is not None:
+        valid = valid & attention_block_mask(torch.tensor(starts, device=q.device), lq, lc, causal_block_size,
+                                             noisy_length)[:, None]
     dt = torch.promote_types(q.dtype, torch.float32) if upcast else q.dtype
     group = hq // hkv
     k = k_cache.to(dt).repeat_interleave(group, dim=2)
     v = v_cache.to(dt).repeat_interleave(group, dim=2)
     scale = d ** -0.5 if scale is None else scale
     scores = torch.einsum("bqhd,bkhd->bhqk", q.to(dt) * scale, k)
-    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    scores = scores.masked_fill(~valid, float("-inf"))
     lse = torch.logsumexp(scores.float() if not upcast else scores, dim=-1)
     p = torch.softmax(scores, dim=-1)
-    p = torch.where(valid.any(-1)[:, None, None, None], p, torch.zeros_like(p))  # no valid key: 0, not NaN
+    p = torch.where(valid.any(-1, keepdim=True), p, torch.zeros_like(p))  # no valid key: 0, not NaN
     out = torch.einsum("bhqk,bkhd->bqhd", p.to(dt), v).to(q.dtype)
     if return_lse:
         return out, lse.to(torch.float32) if lse.dtype != torch.float64 else lse

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import diffusion_kernels as dk
-from attention_cases import (CASES, CUDA_CASES, EMULATED_CASES, Case, check_call, clone_args, make_inputs,
-                             reference_attention)
+from attention_cases import (CASES, CUDA_CASES, EMULATED_CASES, Case, check_call, clone_args, dense_block_mask,
+                             make_inputs, reference_attention, sdpa_with_mask)
 from diffusion_kernels import reference
 from diffusion_kernels.testing import emulated
 from backends import backends, on_backends
@@ -142,6 +142,94 @@ def test_cache_rows_outside_write_bitwise_unchanged(backend):
         assert torch.equal(args["k_cache"][i, keep].view(torch.int16), k0[i, keep].view(torch.int16))
         assert torch.equal(args["v_cache"][i, keep].view(torch.int16), v0[i, keep].view(torch.int16))
         assert torch.equal(args["k_cache"][i, s:s + 6], args["k"][i])
+
+
+# ------------------------------------------------------------------------------------ block rules --
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["decode", "in-flight", "training"])
+def test_block_rules_match_sdpa_with_a_dense_mask(dtype, layout, cpu_path):
+    """Every CPU path against SDPA given the mask as an explicit boolean tensor (float64, and at
+    the dtype for PyTorch's own error)."""
+    b, hq, hkv, d = 2, 4, 2, 64
+    if layout == "training":
+        lc, lq, starts, block, noisy, new = 64, 64, [0, 0], 8, 32, 64
+    elif layout == "decode":      # the current block over the exact cache, rows at different blocks
+        lc, lq, starts, block, noisy, new = 96, 16, [32, 64], 16, None, 16
+    else:                          # three blocks in flight from an unaligned start, read only
+        lc, lq, starts, block, noisy, new = 96, 40, [20, 50], 16, None, 0
+    g = torch.Generator().manual_seed(len(layout))
+    q = torch.randn(b, lq, hq, d, generator=g).to(dtype)
+    kc, vc = (torch.randn(b, lc, hkv, d, generator=g).to(dtype) for _ in range(2))
+    k, v = ((torch.randn(b, new, hkv, d, generator=g).to(dtype) if new else None) for _ in range(2))
+    full_k, full_v = kc.clone(), vc.clone()
+    for r, s in enumerate(starts):
+        if new:
+            full_k[r, s:s + new], full_v[r, s:s + new] = k[r], v[r]
+    mask = dense_block_mask(starts, lq, lc, block, noisy)
+    out = dk.attention_with_kv_cache(q, kc, vc, k, v, cache_seqlens=torch.tensor(starts), causal_block_size=block,
+                                     noisy_length=noisy)
+    assert torch.equal(kc, full_k) and torch.equal(vc, full_v)
+    want = sdpa_with_mask(q.double(), full_k.double(), full_v.double(), mask)
+    pt = sdpa_with_mask(q, full_k, full_v, mask)
+    assert_within_torch_error(out, pt, want, what=f"{layout} ({dtype})")
+
+
+def test_block_causal_cache_equals_recompute(cpu_path):
+    """Exact KV reuse: prefill the (block-aligned) prompt block-causally, then decode each block over the cache
+    (first without storing, then committing its K/V): every block's rows equal the rows of one
+    block-causal pass over the whole sequence, and the cache ends equal to its K/V."""
+    b, length, prompt, block, hq, hkv, d = 2, 80, 32, 16, 4, 2, 64
+    q, k, v = torch.randn(b, length, hq, d), torch.randn(b, length, hkv, d), torch.randn(b, length, hkv, d)
+    full = dk.attention_with_kv_cache(q, torch.zeros_like(k), torch.zeros_like(v), k, v, causal_block_size=block)
+    kc = torch.full_like(k, float("nan"))  # rows not written yet hold garbage: never read
+    vc = torch.full_like(v, float("nan"))
+    pre = dk.attention_with_kv_cache(q[:, :prompt], kc, vc, k[:, :prompt], v[:, :prompt], causal_block_size=block)
+    torch.testing.assert_close(pre, full[:, :prompt], rtol=1e-5, atol=1e-6)
+    for s in range(prompt, length, block):
+        e = min(s + block, length)
+        rows = [t[:, s:e] for t in (q, k, v)]
+        before = kc.clone()
+        peek = dk.attention_with_kv_cache(*rows[:1], kc, vc, *rows[1:], cache_seqlens=s, causal_block_size=block,
+                                          store_kv=False)
+        assert torch.equal(kc.isnan(), before.isnan()) and torch.equal(kc.nan_to_num(), before.nan_to_num())
+        step = dk.attention_with_kv_cache(*rows[:1], kc, vc, *rows[1:], cache_seqlens=s, causal_block_size=block)
+        assert torch.equal(peek, step)
+        torch.testing.assert_close(step, full[:, s:e], rtol=1e-5, atol=1e-6)
+    assert torch.equal(kc, k) and torch.equal(vc, v)
+
+
+def test_store_kv_false_leaves_caches_bitwise(backend):
+    """store_kv=False: out and lse bitwise those of the storing call, both caches bitwise unchanged
+    (NaN payloads and -0.0 included), with and without a block rule."""
+    dtype = torch.bfloat16
+    for block in (None, 16):
+        args = on(backend, Case(2, 16, 4, 2, 64, 100, 16, [16, 70], "random"), dtype)
+        args["k_cache"][0, 20] = float("nan")  # in the rows the new ones replace: restored bitwise
+        args["v_cache"][1, 75] = -0.0
+        if block:
+            args["causal_block_size"] = block
+        stored = backend.attention_with_kv_cache(**clone_args(args), return_softmax_lse=True)
+        mine = clone_args(args)
+        got = backend.attention_with_kv_cache(**mine, store_kv=False, return_softmax_lse=True)
+        assert torch.equal(got[0], stored[0]) and torch.equal(got[1], stored[1])
+        for name in ("k_cache", "v_cache", "k", "v"):
+            assert torch.equal(mine[name].view(torch.int16), args[name].view(torch.int16)), name
+
+
+@pytest.mark.parametrize("backend,variant", on_backends(EVERY_BACKEND), indirect=INDIRECT)
+def test_keys_past_the_visible_blocks_are_never_read(backend, variant):
+    """Cache rows after the last block a query of the call can see (not written yet) may hold
+    NaN: bitwise the clean result."""
+    args = on(backend, Case(2, 24, 2, 2, 64, 200, 24, [40, 100], "left_pad", block=32), torch.bfloat16)
+    clean = backend.attention_with_kv_cache(**clone_args(args), return_softmax_lse=True)
+    dirty = clone_args(args)
+    for r, s in enumerate([40, 100]):
+        end = (s + 24 + 31) // 32 * 32
+        dirty["k_cache"][r, end:] = float("nan")
+        dirty["v_cache"][r, end:] = float("nan")
+    got = backend.attention_with_kv_cache(**dirty, return_softmax_lse=True)
+    assert torch.equal(got[0], clean[0]) and torch.equal(got[1], clean[1])
 
 
 # ------------------------------------------------------------------------------------ CUDA kernels --

@@ -127,3 +127,57 @@ def test_gqa_on_the_cpu_flash_path():
     torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["block_causal", "training"])
+def test_block_rule_gradients_match_sdpa_with_a_dense_mask(layout):
+    """Values and gradients of q, k, v under a block rule against float64 SDPA given the mask as a
+    dense boolean tensor: a block-causal prefill after a cached prefix (per-row starts, GQA), and
+    the x_t (+) x_0 training layout (no cache)."""
+    from attention_cases import dense_block_mask, sdpa_with_mask
+
+    g = torch.Generator().manual_seed(7)
+    b, hq, hkv, d = 2, 4, 2, 32
+    if layout == "training":
+        lc, lq, starts, block, noisy = 48, 48, [0, 0], 8, 24
+    else:
+        lc, lq, starts, block, noisy = 64, 20, [12, 40], 16, None
+    q = torch.randn(b, lq, hq, d, generator=g)
+    kc, vc = (torch.randn(b, lc, hkv, d, generator=g) for _ in range(2))
+    k, v = (torch.randn(b, lq, hkv, d, generator=g) for _ in range(2))
+    w = torch.randn(b, lq, hq, d, generator=g, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = dk.attention_with_kv_cache(leaves[0], kc.clone(), vc.clone(), leaves[1], leaves[2],
+                                     cache_seqlens=torch.tensor(starts), causal_block_size=block, noisy_length=noisy)
+    got = torch.autograd.grad((out.double() * w).sum(), leaves)
+
+    ref = [t.clone().double().requires_grad_() for t in (q, k, v)]
+    full_k, full_v = kc.double(), vc.double()
+    full_k, full_v = full_k.clone(), full_v.clone()
+    for r, s in enumerate(starts):
+        full_k[r, s:s + lq], full_v[r, s:s + lq] = ref[1][r], ref[2][r]
+    want_out = sdpa_with_mask(ref[0], full_k, full_v, dense_block_mask(starts, lq, lc, block, noisy))
+    want = torch.autograd.grad((want_out * w).sum(), ref)
+    torch.testing.assert_close(out.double(), want_out, rtol=1e-5, atol=1e-5)
+    for name, a, e in zip("qkv", got, want):
+        torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5, msg=lambda m: f"grad {name}: {m}")
+
+
+def test_backward_chunks_agree_with_one_chunk():
+    """The recompute backward walks the queries in chunks sized by a byte budget: chunks of a few
+    rows (the training layout, GQA, padding, a row without keys, the lse's gradient) give the
+    gradients of a single chunk."""
+    from diffusion_kernels.ops.attention_autograd import attention_grads
+
+    g = torch.Generator().manual_seed(3)
+    b, lq, hq, hkv, d, lc = 2, 40, 4, 2, 32, 40
+    q = torch.randn(b, lq, hq, d, generator=g)
+    kc, vc, k, v = (torch.randn(b, lc, hkv, d, generator=g) for _ in range(4))
+    mask = torch.ones(b, lc, dtype=torch.bool)
+    mask[1, :3] = False
+    grads = (torch.randn(b, lq, hq, d, generator=g), torch.randn(b, hq, lq, generator=g))
+    args = (q, kc, vc, k, v, torch.zeros(b, dtype=torch.int64), mask, None, None, *grads, 8, 20)
+    whole = attention_grads(*args)
+    rows = attention_grads(*args, chunk_bytes=3 * 4 * 4 * b * hq * lc)  # 3 query rows per chunk
+    for a, e in zip(rows, whole):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)

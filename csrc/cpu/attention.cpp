@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "cpu/attention_tile.h"
@@ -29,12 +30,23 @@ void attend_any(Level level, const AttentionParams& p, const AttnTask& t, const 
   }
 }
 
+void swap_bytes(char* a, char* b, int64_t bytes) {
+  char tmp[512];
+  for (int64_t o = 0; o < bytes; o += sizeof tmp) {
+    const int64_t n = std::min<int64_t>(sizeof tmp, bytes - o);
+    std::memcpy(tmp, a + o, n);
+    std::memcpy(a + o, b + o, n);
+    std::memcpy(b + o, tmp, n);
+  }
+}
+
 int64_t start_of(const AttentionParams& p, int64_t b) {
   return p.write_starts != nullptr ? p.write_starts[b] : p.write_start;
 }
 
-// The range was validated by the op (ops/attention.cpp) before anything is written.
-void write_cache(const AttentionParams& p, int64_t elem) {
+// The range was validated by the op (ops/attention.cpp) before anything is written. With swap,
+// the cache rows and the (scratch) new rows trade places, so a second swap restores the cache.
+void write_cache(const AttentionParams& p, int64_t elem, bool swap) {
   if (p.new_len == 0) return;
   const int64_t rows = p.batch * p.new_len * p.heads_kv;
   const int64_t bytes = p.head_dim * elem;
@@ -46,8 +58,13 @@ void write_cache(const AttentionParams& p, int64_t elem) {
       auto* vc = static_cast<char*>(p.v_cache) + (b * p.vc_sb + row * p.vc_sl + h * p.vc_sh) * elem;
       const auto* kn = static_cast<const char*>(p.k_new) + (b * p.kn_sb + l * p.kn_sl + h * p.kn_sh) * elem;
       const auto* vn = static_cast<const char*>(p.v_new) + (b * p.vn_sb + l * p.vn_sl + h * p.vn_sh) * elem;
-      std::memcpy(kc, kn, bytes);
-      std::memcpy(vc, vn, bytes);
+      if (swap) {
+        swap_bytes(kc, const_cast<char*>(kn), bytes);
+        swap_bytes(vc, const_cast<char*>(vn), bytes);
+      } else {
+        std::memcpy(kc, kn, bytes);
+        std::memcpy(vc, vn, bytes);
+      }
     }
   });
 }
@@ -65,6 +82,16 @@ void store_row(const float* o, float inv_l, T* dst, int64_t d) {
 }
 
 constexpr float kLn2 = 0.69314718055994531f;
+
+// The index range of the batch row's valid keys that the task's rows can see under a block rule:
+// keys after it are never read (uninitialised cache rows past the blocks in flight included).
+std::pair<int64_t, int64_t> task_keys(const AttentionParams& p, const AttnTask& t, const std::vector<int64_t>& kb) {
+  if (p.causal_block <= 0) return {0, static_cast<int64_t>(kb.size())};
+  const attn_mask::KeySpans span = attn_mask::visible_for_rows(p, t.b, t.row0, t.rows);
+  const int64_t first = std::lower_bound(kb.begin(), kb.end(), span.lo0) - kb.begin();
+  const int64_t last = std::lower_bound(kb.begin(), kb.end(), attn_mask::span_end(span)) - kb.begin();
+  return {first, std::max(first, last)};
+}
 
 template <typename T>
 void run(const AttentionParams& p) {
@@ -112,7 +139,7 @@ void run(const AttentionParams& p) {
   };
 
   at::parallel_for(0, tasks * splits, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> buf(static_cast<size_t>(2 * state + 2 * kKeyChunk * dp + kRowBlock * kKeyChunk +
+    std::vector<float> buf(static_cast<size_t>(2 * state + 2 * kKeyChunk * dp + 2 * kRowBlock * kKeyChunk +
                                                2 * kHeadGroup * kRowBlock));
     AttnScratch w;
     w.q = buf.data();
@@ -122,12 +149,14 @@ void run(const AttentionParams& p) {
     w.s = w.v + kKeyChunk * dp;
     w.m = w.s + kRowBlock * kKeyChunk;
     w.l = w.m + kHeadGroup * kRowBlock;
+    w.bias = w.l + kHeadGroup * kRowBlock;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t task = i / splits, split = i % splits;
       AttnTask t;
       task_of(task, t);
       const auto& kb = keys[t.b];
-      const int64_t n = kb.size(), k0 = n * split / splits, k1 = n * (split + 1) / splits;
+      const auto [first, last] = task_keys(p, t, kb);
+      const int64_t n = last - first, k0 = first + n * split / splits, k1 = first + n * (split + 1) / splits;
       t.keys = kb.data() + k0;
       t.nkeys = k1 - k0;
       attend_any<T>(level, p, t, w);
@@ -190,8 +219,8 @@ std::vector<std::vector<int64_t>> valid_key_lists(const AttentionParams& p) {
 DK_DEFINE_ATTEND_FNS(base, )
 DK_DEFINE_ATTEND_FNS(v3, DK_V3_TARGET)
 
-void write_kv_cache(const AttentionParams& params) {
-  write_cache(params, params.kind == ScalarKind::Float32 ? 4 : 2);
+void write_kv_cache(const AttentionParams& params, bool swap) {
+  write_cache(params, params.kind == ScalarKind::Float32 ? 4 : 2, swap);
 }
 
 void attend(const AttentionParams& params) {

@@ -6,8 +6,9 @@
 
 namespace dk::cpu {
 
-// Copies k_new / v_new into the caches (the range was validated by the op).
-void write_kv_cache(const AttentionParams& params);
+// Copies k_new / v_new into the caches (the range was validated by the op). With swap, k_new /
+// v_new must be writable scratch: cache rows and new rows trade places (twice restores the cache).
+void write_kv_cache(const AttentionParams& params, bool swap = false);
 
 // The valid key indices of every batch row, in increasing order.
 std::vector<std::vector<int64_t>> valid_key_lists(const AttentionParams& params);

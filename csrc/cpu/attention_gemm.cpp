@@ -13,6 +13,7 @@
 
 #include "cpu/attention.h"
 #include "cpu/isa_level.h"
+#include "kernels/attention_mask.h"
 
 namespace dk::cpu {
 namespace {
@@ -69,7 +70,8 @@ int64_t gemm_scratch_bytes(int64_t head_dim, int64_t nheads) {
   const int64_t d = (head_dim + 1) / 2 * 2, f = 4;
   return align64(nheads * d * kGemmRows * f) + align64(kGemmChunk * kGemmRows * f) +
          align64(kGemmRows * kGemmChunk * f) + 2 * align64(nheads * kGemmChunk * d * f) +
-         align64(nheads * kGemmRows * d * f) + 2 * align64(nheads * kGemmRows * f);
+         align64(nheads * kGemmRows * d * f) + 2 * align64(nheads * kGemmRows * f) +
+         align64(kGemmChunk * kGemmRows * f);
 }
 
 void gemm_scratch_layout(void* base, int64_t head_dim, int64_t nheads, GemmScratch& w) {
@@ -88,6 +90,7 @@ void gemm_scratch_layout(void* base, int64_t head_dim, int64_t nheads, GemmScrat
   w.o = reinterpret_cast<float*>(take(nheads * kGemmRows * d * f));
   w.m = reinterpret_cast<float*>(take(nheads * kGemmRows * f));
   w.l = reinterpret_cast<float*>(take(nheads * kGemmRows * f));
+  w.bias = reinterpret_cast<float*>(take(kGemmChunk * kGemmRows * f));
 }
 
 bool gemm_attention_usable(const AttentionParams& p, bool even_with_idle_threads) {
@@ -130,8 +133,16 @@ void attend_gemm(const AttentionParams& p) {
       t.nheads = std::min(tl.nheads, p.heads_kv - t.hkv0);
       t.row0 = rt * kGemmRows;
       t.rows = std::min(kGemmRows, stacked - t.row0);
-      t.keys = keys[t.b].data();
-      t.nkeys = static_cast<int64_t>(keys[t.b].size());
+      const auto& kb = keys[t.b];
+      int64_t first = 0, last = static_cast<int64_t>(kb.size());
+      if (p.causal_block > 0) {  // keys no row of the tile can see are never read
+        const attn_mask::KeySpans span = attn_mask::visible_for_rows(p, t.b, t.row0, t.rows);
+        first = std::lower_bound(kb.begin(), kb.end(), span.lo0) - kb.begin();
+        last = std::max(first, static_cast<int64_t>(std::lower_bound(kb.begin(), kb.end(), attn_mask::span_end(span)) -
+                                                    kb.begin()));
+      }
+      t.keys = kb.data() + first;
+      t.nkeys = last - first;
       attend_gemm_task_v4(p, t, w, opts);
     }
     // Give back the AMX tile state this thread configured.

@@ -48,6 +48,7 @@ struct GemmScratch {
   float* o;    // [nheads][kGemmRows][d] unnormalised output
   float* m;    // [nheads][kGemmRows] running max (log2 domain)
   float* l;    // [nheads][kGemmRows] running sum
+  float* bias; // [kGemmChunk][kGemmRows] 0 or -inf (hidden by a block rule), S^T layout
 };
 
 int64_t gemm_scratch_bytes(int64_t head_dim, int64_t nheads);

@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "cpu/vec_math.h"
+#include "kernels/attention_mask.h"
 #include "kernels/attention_params.h"
 
 namespace dk::cpu {
@@ -36,6 +37,9 @@ struct AttnTask {
   int64_t nkeys;
 };
 
+// Per chunk under a block rule: whether no row, or every row, of the task sees each key.
+enum class ChunkMask { None, All, Partial };
+
 // Per-thread buffers; dp = head_dim rounded up to kDimAlign.
 struct AttnScratch {
   float* q;  // [kHeadGroup][kRowBlock][dp], pre-scaled by scale * log2(e)
@@ -45,6 +49,7 @@ struct AttnScratch {
   float* o;  // [kHeadGroup][kRowBlock][dp], unnormalised
   float* m;  // [kHeadGroup][kRowBlock], running max in the log2 domain
   float* l;  // [kHeadGroup][kRowBlock], running sum of 2^(s - m)
+  float* bias;  // [kRowBlock][kKeyChunk], 0 (visible) or -inf, for chunks only some rows see
 };
 
 // Declared for every level and storage type (bf16 is passed as its uint16_t bits).
@@ -152,6 +157,30 @@ DK_INLINE void accumulate_pv(const float* pm, const float* v, float* o, int64_t 
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Under a block rule, which of the chunk's n keys each of the task's rows sees: fills bias for a
+// partly visible chunk (padding rows up to pad_rows see everything: they are never stored).
+DK_INLINE ChunkMask classify_chunk(const AttentionParams& p, const AttnTask& t, const int64_t* keys, int64_t n,
+                                   int64_t pad_rows, float* bias) {
+  if (p.causal_block <= 0) return ChunkMask::All;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int64_t start = attn_mask::row_start(p, t.b);
+  int64_t seen = 0;
+  for (int64_t r = 0; r < t.rows; ++r) {
+    const int64_t i = (t.row0 + r) % p.q_len;
+    const attn_mask::KeySpans span = attn_mask::visible(p, attn_mask::query_position(p, start, i));
+    float* br = bias + r * kKeyChunk;
+    for (int64_t j = 0; j < n; ++j) {
+      const bool v = attn_mask::sees(span, keys[j]);
+      br[j] = v ? 0.f : kNegInf;
+      seen += v;
+    }
+  }
+  if (seen == 0) return ChunkMask::None;
+  if (seen == t.rows * n) return ChunkMask::All;
+  for (int64_t r = t.rows; r < pad_rows; ++r) std::fill(bias + r * kKeyChunk, bias + r * kKeyChunk + n, 0.f);
+  return ChunkMask::Partial;
+}
+
 // Attends the task's rows of each of its kv heads over its keys; leaves the unnormalised output
 // and the (m, l) pair of every row in the scratch (m = -inf, l = 0 when the task has no key).
 // Keys are the outer loop and heads the inner one: the K/V rows of one key for all heads of the
@@ -187,6 +216,8 @@ DK_INLINE void attend_task(const AttentionParams& p, const AttnTask& t, const At
   for (int64_t c0 = 0; c0 < t.nkeys; c0 += kKeyChunk) {
     const int64_t n = std::min(kKeyChunk, t.nkeys - c0), n4 = round_up(n, 4);
     const int64_t next = c0 + kKeyChunk, n_next = std::max<int64_t>(0, std::min(kKeyChunk, t.nkeys - next));
+    const ChunkMask cm = classify_chunk(p, t, t.keys + c0, n, std::max(rows4, rows6), w.bias);
+    if (cm == ChunkMask::None) continue;  // no row sees these keys: never read
     for (int64_t hh = 0; hh < t.nheads; ++hh) {
       float* qh = w.q + hh * head_block;
       float* oh = w.o + hh * head_block;
@@ -206,6 +237,11 @@ DK_INLINE void attend_task(const AttentionParams& p, const AttnTask& t, const At
         }
       }
       scores_4x4(qh, w.k, w.s, rows4, n4, dp);
+      if (cm == ChunkMask::Partial) {  // a select, not an add: a NaN score of a hidden key stays out
+        for (int64_t r = 0; r < rows4; ++r)
+          for (int64_t j = 0; j < n; ++j)
+            if (w.bias[r * kKeyChunk + j] != 0.f) w.s[r * kKeyChunk + j] = kNegInf;
+      }
 
       // Online softmax in the log2 domain (q carries log2(e)).
       for (int64_t r = 0; r < rows6; ++r) {
@@ -229,7 +265,9 @@ DK_INLINE void attend_task(const AttentionParams& p, const AttnTask& t, const At
         vfloat acc = bcast(0.f);
         int64_t j = 0;
         for (; j + kVecWidth <= n; j += kVecWidth) {
-          const vfloat e = vexp2(load16(s + j) - mv);
+          const vfloat x = load16(s + j);
+          // vexp2 clamps at 2^-126: a hidden key's -inf score must give exactly 0.
+          const vfloat e = x == bcast(kNegInf) ? bcast(0.f) : vexp2(x - mv);
           store16(s + j, e);
           acc += e;
         }

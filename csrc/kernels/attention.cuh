@@ -24,6 +24,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/attention_mask.h"
 #include "kernels/attention_params.h"
 
 // Full unrolling keeps the fragment arrays in registers (a dynamic index would put them in local
@@ -119,7 +120,9 @@ __device__ __forceinline__ int64_t key_end(const AttentionParams& p, int64_t b) 
 }  // namespace attn
 
 // One thread per element of the new rows (16-bit copies: any strides, any alignment; the write
-// is Lq rows, small next to the attention that follows).
+// is Lq rows, small next to the attention that follows). Swap: cache rows and new rows (then a
+// writable scratch copy) trade places, so a second launch restores the cache (store_kv=False).
+template <bool Swap>
 __global__ void attention_cache_write_kernel(const AttentionParams p) {
   if (!attn::write_starts_ok(p)) {
     if (blockIdx.x == 0 && threadIdx.x == 0 && p.write_status != nullptr) *p.write_status = 1;
@@ -136,17 +139,28 @@ __global__ void attention_cache_write_kernel(const AttentionParams p) {
     const int64_t row = (p.write_starts != nullptr ? p.write_starts[b] : p.write_start) + i;
     uint16_t* kc = static_cast<uint16_t*>(p.k_cache);
     uint16_t* vc = static_cast<uint16_t*>(p.v_cache);
-    const uint16_t* kn = static_cast<const uint16_t*>(p.k_new);
-    const uint16_t* vn = static_cast<const uint16_t*>(p.v_new);
-    kc[b * p.kc_sb + row * p.kc_sl + h * p.kc_sh + d] = kn[b * p.kn_sb + i * p.kn_sl + h * p.kn_sh + d];
-    vc[b * p.vc_sb + row * p.vc_sl + h * p.vc_sh + d] = vn[b * p.vn_sb + i * p.vn_sl + h * p.vn_sh + d];
+    uint16_t* kn = static_cast<uint16_t*>(const_cast<void*>(p.k_new));
+    uint16_t* vn = static_cast<uint16_t*>(const_cast<void*>(p.v_new));
+    uint16_t& kd = kc[b * p.kc_sb + row * p.kc_sl + h * p.kc_sh + d];
+    uint16_t& vd = vc[b * p.vc_sb + row * p.vc_sl + h * p.vc_sh + d];
+    uint16_t& ks = kn[b * p.kn_sb + i * p.kn_sl + h * p.kn_sh + d];
+    uint16_t& vs = vn[b * p.vn_sb + i * p.vn_sl + h * p.vn_sh + d];
+    const uint16_t k_old = kd, v_old = vd;
+    kd = ks;
+    vd = vs;
+    if constexpr (Swap) {
+      ks = k_old;
+      vs = v_old;
+    }
   }
 }
 
 // grid (row tiles, batch * heads_kv, num_splits), kThreads threads, kSmemBytes<D> dynamic shared
 // memory. q, k_cache and v_cache rows must be 16-byte aligned (base and strides; the caller copies
 // otherwise).
-template <class T, int D>
+// kRule: the instance for calls with a block rule (p.causal_block > 0); the plain instance keeps
+// none of its registers (head_dim 128 uses all 255).
+template <class T, int D, bool kRule>
 __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const AttentionParams p) {
   using namespace attn;
   static_assert(D == 64 || D == 128, "head_dim 64 or 128");
@@ -168,12 +182,65 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   const int64_t warp_row0 = int64_t(blockIdx.x) * kBlockM + warp * 16;
   const bool warp_active = warp_row0 < rows;  // warp-uniform: idle warps still copy and sync
 
-  // This block's slice of the key tiles: the tiles are cut from the valid prefix of the row.
+  // This block's key tiles: those of the valid prefix of the row that a row of the block can see
+  // (at most two intervals under a block rule, kernels/attention_mask.h), cut into the splits.
+  // With two intervals (the training layout) the splits are shared out between them, so each
+  // block walks one contiguous run of tiles (a map from loop index to tile would cost registers
+  // that head_dim 128 does not have); with a single split the run spans both and the per-key
+  // masks hide the keys between them. Keys fit in int32 (the launcher checks cache_len).
+  // row_spans: the visible keys [lo0, hi0) U [lo1, hi1) of each row of the block (each entry
+  // written and read by its own thread); vis: per stage, which keys of the staged tile each row sees.
+  SIMT_SHARED(int, row_spans, [kBlockM][4]);
+  SIMT_SHARED(uint64_t, vis, [2][kBlockM]);
   const int64_t n_end = key_end(p, b);
-  const int n_tiles = int((n_end + kBlockN - 1) / kBlockN);
-  const int per_split = (n_tiles + int(p.num_splits) - 1) / int(p.num_splits);
-  const int tile_begin = int(blockIdx.z) * per_split;
-  const int tile_end = tile_begin + per_split < n_tiles ? tile_begin + per_split : n_tiles;
+  int win_lo = 0, win_hi = int(n_end);  // keys outside are never read
+  int tile_begin, tile_end;
+  {
+    int w0 = 0, w1 = int(n_end), w2 = 0, w3 = 0;  // visible window [w0, w1) U [w2, w3)
+    if constexpr (kRule) {
+      const int64_t block_row0 = int64_t(blockIdx.x) * kBlockM;
+      const int64_t block_rows = rows - block_row0 < kBlockM ? rows - block_row0 : kBlockM;
+      if (tid < kBlockM) {
+        const int64_t r = block_row0 + tid < rows ? block_row0 + tid : block_row0;
+        const attn_mask::KeySpans span =
+            attn_mask::visible(p, attn_mask::query_position(p, attn_mask::row_start(p, b), r % q_len));
+        row_spans[tid][0] = int(span.lo0);  // every end is at most cache_len
+        row_spans[tid][1] = int(span.hi0);
+        row_spans[tid][2] = int(span.lo1);
+        row_spans[tid][3] = int(span.hi1);
+      }
+      int64_t pmin, pmax;
+      attn_mask::row_positions(p, b, block_row0, block_rows, &pmin, &pmax);
+      const attn_mask::KeySpans any = attn_mask::visible_range(p, pmin, pmax);
+      w0 = int(any.lo0 < n_end ? any.lo0 : n_end);
+      w1 = int(any.hi0 < n_end ? any.hi0 : n_end);
+      w2 = int(any.lo1 < n_end ? any.lo1 : n_end);
+      w3 = int(any.hi1 < n_end ? any.hi1 : n_end);
+    }
+    const bool has_a = w1 > w0, has_b = w3 > w2;
+    const int a0 = w0 / kBlockN, a1 = (w1 + kBlockN - 1) / kBlockN;
+    const int b0 = w2 / kBlockN, b1 = (w3 + kBlockN - 1) / kBlockN;
+    const int splits = int(p.num_splits), z = int(blockIdx.z);
+    int first = a0, count = has_a ? a1 - a0 : 0, my_splits = splits, my_z = z;
+    win_lo = w0, win_hi = w1;
+    if (has_b && !has_a) {
+      first = b0, count = b1 - b0, win_lo = w2, win_hi = w3;
+    } else if (has_b && (b0 < a1 || splits == 1)) {  // one run over both (and the keys between)
+      count = b1 - a0, win_hi = w3;
+    } else if (has_b) {  // the splits shared out in proportion to the tiles, at least one each
+      const int na = a1 - a0, nb = b1 - b0;
+      int za = int(int64_t(splits) * na / (na + nb));
+      za = za < 1 ? 1 : (za > splits - 1 ? splits - 1 : za);
+      if (z >= za) {
+        first = b0, count = nb, my_splits = splits - za, my_z = z - za, win_lo = w2, win_hi = w3;
+      } else {
+        my_splits = za;
+      }
+    }
+    const int per_split = (count + my_splits - 1) / my_splits;
+    tile_begin = first + my_z * per_split;
+    tile_end = first + count < tile_begin + per_split ? first + count : tile_begin + per_split;
+  }
 
   // Q fragments of rows g and g+8 of the warp's 16, as (query head, position): held in registers
   // for the whole loop. Rows past the end are zero.
@@ -199,7 +266,10 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   const T* const k_col = static_cast<const T*>(p.k_cache) + b * p.kc_sb + hk * p.kc_sh + my_chunk * 8;
   const T* const v_col = static_cast<const T*>(p.v_cache) + b * p.vc_sb + hk * p.vc_sh + my_chunk * 8;
   const bool* const mask_row = p.key_mask != nullptr ? p.key_mask + b * p.km_sb : nullptr;
-  auto key_valid = [&](int64_t key) { return key < n_end && (mask_row == nullptr || mask_row[key * p.km_sl]); };
+  // Outside the window a key is treated as invalid: zero-filled, its memory never read.
+  auto key_valid = [&](int64_t key) {
+    return key >= win_lo && key < win_hi && (mask_row == nullptr || mask_row[key * p.km_sl]);
+  };
 
   // Pointers walk down the rows (rather than one address per row kept live across the loop: at
   // head_dim 128 that costs the registers the accumulators need).
@@ -219,6 +289,13 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
       vp += kRowStep * p.vc_sl;
     }
     if (tid < kBlockN) bias[stage * kBlockN + tid] = key_valid(int64_t(tile) * kBlockN + tid) ? 0.f : -INFINITY;
+    if (kRule && tid < kBlockM) {
+      const int key0 = tile * kBlockN;
+      auto ones_below = [](int n) { return n <= 0 ? uint64_t{0} : n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; };
+      const int* const sp = row_spans[tid];
+      vis[stage][tid] = (ones_below(sp[1] - key0) & ~ones_below(sp[0] - key0)) |
+                        (ones_below(sp[3] - key0) & ~ones_below(sp[2] - key0));
+    }
   };
 
   float o[kOTiles][4];
@@ -276,10 +353,25 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
       DK_UNROLL
       for (int j = 0; j < kSTiles; ++j)
         DK_UNROLL
-        for (int e = 0; e < 4; ++e) {
-          s[j][e] = fmaf(s[j][e], scale_log2, bs[8 * j + 2 * t + (e & 1)]);
-          mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+        for (int e = 0; e < 4; ++e) s[j][e] = fmaf(s[j][e], scale_log2, bs[8 * j + 2 * t + (e & 1)]);
+      if constexpr (kRule) {
+        // Keys this thread's rows do not see get -inf (a select: even a NaN score is hidden).
+        DK_UNROLL
+        for (int h = 0; h < 2; ++h) {
+          const uint64_t bits = vis[stage][warp * 16 + g + 8 * h];
+          if (bits == ~uint64_t{0}) continue;
+          const uint64_t mine = bits >> (2 * t);
+          DK_UNROLL
+          for (int j = 0; j < kSTiles; ++j)
+            DK_UNROLL
+            for (int e = 0; e < 2; ++e)
+              if (((mine >> (8 * j + e)) & 1u) == 0) s[j][2 * h + e] = -INFINITY;
         }
+      }
+      DK_UNROLL
+      for (int j = 0; j < kSTiles; ++j)
+        DK_UNROLL
+        for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
       float m_use[2];
       DK_UNROLL
       for (int h = 0; h < 2; ++h) {

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 #include "kernels/attention.cuh"
+#include "kernels/attention_launchers.h"
 #include "kernels/launchers.h"
 
 namespace dk {
@@ -37,8 +38,9 @@ void launch_typed(const AttentionParams& p, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(row_tiles(p)), static_cast<unsigned>(p.batch * p.heads_kv),
                   static_cast<unsigned>(p.num_splits));
   constexpr int smem = attn::kSmemBytes<D>;
-  simt::set_max_dynamic_smem(attention_kernel<T, D>, smem);
-  simt::launch(attention_kernel<T, D>, grid, dim3(attn::kThreads), smem, s, p);
+  const auto kernel = p.causal_block > 0 ? attention_kernel<T, D, true> : attention_kernel<T, D, false>;
+  simt::set_max_dynamic_smem(kernel, smem);
+  simt::launch(kernel, grid, dim3(attn::kThreads), smem, s, p);
   simt::check_launch("attention_with_kv_cache");
   if (p.num_splits > 1) {
     const int64_t rows = p.batch * p.heads_q * p.q_len;
@@ -60,6 +62,8 @@ int64_t attention_num_splits(const AttentionParams& p) {
   const int64_t key_tiles = ceil_div(p.cache_len, attn::kBlockN);
   if (blocks == 0 || key_tiles <= 1) return 1;
   int64_t want = ceil_div(sm_count(), blocks);
+  // The training layout's blocks see two runs of keys; a split each keeps them apart (attention.cuh).
+  if (p.causal_block > 0 && p.noisy_length > 0) want = std::max<int64_t>(want, 2);
   if (const char* env = std::getenv("DK_ATTENTION_SPLITS"); env != nullptr && *env != '\0')
     want = std::max<int64_t>(1, std::atoll(env));
   want = std::min({want, key_tiles, kMaxSplits});
@@ -67,14 +71,21 @@ int64_t attention_num_splits(const AttentionParams& p) {
   return ceil_div(key_tiles, ceil_div(key_tiles, want));  // drop splits that would get no tile
 }
 
-void launch_attention_cache_write(const AttentionParams& p, void* stream) {
+namespace {
+template <bool Swap>
+void launch_cache_rows(const AttentionParams& p, void* stream) {
   const int64_t total = p.batch * p.new_len * p.heads_kv * p.head_dim;
   if (total == 0) return;
   constexpr int kThreads = 256;
   const dim3 grid(static_cast<unsigned>(std::min(ceil_div(total, kThreads), int64_t{1} << 20)));
-  simt::launch(attention_cache_write_kernel, grid, dim3(kThreads), 0, static_cast<cudaStream_t>(stream), p);
-  simt::check_launch("attention_with_kv_cache (cache write)");
+  simt::launch(attention_cache_write_kernel<Swap>, grid, dim3(kThreads), 0, static_cast<cudaStream_t>(stream), p);
+  simt::check_launch(Swap ? "attention_with_kv_cache (cache swap)" : "attention_with_kv_cache (cache write)");
 }
+}  // namespace
+
+void launch_attention_cache_write(const AttentionParams& p, void* stream) { launch_cache_rows<false>(p, stream); }
+
+void launch_attention_cache_swap(const AttentionParams& p, void* stream) { launch_cache_rows<true>(p, stream); }
 
 void launch_attention(const AttentionParams& p, void* stream) {
   if (!attention_cuda_supports(p))

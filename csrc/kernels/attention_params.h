@@ -33,6 +33,12 @@ struct AttentionParams {
   int64_t km_sb, km_sl;
   const int64_t* key_lengths;  // [batch]
 
+  // Block rules (kernels/attention_mask.h): 0 = off. causal_block > 0: query i of row b, at
+  // position min(start_b, cache_len) + i, sees key j iff j / causal_block <= position /
+  // causal_block; with noisy_length > 0 too, the BD3-LM training layout x_t (+) x_0.
+  int64_t causal_block = 0;
+  int64_t noisy_length = 0;
+
   void* out;   // [batch, q_len, heads_q, head_dim], contiguous, dtype of q
   float* lse;  // [batch, heads_q, q_len], contiguous float32, or null (not requested)
 

@@ -16,6 +16,7 @@
 
 #include "cpu/attention.h"
 #include "cpu/attention_gemm.h"
+#include "kernels/attention_launchers.h"
 #include "kernels/launchers.h"
 #include "ops/checks.h"
 #include "ops/poison.h"
@@ -53,6 +54,7 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
                                   const std::optional<at::Tensor>& key_padding_mask,
                                   const std::optional<at::Tensor>& key_lengths, std::optional<double> scale,
                                   bool return_lse, const std::optional<at::Tensor>& write_status,
+                                  int64_t causal_block_size, int64_t noisy_length,
                                   bool host_checks_write_starts, AttentionOutputs& out) {
   check_dim(q, "q", 4, "[batch, q_len, heads_q, head_dim]");
   const auto kind = scalar_kind_of(q, "q");
@@ -123,6 +125,13 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
   if (key_lengths.has_value()) {
     check_batch_int64(*key_lengths, "key_lengths", batch, q, "q");
   }
+  DK_CHECK_ARG(causal_block_size >= 0, "causal_block_size", "must be a positive int (or None), got ",
+               causal_block_size);
+  if (noisy_length != 0) {
+    DK_CHECK_ARG(causal_block_size > 0, "noisy_length", "needs 'causal_block_size' (the block size of the layout)");
+    DK_CHECK_ARG(noisy_length > 0 && noisy_length <= cache_len, "noisy_length",
+                 "must lie in [1, cache_len = ", cache_len, "] (the x_t half of x_t (+) x_0), got ", noisy_length);
+  }
   const double sc = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(head_dim));
   DK_CHECK_ARG(std::isfinite(sc) && std::abs(sc) <= std::numeric_limits<float>::max(), "softmax_scale",
                "must be finite in float32, got ", sc);
@@ -171,6 +180,8 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
     p.km_sb = key_padding_mask->stride(0), p.km_sl = key_padding_mask->stride(1);
   }
   p.key_lengths = key_lengths.has_value() ? key_lengths->data_ptr<int64_t>() : nullptr;
+  p.causal_block = causal_block_size;
+  p.noisy_length = noisy_length;
   p.out = out.out.data_ptr();
   p.lse = return_lse ? out.lse.data_ptr<float>() : nullptr;
   p.write_status = status;
@@ -222,21 +233,43 @@ at::Tensor aligned_copy(const at::Tensor& t) {
   return at::empty(t.sizes(), t.options()).copy_(t);
 }
 
+// store_kv=False: the new rows go through a scratch copy that trades places with the cache rows
+// before the attention and again after it, so every kernel reads "cache + new rows" where a write
+// would have put them and the caches end bitwise unchanged.
+struct ScratchRows {
+  at::Tensor k, v;
+};
+
+ScratchRows use_scratch_rows(AttentionParams& p, const at::Tensor& k_new, const at::Tensor& v_new) {
+  ScratchRows s{at::empty(k_new.sizes(), k_new.options()).copy_(k_new),
+                at::empty(v_new.sizes(), v_new.options()).copy_(v_new)};
+  p.k_new = s.k.data_ptr();
+  p.v_new = s.v.data_ptr();
+  p.kn_sb = s.k.stride(0), p.kn_sl = s.k.stride(1), p.kn_sh = s.k.stride(2);
+  p.vn_sb = s.v.stride(0), p.vn_sl = s.v.stride(1), p.vn_sh = s.v.stride(2);
+  return s;
+}
+
 template <Backend B>
 std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
     const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, const std::optional<at::Tensor>& k_new,
     const std::optional<at::Tensor>& v_new, int64_t write_start, const std::optional<at::Tensor>& write_starts,
     const std::optional<at::Tensor>& key_padding_mask, const std::optional<at::Tensor>& key_lengths,
-    std::optional<double> scale, bool return_lse, const std::optional<at::Tensor>& write_status) {
+    std::optional<double> scale, bool return_lse, const std::optional<at::Tensor>& write_status,
+    int64_t causal_block_size, int64_t noisy_length, bool store_kv) {
   const DeviceScope<B> scope(q);
   AttentionOutputs out;
   // On CUDA write_starts stays on the device: the cache-write kernel range-checks it (no host sync).
   auto p = prepare_attention(q, k_cache, v_cache, k_new, v_new, write_start, write_starts, key_padding_mask,
-                             key_lengths, scale, return_lse, write_status,
+                             key_lengths, scale, return_lse, write_status, causal_block_size, noisy_length,
                              /*host_checks_write_starts=*/B == Backend::Cpu, out);
+  const bool swap = !store_kv && p.new_len > 0;
+  ScratchRows scratch;
+  if (swap) scratch = use_scratch_rows(p, *k_new, *v_new);
   if constexpr (B == Backend::Cpu) {
-    cpu::write_kv_cache(p);
-    const bool dense = !key_padding_mask.has_value() && !key_lengths.has_value();
+    cpu::write_kv_cache(p, swap);
+    // ATen's flash attention takes no mask: masked and block-rule calls go to the other kernels.
+    const bool dense = !key_padding_mask.has_value() && !key_lengths.has_value() && causal_block_size == 0;
     const Path path = forced_path();
     const bool gemm_ok = path != Path::Native && path != Path::Aten &&
                          cpu::gemm_attention_usable(p, /*even_with_idle_threads=*/path == Path::Gemm);
@@ -248,41 +281,54 @@ std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
     } else {
       cpu::attend(p);
     }
+    if (swap) cpu::write_kv_cache(p, true);
   } else {
     void* stream = scope.stream();
     DK_CHECK_ARG(p.kind != ScalarKind::Float32, "q", "must be float16 or bfloat16 on CUDA (float32 is CPU-only)");
     DK_CHECK_ARG(p.head_dim == 64 || p.head_dim == 128, "q", "must have head_dim 64 or 128 on CUDA, got ", p.head_dim);
 
-    launch_attention_cache_write(p, stream);
+    if (swap) {
+      launch_attention_cache_swap(p, stream);
+    } else {
+      launch_attention_cache_write(p, stream);
+    }
 
     // Unaligned layouts (e.g. a head_dim window of a wider buffer) read from aligned copies, made
     // after the write on the same stream.
+    AttentionParams a = p;
     at::Tensor q_copy, k_copy, v_copy;
-    if (!rows_aligned(p.q, p.q_sb, p.q_sl, p.q_sh)) {
+    if (!rows_aligned(a.q, a.q_sb, a.q_sl, a.q_sh)) {
       q_copy = aligned_copy(q);
-      p.q = q_copy.data_ptr();
-      p.q_sb = q_copy.stride(0), p.q_sl = q_copy.stride(1), p.q_sh = q_copy.stride(2);
+      a.q = q_copy.data_ptr();
+      a.q_sb = q_copy.stride(0), a.q_sl = q_copy.stride(1), a.q_sh = q_copy.stride(2);
     }
-    if (!rows_aligned(p.k_cache, p.kc_sb, p.kc_sl, p.kc_sh)) {
+    if (!rows_aligned(a.k_cache, a.kc_sb, a.kc_sl, a.kc_sh)) {
       k_copy = aligned_copy(k_cache);
-      p.k_cache = k_copy.data_ptr();
-      p.kc_sb = k_copy.stride(0), p.kc_sl = k_copy.stride(1), p.kc_sh = k_copy.stride(2);
+      a.k_cache = k_copy.data_ptr();
+      a.kc_sb = k_copy.stride(0), a.kc_sl = k_copy.stride(1), a.kc_sh = k_copy.stride(2);
     }
-    if (!rows_aligned(p.v_cache, p.vc_sb, p.vc_sl, p.vc_sh)) {
+    if (!rows_aligned(a.v_cache, a.vc_sb, a.vc_sl, a.vc_sh)) {
       v_copy = aligned_copy(v_cache);
-      p.v_cache = v_copy.data_ptr();
-      p.vc_sb = v_copy.stride(0), p.vc_sl = v_copy.stride(1), p.vc_sh = v_copy.stride(2);
+      a.v_cache = v_copy.data_ptr();
+      a.vc_sb = v_copy.stride(0), a.vc_sl = v_copy.stride(1), a.vc_sh = v_copy.stride(2);
     }
 
-    p.num_splits = attention_num_splits(p);
+    a.num_splits = attention_num_splits(a);
     at::Tensor workspace;
-    if (p.num_splits > 1) {
-      const int64_t rows = p.batch * p.heads_q * p.q_len;
-      workspace = at::empty({p.num_splits * rows * (p.head_dim + 1)}, q.options().dtype(at::kFloat));
-      p.o_partial = workspace.data_ptr<float>();
-      p.lse_partial = p.o_partial + p.num_splits * rows * p.head_dim;
+    if (a.num_splits > 1) {
+      const int64_t rows = a.batch * a.heads_q * a.q_len;
+      workspace = at::empty({a.num_splits * rows * (a.head_dim + 1)}, q.options().dtype(at::kFloat));
+      a.o_partial = workspace.data_ptr<float>();
+      a.lse_partial = a.o_partial + a.num_splits * rows * a.head_dim;
     }
-    launch_attention(p, stream);
+    // A launch refused on the host after the swap must still put the cache rows back.
+    try {
+      launch_attention(a, stream);
+    } catch (...) {
+      if (swap) launch_attention_cache_swap(p, stream);
+      throw;
+    }
+    if (swap) launch_attention_cache_swap(p, stream);  // the caller's cache, not an aligned copy
   }
   return {out.out, out.lse};
 }
@@ -291,11 +337,14 @@ std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
 }  // namespace dk
 
 // k_cache / v_cache are written in place (rows [write_start, write_start + new_len) of each
-// batch row); lse is empty ([0, heads_q, q_len]) unless return_lse. write_status ([1] int32) is
-// set to 1 when write_starts is out of range on the device (nothing is written then).
+// batch row; with store_kv=False they are attended as if written and left bitwise unchanged);
+// lse is empty ([0, heads_q, q_len]) unless return_lse. write_status ([1] int32) is set to 1 when
+// write_starts is out of range on the device (nothing is written then). causal_block_size and
+// noisy_length: 0 = off (kernels/attention_mask.h).
 DK_REGISTER_OP("attention_with_kv_cache",
                "attention_with_kv_cache(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? k_new, "
                "Tensor? v_new, int write_start, Tensor? write_starts, Tensor? key_padding_mask, "
-               "Tensor? key_lengths, float? scale, bool return_lse, Tensor(c!)? write_status=None) "
+               "Tensor? key_lengths, float? scale, bool return_lse, Tensor(c!)? write_status=None, "
+               "int causal_block_size=0, int noisy_length=0, bool store_kv=True) "
                "-> (Tensor out, Tensor lse)",
                dk::attention_with_kv_cache)

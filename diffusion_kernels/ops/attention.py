@@ -1,5 +1,7 @@
-"""Bidirectional attention over a KV cache that is partly rewritten in place: no cache, prefix
-cache, dual cache (Fast-dLLM) and left-padded batches in one op, with flash-attn's argument names.
+"""Attention over a KV cache that is partly rewritten in place: no cache, prefix cache, dual cache
+(Fast-dLLM) and left-padded batches in one op, bidirectional or under the block rules of block
+diffusion (block-causal, store_kv=False, the x_t (+) x_0 training layout), with flash-attn's
+argument names.
 How it runs on CPU and CUDA: docs/attention.md."""
 import math
 import warnings
@@ -28,15 +30,16 @@ def attention_with_kv_cache(
         cache_seqlens: Union[int, torch.Tensor, None] = None,
         key_padding_mask: Optional[torch.Tensor] = None, key_lengths: Optional[torch.Tensor] = None,
         softmax_scale: Optional[float] = None, return_softmax_lse: bool = False,
-        write_status: Optional[torch.Tensor] = None, **deprecated_names) -> AttentionResult:
+        write_status: Optional[torch.Tensor] = None, causal_block_size: Optional[int] = None,
+        noisy_length: Optional[int] = None, store_kv: bool = True, **deprecated_names) -> AttentionResult:
     """Write new K/V rows into the caches in place, then attend every query over the valid keys.
 
     1. ``k_cache[b, s_b : s_b + new_len] = k[b]`` (and ``v`` into ``v_cache``), where ``s_b`` is
        ``cache_seqlens`` (an int, or one start per batch row);
     2. ``out[b, i, h] = softmax(softmax_scale * q[b, i, h] . K_b^T) V_b`` over the keys ``j`` of
        the updated cache with ``key_padding_mask[b, j]`` True and ``j < key_lengths[b]`` (each
-       optional), non-causally. A query whose batch row has no valid key gets 0 and an lse of
-       ``-inf``.
+       optional), bidirectionally, or under a block rule (below). A query with no valid, visible
+       key gets 0 and an lse of ``-inf``.
 
     The names are those of flash-attn's ``flash_attn_with_kvcache``, and ``cache_seqlens`` is where
     ``k``/``v`` are written, as there. Where it differs: flash-attn attends to the keys before
@@ -68,6 +71,17 @@ def attention_with_kv_cache(
         write_status: optional one-element int32 tensor on ``q``'s device that the CUDA kernels set
             to 1 when ``cache_seqlens`` puts a row's write outside the cache. Never reset by the
             op, so one flag can collect a whole generation and be read once.
+        causal_block_size: block size ``b`` of block-causal attention: query ``i`` of row ``r``,
+            at position ``p = cache_seqlens[r] + i``, sees key ``j`` iff ``j // b <= p // b``
+            (prefill, decoding the current block over an exact cache, several blocks in flight).
+            None: bidirectional.
+        noisy_length: with ``causal_block_size``, the BD3-LM/SDAR training layout ``x_t (+) x_0``
+            with ``x_t`` at positions ``[0, noisy_length)``: noisy block ``n`` sees noisy block
+            ``n`` and clean blocks ``< n``, clean block ``n`` sees clean blocks ``<= n``. In
+            ``[1, cache_len]``.
+        store_kv: False attends over the cache plus ``k``/``v`` placed at ``cache_seqlens``
+            (bitwise the result of storing them, validity by their positions) and leaves both
+            caches bitwise unchanged (SDAR's ``store_kv``).
 
     The deprecated names ``k_new``, ``v_new``, ``write_start``, ``scale`` and ``return_lse`` (and
     the old positional order) still work for one release, with a ``DeprecationWarning``.
@@ -97,17 +111,29 @@ def attention_with_kv_cache(
         ...                                       key_lengths=starts + 8, return_softmax_lse=True)
         >>> lse.shape
         torch.Size([1, 4, 8])
+
+        Block diffusion: decode the block at 32 (block size 16) over an exact cache, first
+        without storing its K/V, then committing them.
+
+        >>> q, k, v = torch.randn(1, 16, 4, 64), torch.randn(1, 16, 2, 64), torch.randn(1, 16, 2, 64)
+        >>> peek = dk.attention_with_kv_cache(q, k_cache, v_cache, k, v, cache_seqlens=32,
+        ...                                   causal_block_size=16, store_kv=False)
+        >>> out = dk.attention_with_kv_cache(q, k_cache, v_cache, k, v, cache_seqlens=32, causal_block_size=16)
+        >>> torch.equal(peek, out)
+        True
     """
     return _attention_with_op(
         torch.ops.diffusion_kernels.attention_with_kv_cache.default, q, k_cache, v_cache, k, v,
         *deprecated_positional, cache_seqlens=cache_seqlens, key_padding_mask=key_padding_mask,
         key_lengths=key_lengths, softmax_scale=softmax_scale, return_softmax_lse=return_softmax_lse,
-        write_status=write_status, **deprecated_names)
+        write_status=write_status, causal_block_size=causal_block_size, noisy_length=noisy_length, store_kv=store_kv,
+        **deprecated_names)
 
 
 def _attention_with_op(op, q, k_cache, v_cache, k=None, v=None, *deprecated_positional, cache_seqlens=None,
                        key_padding_mask=None, key_lengths=None, softmax_scale=None, return_softmax_lse=False,
-                       write_status=None, **deprecated_names) -> AttentionResult:
+                       write_status=None, causal_block_size=None, noisy_length=None, store_kv=True,
+                       **deprecated_names) -> AttentionResult:
     """:func:`attention_with_kv_cache` run by ``op`` (the registered op, or its emulated twin)."""
     a = dict(k=k, v=v, cache_seqlens=cache_seqlens, key_padding_mask=key_padding_mask, key_lengths=key_lengths,
              softmax_scale=softmax_scale, return_softmax_lse=return_softmax_lse)
@@ -130,6 +156,9 @@ def _attention_with_op(op, q, k_cache, v_cache, k=None, v=None, *deprecated_posi
                              f"got {t.device}")
     start, starts = _cache_seqlens_arg(a["cache_seqlens"], q, k_cache, k)
     scale = _softmax_scale_arg(a["softmax_scale"])
+    block, noisy = _block_rule_args(causal_block_size, noisy_length, k_cache)
+    if not isinstance(store_kv, bool):
+        raise TypeError(f"diffusion_kernels: argument 'store_kv' must be a bool, got {type(store_kv).__name__}")
     if device.type != "meta":  # every tensor is on q's device now
         _check_memory(q, k_cache, v_cache, k, v)
     return_lse = bool(a["return_softmax_lse"])
@@ -139,10 +168,10 @@ def _attention_with_op(op, q, k_cache, v_cache, k=None, v=None, *deprecated_posi
                 raise ValueError(f"diffusion_kernels: argument '{name}' must not require grad: it is written in "
                                  "place; pass the differentiable new rows as 'k'/'v'")
         out, lse = AttentionWithGrad.apply(q, k, v, k_cache, v_cache, start, starts, a["key_padding_mask"],
-                                           key_lengths, scale, write_status, op)
+                                           key_lengths, scale, write_status, op, block, noisy, store_kv)
     else:
         out, lse = op(q, k_cache, v_cache, k, v, start, starts, a["key_padding_mask"], key_lengths, scale,
-                      return_lse, write_status)
+                      return_lse, write_status, block, noisy, store_kv)
     return (out, lse) if return_lse else out
 
 
@@ -200,6 +229,26 @@ def _cache_seqlens_arg(value, q, k_cache, k) -> Tuple[int, Optional[torch.Tensor
             raise ValueError(f"diffusion_kernels: argument 'cache_seqlens' puts the write range [{s}, {s + new_len}) "
                              f"of batch row {row} outside the cache rows [0, {cache_len}); nothing was written")
     return 0, value.to(device=q.device, dtype=torch.int64).contiguous()
+
+
+def _block_rule_args(causal_block_size, noisy_length, k_cache) -> Tuple[int, int]:
+    """``(causal_block_size, noisy_length)`` for the op, 0 where off."""
+    block = noisy = 0
+    if causal_block_size is not None:
+        block = int64_arg(causal_block_size, "causal_block_size")
+        if block < 1:
+            raise ValueError(f"diffusion_kernels: argument 'causal_block_size' must be a positive int (or None), got "
+                             f"{block}")
+    if noisy_length is not None:
+        noisy = int64_arg(noisy_length, "noisy_length")
+        if not block:
+            raise ValueError("diffusion_kernels: argument 'noisy_length' needs 'causal_block_size' (the block size of "
+                             "the x_t (+) x_0 layout)")
+        cache_len = k_cache.shape[1] if isinstance(k_cache, torch.Tensor) and k_cache.dim() == 4 else None
+        if noisy < 1 or (cache_len is not None and noisy > cache_len):
+            raise ValueError(f"diffusion_kernels: argument 'noisy_length' must lie in [1, cache_len = {cache_len}] (the "
+                             f"x_t half of x_t (+) x_0), got {noisy}")
+    return block, noisy
 
 
 def _key_lengths_arg(value) -> Optional[torch.Tensor]:
@@ -302,7 +351,8 @@ def _check_memory(q, k_cache, v_cache, k, v) -> None:
 
 @torch.library.register_fake("diffusion_kernels::attention_with_kv_cache")
 def _attention_with_kv_cache_fake(q, k_cache, v_cache, k_new, v_new, write_start, write_starts,
-                                  key_padding_mask, key_lengths, scale, return_lse, write_status=None):
+                                  key_padding_mask, key_lengths, scale, return_lse, write_status=None,
+                                  causal_block_size=0, noisy_length=0, store_kv=True):
     def check(cond, name, message):
         torch._check_with(ValueError, cond, lambda: f"diffusion_kernels: argument '{name}' {message}")
 
@@ -338,6 +388,10 @@ def _attention_with_kv_cache_fake(q, k_cache, v_cache, k_new, v_new, write_start
               f"must be a one-element int32 tensor, got a {write_status.dtype} tensor of shape {tuple(write_status.shape)}")
     if key_padding_mask is not None:
         check(key_padding_mask.dtype == torch.bool, "key_padding_mask", f"must be bool, got {key_padding_mask.dtype}")
+    check(causal_block_size >= 0, "causal_block_size", f"must be a positive int (or None), got {causal_block_size}")
+    if noisy_length != 0:
+        check(causal_block_size > 0, "noisy_length", "needs 'causal_block_size' (the block size of the layout)")
+        check(0 < noisy_length <= lc, "noisy_length", f"must lie in [1, cache_len = {lc}], got {noisy_length}")
     out = q.new_empty((b, lq, hq, d))
     lse = q.new_empty((b if return_lse else 0, hq, lq), dtype=torch.float32)
     return out, lse
