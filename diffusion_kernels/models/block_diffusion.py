@@ -17,7 +17,6 @@ routed experts with ``gate.expert_bias`` and shared experts).
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, fields
 from typing import Dict, List, Optional
 
@@ -191,36 +190,6 @@ class BlockDiffusionConfig:
         return config_from_dict(cls, {**kw, "naming": naming}, source)
 
 
-_OP_HAS_BLOCK_RULE = "causal_block_size" in inspect.signature(attention_with_kv_cache).parameters
-
-
-def _block_causal_sdpa(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens=0, key_padding_mask=None,
-                       key_lengths=None, causal_block_size, store_kv=True):
-    """Stand-in for the op's block rule until it lands: contract B with an explicit mask and SDPA."""
-    B, T, H, D = q.shape
-    keys, values = k_cache, v_cache
-    if k is not None:
-        keys, values = k_cache.clone(), v_cache.clone()
-        keys[:, cache_seqlens:cache_seqlens + T], values[:, cache_seqlens:cache_seqlens + T] = k, v
-        if store_kv:
-            k_cache[:, cache_seqlens:cache_seqlens + T] = k.detach()
-            v_cache[:, cache_seqlens:cache_seqlens + T] = v.detach()
-    L = keys.shape[1]
-    qpos = cache_seqlens + torch.arange(T, device=q.device)
-    kpos = torch.arange(L, device=q.device)
-    allowed = (kpos[None, :] // causal_block_size <= qpos[:, None] // causal_block_size)[None].expand(B, T, L)
-    if key_padding_mask is not None:
-        allowed = allowed & key_padding_mask[:, None, :].bool()
-    if key_lengths is not None:
-        allowed = allowed & (kpos[None, None, :] < key_lengths[:, None, None])
-    rep = H // keys.shape[2]
-    kk, vv = keys.repeat_interleave(rep, 2).transpose(1, 2), values.repeat_interleave(rep, 2).transpose(1, 2)
-    s = (q.transpose(1, 2).float() @ kk.float().transpose(-1, -2)) * D ** -0.5
-    s = s.masked_fill(~allowed[:, None], -torch.inf)
-    p = torch.nan_to_num(s.softmax(-1), nan=0.0)
-    return (p @ vv.float()).transpose(1, 2).to(q.dtype)
-
-
 class BlockDiffusionAttention(nn.Module):
     def __init__(self, c: BlockDiffusionConfig):
         super().__init__()
@@ -243,18 +212,11 @@ class BlockDiffusionAttention(nn.Module):
         if c.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        rule = dict(causal_block_size=c.block_size)
-        if not _OP_HAS_BLOCK_RULE:
-            if k_cache is None:
-                o = _block_causal_sdpa(q, k, v, key_padding_mask=key_mask, **rule)
-            else:
-                o = _block_causal_sdpa(q, k_cache, v_cache, k, v, cache_seqlens=start, key_padding_mask=key_mask,
-                                       key_lengths=key_lengths, store_kv=store_kv, **rule)
-        elif k_cache is None:
-            o = self_attention(q, k, v, key_mask, **rule)
+        if k_cache is None:
+            o = self_attention(q, k, v, key_mask, causal_block_size=c.block_size)
         else:
             o = attention_with_kv_cache(q, k_cache, v_cache, k, v, cache_seqlens=start, key_padding_mask=key_mask,
-                                        key_lengths=key_lengths, store_kv=store_kv, **rule)
+                                        key_lengths=key_lengths, causal_block_size=c.block_size, store_kv=store_kv)
         return self.o_proj(o.reshape(B, T, c.num_attention_heads * c.head_dim))
 
 
