@@ -29,7 +29,7 @@ def start_ids(g, batch, block):
     return ids
 
 
-@pytest.mark.parametrize("rule", [JointThreshold(), JointThreshold(0.7, 0.2, 2, 0.0), JointThreshold(0.4, 0.0, 0, 1.25),
+@pytest.mark.parametrize("rule", [JointThreshold(max_post_edit_steps=4), JointThreshold(0.7, 0.2, 2, 0.0), JointThreshold(0.4, 0.0, 0, 1.25),
                                   JointThreshold(0.9, 0.5, 3, 0.5)])
 def test_matches_sglang_transcription(rule):
     g = torch.Generator().manual_seed(int(rule.threshold * 100))
