@@ -216,8 +216,7 @@ std::vector<std::vector<int64_t>> valid_key_lists(const AttentionParams& p) {
   return keys;
 }
 
-DK_DEFINE_ATTEND_FNS(base, )
-DK_DEFINE_ATTEND_FNS(v3, DK_V3_TARGET)
+DK_DEFINE_ATTEND_FNS(base)  // v3: attention_avx2.cpp; v4: attention_avx512.cpp
 
 void write_kv_cache(const AttentionParams& params, bool swap) {
   write_cache(params, params.kind == ScalarKind::Float32 ? 4 : 2, swap);

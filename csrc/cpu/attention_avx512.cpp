@@ -9,6 +9,6 @@
 
 namespace dk::cpu {
 
-DK_DEFINE_ATTEND_FNS(v4, )
+DK_DEFINE_ATTEND_FNS(v4)
 
 }  // namespace dk::cpu

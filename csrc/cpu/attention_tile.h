@@ -1,5 +1,5 @@
 // The CPU attention body for one task (batch row, kv head, block of query rows, key split),
-// shared by the translation units built for each x86 level (attention.cpp,
+// shared by the translation units built for each x86 level (attention.cpp, attention_avx2.cpp,
 // attention_avx512.cpp). Internal linkage only, like vec_math.h.
 //
 // Layout of the work: the g = heads_q / heads_kv query heads that share a kv head are stacked
@@ -292,20 +292,17 @@ DK_INLINE void attend_task(const AttentionParams& p, const AttnTask& t, const At
 
 }  // namespace
 
-// Defines attend_<level> for the three storage types inside a translation unit (or function
-// attribute) built for that level.
-#define DK_DEFINE_ATTEND_FNS(level, target)                                                   \
-  target void attend_##level(const AttentionParams& p, const AttnTask& t, const AttnScratch& w, \
-                             const float*) {                                                  \
-    attend_task<float>(p, t, w);                                                              \
-  }                                                                                           \
-  target void attend_##level(const AttentionParams& p, const AttnTask& t, const AttnScratch& w, \
-                             const _Float16*) {                                               \
-    attend_task<_Float16>(p, t, w);                                                           \
-  }                                                                                           \
-  target void attend_##level(const AttentionParams& p, const AttnTask& t, const AttnScratch& w, \
-                             const uint16_t*) {                                               \
-    attend_task<uint16_t>(p, t, w);                                                           \
+// Defines attend_<level> for the three storage types inside a translation unit built for that
+// level (a target attribute on these functions would not reach the helpers they inline).
+#define DK_DEFINE_ATTEND_FNS(level)                                                                      \
+  void attend_##level(const AttentionParams& p, const AttnTask& t, const AttnScratch& w, const float*) {    \
+    attend_task<float>(p, t, w);                                                                         \
+  }                                                                                                      \
+  void attend_##level(const AttentionParams& p, const AttnTask& t, const AttnScratch& w, const _Float16*) { \
+    attend_task<_Float16>(p, t, w);                                                                      \
+  }                                                                                                      \
+  void attend_##level(const AttentionParams& p, const AttnTask& t, const AttnScratch& w, const uint16_t*) { \
+    attend_task<uint16_t>(p, t, w);                                                                      \
   }
 
 }  // namespace dk::cpu

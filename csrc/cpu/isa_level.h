@@ -1,12 +1,8 @@
 // Which build of a CPU kernel's inner loop to run: each hot loop is compiled once per x86 level
-// (portable, x86-64-v3 = AVX2+FMA, x86-64-v4 = AVX-512) and picked at run time.
+// (portable, x86-64-v3 = AVX2+FMA, x86-64-v4 = AVX-512) and picked at run time. The v3 and v4
+// builds are whole translation units (*_avx2.cpp, *_avx512.cpp) under a target pragma: a target
+// attribute on a function does not reach the lambdas and helpers it inlines.
 #pragma once
-
-#if defined(__x86_64__)
-#define DK_V3_TARGET __attribute__((target("arch=x86-64-v3")))
-#else
-#define DK_V3_TARGET
-#endif
 
 namespace dk::cpu {
 

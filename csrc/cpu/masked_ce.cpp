@@ -19,18 +19,19 @@
 
 namespace dk::cpu {
 
-#define DK_DEFINE_CE_ROW_FNS(level, target, T)                                                   \
-  target CeRowStats ce_stats_##level(const T* row, int64_t vocab) { return ce_stats(row, vocab); } \
-  target void ce_softmax_scaled_##level(const T* row, T* out, int64_t vocab, float lse, float a) { \
-    ce_softmax_scaled(row, out, vocab, lse, a);                                                  \
-  }
-DK_DEFINE_CE_ROW_FNS(base, , float)
-DK_DEFINE_CE_ROW_FNS(base, , _Float16)
-DK_DEFINE_CE_ROW_FNS(base, , bf16_bits)
-DK_DEFINE_CE_ROW_FNS(v3, DK_V3_TARGET, float)
-DK_DEFINE_CE_ROW_FNS(v3, DK_V3_TARGET, _Float16)
-DK_DEFINE_CE_ROW_FNS(v3, DK_V3_TARGET, bf16_bits)
-#undef DK_DEFINE_CE_ROW_FNS
+// The portable builds; the v3 and v4 ones live in masked_ce_avx2.cpp and masked_ce_avx512.cpp.
+CeRowStats ce_stats_base(const float* row, int64_t vocab) { return ce_stats(row, vocab); }
+CeRowStats ce_stats_base(const _Float16* row, int64_t vocab) { return ce_stats(row, vocab); }
+CeRowStats ce_stats_base(const bf16_bits* row, int64_t vocab) { return ce_stats(row, vocab); }
+void ce_softmax_scaled_base(const float* row, float* out, int64_t vocab, float lse, float a) {
+  ce_softmax_scaled(row, out, vocab, lse, a);
+}
+void ce_softmax_scaled_base(const _Float16* row, _Float16* out, int64_t vocab, float lse, float a) {
+  ce_softmax_scaled(row, out, vocab, lse, a);
+}
+void ce_softmax_scaled_base(const bf16_bits* row, bf16_bits* out, int64_t vocab, float lse, float a) {
+  ce_softmax_scaled(row, out, vocab, lse, a);
+}
 
 namespace {
 

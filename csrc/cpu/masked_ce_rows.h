@@ -1,6 +1,6 @@
 // The per-row bodies of the CPU masked cross-entropy, shared by the translation units built for
-// each x86 level (masked_ce.cpp: base and v3; masked_ce_avx512.cpp: v4). Internal linkage only,
-// except the declared entry points.
+// each x86 level (masked_ce.cpp: base; masked_ce_avx2.cpp: v3; masked_ce_avx512.cpp: v4).
+// Internal linkage only, except the declared entry points.
 #pragma once
 #include <algorithm>
 #include <cmath>

@@ -117,27 +117,15 @@ void run(const MaskedConfidenceParams& p) {
 
 }  // namespace
 
-#define DK_DEFINE_ROW_FNS(level, target, T)                               \
-  target RowResult finite_row_##level(const T* row, int64_t vocab) {      \
-    return finite_row<Exp2Generic>(row, vocab);                           \
-  }
-DK_DEFINE_ROW_FNS(base, , float)
-DK_DEFINE_ROW_FNS(base, , _Float16)
-DK_DEFINE_ROW_FNS(base, , uint16_t)
-DK_DEFINE_ROW_FNS(v3, DK_V3_TARGET, float)
-DK_DEFINE_ROW_FNS(v3, DK_V3_TARGET, _Float16)
-DK_DEFINE_ROW_FNS(v3, DK_V3_TARGET, uint16_t)
+// The portable builds; v3: masked_confidence_avx2.cpp (greedy) and
+// masked_confidence_sample_avx2.cpp; v4: masked_confidence_avx512.cpp.
+RowResult finite_row_base(const float* row, int64_t vocab) { return finite_row<Exp2Generic>(row, vocab); }
+RowResult finite_row_base(const _Float16* row, int64_t vocab) { return finite_row<Exp2Generic>(row, vocab); }
+RowResult finite_row_base(const uint16_t* row, int64_t vocab) { return finite_row<Exp2Generic>(row, vocab); }
 
-#define DK_DEFINE_SAMPLE_FNS(level, target, T)                                     \
-  target SampleRowResult sample_row_##level(const T* row, const SampleRowArgs& a) { \
-    return sample_row<Exp2Generic>(row, a);                                         \
-  }
-DK_DEFINE_SAMPLE_FNS(base, , float)
-DK_DEFINE_SAMPLE_FNS(base, , _Float16)
-DK_DEFINE_SAMPLE_FNS(base, , uint16_t)
-DK_DEFINE_SAMPLE_FNS(v3, DK_V3_TARGET, float)
-DK_DEFINE_SAMPLE_FNS(v3, DK_V3_TARGET, _Float16)
-DK_DEFINE_SAMPLE_FNS(v3, DK_V3_TARGET, uint16_t)
+SampleRowResult sample_row_base(const float* row, const SampleRowArgs& a) { return sample_row<Exp2Generic>(row, a); }
+SampleRowResult sample_row_base(const _Float16* row, const SampleRowArgs& a) { return sample_row<Exp2Generic>(row, a); }
+SampleRowResult sample_row_base(const uint16_t* row, const SampleRowArgs& a) { return sample_row<Exp2Generic>(row, a); }
 
 void masked_confidence(const MaskedConfidenceParams& params) {
   switch (params.logits_kind) {

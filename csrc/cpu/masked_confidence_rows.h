@@ -1,5 +1,6 @@
 // The per-row body of the CPU masked_confidence, shared by the translation units built for
-// each x86 level (masked_confidence.cpp, masked_confidence_avx512.cpp). Internal linkage only.
+// each x86 level (masked_confidence.cpp, masked_confidence_avx2.cpp,
+// masked_confidence_sample_avx2.cpp, masked_confidence_avx512.cpp). Internal linkage only.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -17,7 +18,7 @@ struct RowResult {
   float lse;  // log-sum-exp of the row
 };
 
-// The fast path for each x86 level; the v4 ones live in masked_confidence_avx512.cpp.
+// The fast path for each x86 level, one translation unit per level.
 #define DK_DECLARE_ROW_FNS(level)                                            \
   RowResult finite_row_##level(const float* row, int64_t vocab);            \
   RowResult finite_row_##level(const _Float16* row, int64_t vocab);         \

@@ -1,9 +1,11 @@
 // Everything here has internal linkage: translation units built for different x86 levels
-// (masked_confidence_avx512.cpp) must never share an out-of-line copy.
+// (the *_avx2.cpp and *_avx512.cpp files) must never share an out-of-line copy.
 //
 // Fixed-width float vectors (GCC vector extensions) and the math the CPU kernels need on
-// them. Vector extensions give the same 16-lane code in every target_clones clone: one
-// AVX-512 register, two AVX2 registers or four SSE registers, with no intrinsics.
+// them, with no intrinsics: 16 lanes (one AVX-512 register, or four SSE registers) unless the
+// file defines DK_VEC_AVX2 (before any include, under its x86-64-v3 target pragma): then 8 lanes,
+// one AVX2 register. Without AVX-512, g++ has no register mode for a 64-byte vector: it keeps
+// one in memory and splits every compare and select (a > b ? a : b) into 16 scalar ones.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -16,7 +18,11 @@
 namespace dk::cpu {
 namespace {  // see above: no shared out-of-line copies
 
+#if defined(DK_VEC_AVX2)
+constexpr int kVecWidth = 8;
+#else
 constexpr int kVecWidth = 16;
+#endif
 typedef float vfloat __attribute__((vector_size(4 * kVecWidth)));
 typedef int32_t vint __attribute__((vector_size(4 * kVecWidth)));
 typedef uint32_t vuint __attribute__((vector_size(4 * kVecWidth)));
