@@ -7,6 +7,8 @@ LLaDA-8B attention shapes: 32 heads x 128.
     python bench/summarize.py bench/results/attention.json
 
 The target is a dual-cache step at least 0.7 x (L / 32) times faster than full recompute.
+test_block_decode_step (results: bench/results/attention_block.json): the block-causal step of
+block diffusion over an exact cache against recomputing the sequence block-causally.
 """
 import functools
 
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 import diffusion_kernels as dk
+from diffusion_kernels import reference
 from research_baselines import fast_dllm_dual_cache_attention, full_recompute_attention
 
 HEADS, HEAD_DIM, BLOCK = 32, 128, 32
