@@ -86,6 +86,18 @@ class BlockDiffusionLoop:
             block ends at the step after which every row is finished (SGLang runs one more
             forward, which writes nothing, to see the flags). ``order`` keeps the step of the
             mask-to-token commit; an edit changes the token, not the order.
+
+    Examples:
+        >>> from diffusion_kernels.models import BlockDiffusionConfig, BlockDiffusionModel
+        >>> from diffusion_kernels.decoding import LLaDAPlan, Proposal
+        >>> model = BlockDiffusionModel(BlockDiffusionConfig(vocab_size=32, hidden_size=32, intermediate_size=64,
+        ...     num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, block_size=4, mask_token_id=31))
+        >>> x = torch.full((1, 14), 31); x[:, :6] = torch.arange(1, 7)     # prompt of 6, answer of 8
+        >>> order = torch.full_like(x, -1)
+        >>> loop = BlockDiffusionLoop(model, LLaDAPlan(2), Proposal(suppress_ids=(31,)), mask_id=31, prompt_length=6,
+        ...                           block_size=4)
+        >>> loop.run(x, order), int((x == 31).sum())          # blocks [4, 8), [8, 12), [12, 14): 2 steps each
+        (6, 0)
     """
     model: object
     plan: Optional[StepPlan]
