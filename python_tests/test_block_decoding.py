@@ -31,8 +31,9 @@ def _decode(model, prompt, am, gen, plan, *, cache="exact", proposal=Proposal(),
     x[:, :Lp] = prompt
     order = torch.full_like(x, -1)
     full = None if am is None else torch.cat([am, torch.ones(B, gen, dtype=torch.bool)], 1)
-    loop = BlockDiffusionLoop(model, plan, proposal, mask_id=MASK, prompt_length=Lp,
-                              block_size=model.config.block_size, cache=cache, attention_mask=full, seed=seed, **kw)
+    kw.setdefault("block_size", model.config.block_size)
+    loop = BlockDiffusionLoop(model, plan, proposal, mask_id=MASK, prompt_length=Lp, cache=cache, attention_mask=full,
+                              seed=seed, **kw)
     nfe = loop.run(x, order)
     return x, order, nfe
 
@@ -58,6 +59,14 @@ def test_exact_cache_equals_uncached(plan, batch, prompt_len, gen):
     assert not (x == MASK).any()
     assert torch.equal(x, x_ref) and torch.equal(order, order_ref)
     assert nfe == nfe_ref
+
+
+def test_two_model_blocks_decoded_together_stay_exact():
+    model = TinyBlockLM(block_size=4)
+    prompt, am = _prompts(2, 5)
+    a = _decode(model, prompt, am, 15, LLaDAPlan(3), block_size=8)
+    b = _decode(model, prompt, am, 15, LLaDAPlan(3), block_size=8, cache=None)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2] == 3 * 3
 
 
 def test_cached_forwards_run_one_block_and_commit_once():
@@ -278,6 +287,9 @@ def test_bad_run_arguments_leave_x_unchanged():
                        ((x, torch.full_like(x, -1)), "'attention_mask'")]:
         with pytest.raises(ValueError, match=name):
             loop.run(*args)
+    off_grid = BlockDiffusionLoop(model, LLaDAPlan(2), Proposal(), mask_id=MASK, prompt_length=4, block_size=6)
+    with pytest.raises(ValueError, match="'block_size'"):
+        off_grid.run(x, torch.full_like(x, -1))
     assert torch.equal(x, before) and not model.calls
 
 
