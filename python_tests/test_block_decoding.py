@@ -304,3 +304,26 @@ def test_v2_first_token_of_a_block_is_the_argmax_of_the_prefix():
     for bs in (8, 12, 16):
         assert torch.equal(x[:, bs], model(x[:, :bs])[:, -1].argmax(-1))
         assert (order[:, bs, None] < order[:, bs + 1:bs + 4]).all()  # committed first in its block
+
+
+def test_block_cache_of_the_package_model_is_exact_for_one_layer():
+    # BlockDiffusionModel with one layer: a sub-block step over v2's block cache must read the rest
+    # of its block from the cache (the block-causal rule shows it), so it decodes as the exact cache.
+    from diffusion_kernels.models import BlockDiffusionConfig, BlockDiffusionModel
+    from model_checkpoints import randomize
+
+    model = randomize(BlockDiffusionModel(BlockDiffusionConfig(
+        vocab_size=MASK + 1, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, block_size=8, mask_token_id=MASK)), seed=3)
+    lengths = []
+    model.register_forward_pre_hook(lambda _, args: lengths.append(args[0].shape[1]))
+    prompt, am = _prompts(2, 8)
+    plan, proposal = UntilDone(Threshold(0.5, strict=True)), Proposal(suppress_ids=(MASK,))
+    with torch.no_grad():
+        for shift in (False, True):
+            exact = _decode(model, prompt, am, 24, plan, proposal=proposal, sub_block=4, shift_logits=shift)
+            lengths.clear()
+            cached = _decode(model, prompt, am, 24, plan, proposal=proposal, cache="block", sub_block=4,
+                             shift_logits=shift)
+            assert torch.equal(exact[0], cached[0]) and torch.equal(exact[1], cached[1])
+            assert 4 in lengths  # some steps ran a sub-block alone over the block's cached K/V
