@@ -35,6 +35,9 @@ class TinyBlockLM(torch.nn.Module):
         self.calls = []           # (start, length, store_kv, cached) of every call
         # the sampler's ops take float32 logits (computed in float64, so every path agrees)
         self.logits_dtype = torch.float32
+        # the training layout's attention: "dense" (explicit mask, in attention_dtype) or "op"
+        # (attention_with_kv_cache's causal_block_size + noisy_length, float32)
+        self.attention, self.attention_dtype = "dense", torch.float64
 
     def init_cache(self, batch, length):
         return _Cache(len(self.layers), batch, length, self.dim)
@@ -77,15 +80,30 @@ class TinyBlockLM(torch.nn.Module):
                 vis = (kpos[None, :] // b <= qpos[:, None] // b)[None].expand(B, n, K.shape[1])
             if attention_mask is not None:
                 vis = vis & attention_mask[:, None, :K.shape[1]].bool()
-            split = lambda t: t.view(B, t.shape[1], H, -1).transpose(1, 2)  # noqa: E731
-            s = split(q) @ split(K).transpose(-1, -2) / (self.dim // H) ** .5
-            s = s.masked_fill(~vis[:, None], float("-inf"))
-            p = torch.softmax(s, -1).nan_to_num(0.0)  # a query with no visible key reads nothing
-            h = h + (p @ split(V)).transpose(1, 2).reshape(B, n, -1) @ w["o"]
+            if self.attention == "op" and noisy_length is not None and visibility is None:
+                h = h + _op_training_attention(q, k, v, H, b, noisy_length) @ w["o"]
+            else:
+                split = lambda t: t.view(B, t.shape[1], H, -1).transpose(1, 2).to(self.attention_dtype)  # noqa: E731
+                s = split(q) @ split(K).transpose(-1, -2) / (self.dim // H) ** .5
+                s = s.masked_fill(~vis[:, None], float("-inf"))
+                p = torch.softmax(s, -1).nan_to_num(0.0)  # a query with no visible key reads nothing
+                h = h + (p @ split(V)).transpose(1, 2).reshape(B, n, -1).double() @ w["o"]
             h = h + torch.nn.functional.gelu(h @ w["w1"]) @ w["w2"]
         if return_hidden:
             return h
         return (h @ self.head.T).to(self.logits_dtype)
+
+
+def _op_training_attention(q, k, v, heads, block, noisy_length):
+    """The x_t ⊕ x_0 attention through the package's op (contract B), float32; k/v go in as the
+    new rows of a scratch cache so that the op's autograd reaches them."""
+    from diffusion_kernels import attention_with_kv_cache
+    B, n, _ = q.shape
+    split = lambda t: t.float().view(B, n, heads, -1)  # noqa: E731
+    k32, v32 = split(k), split(v)
+    o = attention_with_kv_cache(split(q), torch.empty_like(k32.detach()), torch.empty_like(v32.detach()), k32, v32,
+                                cache_seqlens=0, causal_block_size=block, noisy_length=noisy_length)
+    return o.reshape(B, n, -1).double()
 
 
 class EOSAt(torch.nn.Module):

@@ -100,3 +100,19 @@ def test_bad_arguments_name_themselves():
         block_diffusion_inputs(x0, MASK, BLOCK, t=torch.rand(B, 2))
     with pytest.raises(ValueError, match=r"\[batch, 2L or L"):
         block_diffusion_loss(lambda x, noisy_length: torch.zeros(B, 5, 4), x0, mask_id=MASK, block_size=BLOCK)
+
+
+def test_the_ops_training_layout_gives_the_dense_loss():
+    # The same loss through attention_with_kv_cache(causal_block_size, noisy_length) in float32,
+    # against the float64 dense mask: its error at most twice PyTorch's own float32 attention's.
+    x0 = torch.randint(0, MASK, (B, L), generator=torch.Generator().manual_seed(6))
+    results = {}
+    for mode, dtype in (("dense", torch.float64), ("dense", torch.float32), ("op", torch.float32)):
+        model = _model()
+        model.attention, model.attention_dtype = mode, dtype
+        loss = block_diffusion_loss(model, x0, mask_id=MASK, block_size=BLOCK, seed=9)
+        results[(mode, dtype)] = (loss.detach(), torch.autograd.grad(loss, model.parameters_list()))
+    ref, torch32, op = results[("dense", torch.float64)], results[("dense", torch.float32)], results[("op", torch.float32)]
+    for got, base, want in zip((op[0],) + op[1], (torch32[0],) + torch32[1], (ref[0],) + ref[1]):
+        err, base_err = (got - want).abs().max(), (base - want).abs().max()
+        assert err <= 2 * base_err + 1e-6 * want.abs().max(), (float(err), float(base_err))

@@ -29,7 +29,7 @@ def start_ids(g, batch, block):
     return ids
 
 
-@pytest.mark.parametrize("rule", [JointThreshold(), JointThreshold(0.7, 0.2, 2, 0.0), JointThreshold(0.4, 0.0, 0, 1.25),
+@pytest.mark.parametrize("rule", [JointThreshold(max_post_edit_steps=4), JointThreshold(0.7, 0.2, 2, 0.0), JointThreshold(0.4, 0.0, 0, 1.25),
                                   JointThreshold(0.9, 0.5, 3, 0.5)])
 def test_matches_sglang_transcription(rule):
     g = torch.Generator().manual_seed(int(rule.threshold * 100))
@@ -115,3 +115,29 @@ def test_docstring_examples():
     for module in (editing, sglang, vllm, dinfer):
         result = doctest.testmod(module, extraglobs={"torch": torch})
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+@pytest.mark.emulated
+def test_emulated_cuda_kernels_make_the_same_decisions(monkeypatch):
+    """The step on the CUDA kernels (run by the SIMT emulator) edits exactly as on the CPU ones."""
+    import diffusion_kernels.decoding.editing as editing
+    import diffusion_kernels.decoding.rules as rules
+    from diffusion_kernels.testing import emulated
+    g = torch.Generator().manual_seed(4)
+    rule = JointThreshold(0.6, 0.1, 1, 0.75)
+    ids = start_ids(g, 4, 8)
+    logits = [block_logits(g, 4, 8) for _ in range(4)]
+    runs = []
+    for use_emulator in (False, True):
+        if use_emulator:
+            monkeypatch.setattr(editing, "masked_confidence", emulated.masked_confidence)
+            monkeypatch.setattr(rules, "select_transfer", emulated.select_transfer)
+        x = ids.clone()
+        state = EditState.start(x, MASK)
+        trace = []
+        for step_logits in logits:
+            res = joint_threshold_step(step_logits, x, rule, mask_id=MASK, state=state)
+            trace.append((x.clone(), res.done.clone(), state.post_edit_steps.clone(), state.finished.clone()))
+        runs.append(trace)
+    for cpu, emu in zip(*runs):
+        assert all(torch.equal(a, b) for a, b in zip(cpu, emu))

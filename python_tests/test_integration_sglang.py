@@ -128,7 +128,7 @@ def test_low_confidence_matches_stock(sglang, seed, threshold):
     {"threshold": 0.8, "edit_threshold": 0.3, "max_post_edit_steps": 3},
     {"threshold": 0.6, "edit_threshold": 0.1, "max_post_edit_steps": 0, "penalty_lambda": 1.5},
     {"threshold": 0.95, "edit_threshold": 0.0, "max_post_edit_steps": 5, "penalty_lambda": 0.75},
-    {"threshold": 1.0, "edit_threshold": 2.0, "penalty_lambda": -1.0},  # no M2T above 1, no edits, penalty off
+    {"threshold": 1.0, "edit_threshold": 2.0, "max_post_edit_steps": 2, "penalty_lambda": -1.0},  # fallback only
 ])
 @pytest.mark.parametrize("seed", range(2))
 def test_joint_threshold_matches_stock(sglang, seed, config):

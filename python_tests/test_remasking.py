@@ -200,7 +200,7 @@ def test_rl_demo_runs_the_whole_loop(capsys):
     from diffusion_kernels.demo import rl
 
     res = rl.main(["--iters", "1", "--prompts", "2", "--group", "2", "--updates", "1", "--steps", "2",
-                   "--eval-prompts", "4", "--eval-seeds", "1"])
+                   "--group-steps", "1", "--eval-prompts", "4", "--eval-seeds", "1"])
     for when in ("before", "after"):
         assert 0.0 <= res[when]["exact"] <= res[when]["digits"] <= 1.0
     out = capsys.readouterr().out
