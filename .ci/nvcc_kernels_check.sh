@@ -9,7 +9,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 nvcc=${CUDA_HOME:+$CUDA_HOME/bin/nvcc}
 [[ -n "$nvcc" && -x "$nvcc" ]] || nvcc=$(command -v nvcc) || { echo "nvcc not found" >&2; exit 2; }
 declare -A EXPECT=(
-  [masked_confidence]="shfl.sync.bfly atom.shared.add.u64"
+  [masked_confidence]="shfl.sync.bfly atom.shared.add.u64 ld.global.nc.v4.u32"
   [attention]="mma.sync.aligned.m16n8k16 ldmatrix cp.async"
   # p_mask must round like the CPU's two tensor ops: an uncontractable multiply, not an FMA (nvcc
   # fuses a plain one; the emulator cannot see contraction)

@@ -7,6 +7,8 @@ LLaDA-8B attention shapes: 32 heads x 128.
     python bench/summarize.py bench/results/attention.json
 
 The target is a dual-cache step at least 0.7 x (L / 32) times faster than full recompute.
+test_block_decode_step (results: bench/results/attention_block.json): the block-causal step of
+block diffusion over an exact cache against recomputing the sequence block-causally.
 """
 import functools
 
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 import diffusion_kernels as dk
+from diffusion_kernels import reference
 from research_baselines import fast_dllm_dual_cache_attention, full_recompute_attention
 
 HEADS, HEAD_DIM, BLOCK = 32, 128, 32
@@ -49,3 +52,40 @@ def test_dual_cache_step(benchmark, impl, dtype, batch, length):
     benchmark.extra_info.update(impl=impl, batch=batch, length=length, dtype=str(dtype), target=0.7 * length / BLOCK)
     slow = impl == "full_recompute"
     benchmark.pedantic(fn, args=args, rounds=7 if slow else 30, iterations=1, warmup_rounds=1)
+
+
+# Block diffusion (LLaDA2-mini's attention: 16 query / 4 KV heads x 128, block 32): one decoding
+# step of the last block over the exact cache (store_kv=False, as SDAR/LLaDA2 decode before the
+# block is final) against recomputing all L positions block-causally, with our op (which skips
+# the tiles above the block diagonal: its ideal ratio is about L / (2 block)) and with SDPA given
+# the dense boolean mask (what a model without the op runs: the ideal is L / block).
+BD_HEADS, BD_KV_HEADS, BD_BLOCK = 16, 4, 32
+
+
+@pytest.mark.parametrize("impl", ["ours", "ours_recompute", "sdpa_dense_mask"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("length", [512, 1024])
+def test_block_decode_step(benchmark, impl, dtype, length):
+    g = torch.Generator().manual_seed(0)
+    mk = lambda *s: torch.randn(*s, generator=g).to(dtype)  # noqa: E731
+    q, k, v = mk(1, length, BD_HEADS, HEAD_DIM), mk(1, length, BD_KV_HEADS, HEAD_DIM), mk(1, length, BD_KV_HEADS, HEAD_DIM)
+    start = (length - 1) // BD_BLOCK * BD_BLOCK  # the last block
+    if impl == "ours":
+        fn = functools.partial(dk.attention_with_kv_cache, cache_seqlens=start, causal_block_size=BD_BLOCK,
+                               store_kv=False)
+        args = (q[:, start:].contiguous(), k.clone(), v.clone(), k[:, start:].contiguous(), v[:, start:].contiguous())
+    elif impl == "ours_recompute":
+        fn = functools.partial(dk.attention_with_kv_cache, causal_block_size=BD_BLOCK)
+        args = (q, k.clone(), v.clone())
+    else:
+        mask = reference.attention_block_mask(torch.zeros(1, dtype=torch.int64), length, length, BD_BLOCK)[:, None]
+
+        def fn(q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, enable_gqa=True).transpose(1, 2)
+        args = (q, k, v)
+    fn(*args)  # warm-up
+    benchmark.group = (f"block-causal decode step L={length} {BD_HEADS}/{BD_KV_HEADS}x{HEAD_DIM} block {BD_BLOCK} "
+                       f"{dtype}").replace("torch.", "")
+    benchmark.extra_info.update(impl=impl, batch=1, length=length, dtype=str(dtype), target=0.7 * length / BD_BLOCK)
+    benchmark.pedantic(fn, args=args, rounds=5 if impl != "ours" else 20, iterations=1, warmup_rounds=1)

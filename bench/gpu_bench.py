@@ -11,6 +11,7 @@ bandwidths of the same card are measured in the same run, as the ceilings of the
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -126,7 +127,33 @@ def confidence_rows(device, quick, reps):
                 row = timed_row(fn, ring, device, reps if impl == "ours" else max(3, reps // 4),
                                 group=f"masked_confidence {case} {list(shape)} bf16", impl=impl)
                 rows.append(dict(row, gbps=nbytes / row["seconds"] / 1e9))
+        rows += greedy_variant_rows(ring, device, reps, nbytes, f"masked_confidence greedy {list(shape)} bf16")
         del ring
+    return rows
+
+
+GREEDY_VARIANTS = ("v1", "v2")  # DK_MC_KERNEL values (csrc/kernels/masked_confidence_launch.cu)
+
+
+def greedy_variant_rows(ring, device, reps, nbytes, group):
+    """The greedy kernel's variants timed one after the other on the same inputs (A/B), each row
+    saying whether its tokens equal v1's and how far its confidences are from v1's."""
+    saved = os.environ.get("DK_MC_KERNEL")
+    rows, first = [], None
+    try:
+        for variant in GREEDY_VARIANTS:
+            os.environ["DK_MC_KERNEL"] = variant  # read by the launcher at every call
+            fn = lambda l, x: dk.masked_confidence(l, x, MASK_ID)  # noqa: E731
+            x0, conf = fn(*ring[0])
+            first = first or (x0, conf)
+            row = timed_row(fn, ring, device, reps, group=group, impl=f"ours DK_MC_KERNEL={variant}")
+            rows.append(dict(row, gbps=nbytes / row["seconds"] / 1e9, tokens_equal_v1=bool(torch.equal(x0, first[0])),
+                             max_abs_conf_diff_v1=float((conf - first[1]).abs().nan_to_num(0.0).max())))
+    finally:
+        if saved is None:
+            os.environ.pop("DK_MC_KERNEL", None)
+        else:
+            os.environ["DK_MC_KERNEL"] = saved
     return rows
 
 

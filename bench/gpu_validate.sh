@@ -6,7 +6,8 @@
 #   - the extension built in place for this GPU (torch and nvcc of the machine, no pip);
 #   - the CUDA tests (pytest -m cuda), with compute-sanitizer memcheck and racecheck over the
 #     small cases running beside them;
-#   - bench/gpu_bench.py on the otherwise idle GPU.
+#   - bench/gpu_bench.py on the otherwise idle GPU, with the greedy masked_confidence kernel's
+#     variants timed A/B on the same inputs (DK_MC_KERNEL=v1, v2: rows "ours DK_MC_KERNEL=...").
 # Logs go to $OUT (the device tool's folder) or $DK_GPU_LOGS, at most 8 files.
 #   bash bench/gpu_validate.sh        (from anywhere; needs nvidia-smi, nvcc and torch with CUDA)
 set -uo pipefail

@@ -7,6 +7,7 @@ after its clean prefix, which is what the exact-cache sampler feeds the model.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -105,7 +106,10 @@ def block_diffusion_loss(model, x0: torch.Tensor, *, mask_id: int, block_size: O
         model: called as ``model(inputs, noisy_length=L)`` on the ``[B, 2L]`` layout, positions
             ``i mod L``, the training-layout attention; returns logits ``[B, 2L or L, V]`` (or an
             output with ``.logits``), or with ``lm_head_weight`` the final hidden states
-            ``[B, 2L or L, H]``. Only the first ``L`` rows (the noisy half) are read.
+            ``[B, 2L or L, H]``. Only the first ``L`` rows (the noisy half) are read. A model
+            whose forward names the keywords (:class:`~diffusion_kernels.models.BlockDiffusionModel`)
+            also gets ``noisy_only=True`` (the clean half skips the head) and, with
+            ``lm_head_weight``, ``return_hidden=True``.
         x0: ``[B, L]`` int64 clean tokens.
         mask_id, block_size: the ``[MASK]`` id; the block size (default ``model.config.block_size``).
         eps, t, seed, offset, prompt_lengths: the noising, see :func:`block_diffusion_inputs`.
@@ -121,10 +125,20 @@ def block_diffusion_loss(model, x0: torch.Tensor, *, mask_id: int, block_size: O
     Examples:
         >>> import torch
         >>> from diffusion_kernels.block_diffusion_loss import block_diffusion_loss
-        >>> emb = torch.nn.Embedding(100, 100)
-        >>> model = lambda x, noisy_length: emb(x)            # any model of the layout
-        >>> loss = block_diffusion_loss(model, torch.randint(0, 99, (2, 8)), mask_id=99, block_size=4)
+        >>> from diffusion_kernels.models import BlockDiffusionConfig, BlockDiffusionModel
+        >>> model = BlockDiffusionModel(BlockDiffusionConfig(block_size=4, mask_token_id=63))
+        >>> x0 = torch.randint(0, 63, (2, 8))
+        >>> loss = block_diffusion_loss(model, x0, mask_id=63)
+        >>> fused = block_diffusion_loss(model, x0, mask_id=63, lm_head_weight=model.lm_head_weight)
+        >>> torch.allclose(loss, fused, atol=1e-5)
+        True
         >>> loss.backward()
+
+        Any model of the layout works, e.g. a stand-in without attention:
+
+        >>> emb = torch.nn.Embedding(100, 100)
+        >>> loss = block_diffusion_loss(lambda x, noisy_length: emb(x), torch.randint(0, 99, (2, 8)), mask_id=99,
+        ...                             block_size=4)
     """
     if block_size is None:
         block_size = getattr(getattr(model, "config", None), "block_size", None)
@@ -133,7 +147,11 @@ def block_diffusion_loss(model, x0: torch.Tensor, *, mask_id: int, block_size: O
     batch = block_diffusion_inputs(x0, mask_id, block_size, eps=eps, t=t, seed=seed, offset=offset,
                                    prompt_lengths=prompt_lengths)
     L = x0.shape[1]
-    out = model(batch.inputs, noisy_length=L)
+    named = _named_keywords(model)
+    options = {k: True for k in ("noisy_only", "return_hidden") if k in named}
+    if lm_head_weight is None:
+        options.pop("return_hidden", None)
+    out = model(batch.inputs, noisy_length=L, **options)
     out = out.logits if hasattr(out, "logits") else out
     if not isinstance(out, torch.Tensor) or out.dim() != 3 or out.shape[0] != x0.shape[0] or out.shape[1] not in (L, 2 * L):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -146,3 +164,13 @@ def block_diffusion_loss(model, x0: torch.Tensor, *, mask_id: int, block_size: O
     return fused_linear_masked_diffusion_loss(noisy_out, lm_head_weight, x0, batch.masked, batch.p_mask,
                                               normalize=normalize, reduction=reduction,
                                               prompt_lengths=prompt_lengths, chunk_size=chunk_size)
+
+
+def _named_keywords(model) -> frozenset:
+    """The keyword parameters the model's call names explicitly (none when it cannot be inspected)."""
+    call = model.forward if isinstance(model, torch.nn.Module) else model  # a Module's __call__ takes *args
+    try:
+        params = inspect.signature(call).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))

@@ -31,8 +31,9 @@ def _decode(model, prompt, am, gen, plan, *, cache="exact", proposal=Proposal(),
     x[:, :Lp] = prompt
     order = torch.full_like(x, -1)
     full = None if am is None else torch.cat([am, torch.ones(B, gen, dtype=torch.bool)], 1)
-    loop = BlockDiffusionLoop(model, plan, proposal, mask_id=MASK, prompt_length=Lp,
-                              block_size=model.config.block_size, cache=cache, attention_mask=full, seed=seed, **kw)
+    kw.setdefault("block_size", model.config.block_size)
+    loop = BlockDiffusionLoop(model, plan, proposal, mask_id=MASK, prompt_length=Lp, cache=cache, attention_mask=full,
+                              seed=seed, **kw)
     nfe = loop.run(x, order)
     return x, order, nfe
 
@@ -58,6 +59,14 @@ def test_exact_cache_equals_uncached(plan, batch, prompt_len, gen):
     assert not (x == MASK).any()
     assert torch.equal(x, x_ref) and torch.equal(order, order_ref)
     assert nfe == nfe_ref
+
+
+def test_two_model_blocks_decoded_together_stay_exact():
+    model = TinyBlockLM(block_size=4)
+    prompt, am = _prompts(2, 5)
+    a = _decode(model, prompt, am, 15, LLaDAPlan(3), block_size=8)
+    b = _decode(model, prompt, am, 15, LLaDAPlan(3), block_size=8, cache=None)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2] == 3 * 3
 
 
 def test_cached_forwards_run_one_block_and_commit_once():
@@ -278,6 +287,9 @@ def test_bad_run_arguments_leave_x_unchanged():
                        ((x, torch.full_like(x, -1)), "'attention_mask'")]:
         with pytest.raises(ValueError, match=name):
             loop.run(*args)
+    off_grid = BlockDiffusionLoop(model, LLaDAPlan(2), Proposal(), mask_id=MASK, prompt_length=4, block_size=6)
+    with pytest.raises(ValueError, match="'block_size'"):
+        off_grid.run(x, torch.full_like(x, -1))
     assert torch.equal(x, before) and not model.calls
 
 
@@ -292,3 +304,26 @@ def test_v2_first_token_of_a_block_is_the_argmax_of_the_prefix():
     for bs in (8, 12, 16):
         assert torch.equal(x[:, bs], model(x[:, :bs])[:, -1].argmax(-1))
         assert (order[:, bs, None] < order[:, bs + 1:bs + 4]).all()  # committed first in its block
+
+
+def test_block_cache_of_the_package_model_is_exact_for_one_layer():
+    # BlockDiffusionModel with one layer: a sub-block step over v2's block cache must read the rest
+    # of its block from the cache (the block-causal rule shows it), so it decodes as the exact cache.
+    from diffusion_kernels.models import BlockDiffusionConfig, BlockDiffusionModel
+    from model_checkpoints import randomize
+
+    model = randomize(BlockDiffusionModel(BlockDiffusionConfig(
+        vocab_size=MASK + 1, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, block_size=8, mask_token_id=MASK)), seed=3)
+    lengths = []
+    model.register_forward_pre_hook(lambda _, args: lengths.append(args[0].shape[1]))
+    prompt, am = _prompts(2, 8)
+    plan, proposal = UntilDone(Threshold(0.5, strict=True)), Proposal(suppress_ids=(MASK,))
+    with torch.no_grad():
+        for shift in (False, True):
+            exact = _decode(model, prompt, am, 24, plan, proposal=proposal, sub_block=4, shift_logits=shift)
+            lengths.clear()
+            cached = _decode(model, prompt, am, 24, plan, proposal=proposal, cache="block", sub_block=4,
+                             shift_logits=shift)
+            assert torch.equal(exact[0], cached[0]) and torch.equal(exact[1], cached[1])
+            assert 4 in lengths  # some steps ran a sub-block alone over the block's cached K/V

@@ -116,3 +116,29 @@ def test_the_ops_training_layout_gives_the_dense_loss():
     for got, base, want in zip((op[0],) + op[1], (torch32[0],) + torch32[1], (ref[0],) + ref[1]):
         err, base_err = (got - want).abs().max(), (base - want).abs().max()
         assert err <= 2 * base_err + 1e-6 * want.abs().max(), (float(err), float(base_err))
+
+
+def test_the_package_model_through_its_training_forward():
+    # BlockDiffusionModel takes the layout itself; the loss asks it for the noisy half only (and
+    # for hidden states on the fused path): the same loss and gradients as from its full logits.
+    from diffusion_kernels import masked_diffusion_loss
+    from diffusion_kernels.models import BlockDiffusionConfig, BlockDiffusionModel
+
+    torch.manual_seed(0)
+    model = BlockDiffusionModel(BlockDiffusionConfig(vocab_size=MASK + 1, hidden_size=32, intermediate_size=48,
+                                                     num_attention_heads=4, num_key_value_heads=2, block_size=BLOCK,
+                                                     mask_token_id=MASK))
+    calls = []
+    model.register_forward_pre_hook(lambda _, args, kwargs: calls.append(set(kwargs)), with_kwargs=True)
+    params = list(model.parameters())
+    x0 = torch.randint(0, MASK, (B, L), generator=torch.Generator().manual_seed(2))
+    batch = block_diffusion_inputs(x0, MASK, BLOCK, seed=4)
+    want = masked_diffusion_loss(model(batch.inputs, noisy_length=L)[:, :L], x0, batch.masked, batch.p_mask)
+    want_grads = torch.autograd.grad(want, params)
+    for head in (None, model.lm_head_weight):
+        calls.clear()
+        got = block_diffusion_loss(model, x0, mask_id=MASK, seed=4, lm_head_weight=head)
+        assert calls == [{"noisy_length", "noisy_only"} | ({"return_hidden"} if head is not None else set())]
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        for g, w in zip(torch.autograd.grad(got, params), want_grads):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)

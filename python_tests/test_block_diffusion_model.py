@@ -5,6 +5,7 @@ import torch
 
 from diffusion_kernels.models import BlockDiffusionConfig, BlockDiffusionModel
 
+from block_models import one_thread
 from model_checkpoints import randomize, rewrite_shard, shard_holding, write_checkpoint
 
 MASK, VOCAB, BLOCK = 37, 38, 4
@@ -19,6 +20,8 @@ VARIANTS = {
                    partial_rotary_factor=0.5, attention_bias=True, attention_out_bias=False),
 }
 
+_one_thread = pytest.fixture(autouse=True)(one_thread)  # tiny models: torch's thread pool only costs
+
 
 def tiny(variant, seed=0, **kw):
     m = randomize(BlockDiffusionModel(BlockDiffusionConfig(**{**SIZES, **VARIANTS[variant], **kw})), seed)
@@ -30,21 +33,27 @@ def tiny(variant, seed=0, **kw):
     return m
 
 
-def eager_reference(m: BlockDiffusionModel, x, attention_mask=None):
-    """The block-diffusion forward written out in float64 from the public model definitions, token
-    by token for the experts: q/k RMSNorm on the head dim, then rotate-half RoPE on the leading
-    rotary share of the head, GQA (query head h reads kv head h // (H / Hkv)), a position sees
-    the non-pad keys of its own block and the blocks before, SwiGLU or routed experts."""
-    p = {k: v.double() for k, v in m.state_dict().items()}
+def eager_reference(m: BlockDiffusionModel, x, attention_mask=None, *, visible=None, positions=None,
+                    dtype=torch.float64):
+    """The block-diffusion forward written out in ``dtype`` (float64: the reference) from the public
+    model definitions, token by token for the experts: q/k RMSNorm on the head dim, then rotate-half
+    RoPE on the leading rotary share of the head, GQA (query head h reads kv head h // (H / Hkv)), a
+    position sees the non-pad keys of its own block and the blocks before (or ``visible [T, T]``),
+    SwiGLU or routed experts. ``positions [T]``: the RoPE positions (default ``arange(T)``).
+    Differentiable with respect to the model's parameters."""
+    p = {k: v.to(dtype) for k, v in [*m.named_parameters(), *m.named_buffers()]}
     c = m.config
     B, T = x.shape
     H, Hkv, D, R = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.rotary_dim
     keys_ok = torch.ones(B, T, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    blk = torch.arange(T) // c.block_size
-    visible = (blk[None, :] <= blk[:, None])[None, None] & keys_ok[:, None, None, :]
+    if visible is None:
+        blk = torch.arange(T) // c.block_size
+        visible = blk[None, :] <= blk[:, None]
+    visible = visible[None, None] & keys_ok[:, None, None, :]
     inv = 1.0 / c.rope_theta ** (torch.arange(0, R, 2, dtype=torch.float64) / R)
-    ang = torch.arange(T, dtype=torch.float64)[:, None] * inv
-    ang = torch.cat([ang, ang], -1)
+    pos = torch.arange(T) if positions is None else positions
+    ang = pos.to(torch.float64)[:, None] * inv
+    ang = torch.cat([ang, ang], -1).to(dtype)
 
     def rope(t):  # [B, heads, T, D]
         r, rest = t[..., :R], t[..., R:]
@@ -74,7 +83,7 @@ def eager_reference(m: BlockDiffusionModel, x, attention_mask=None):
                 choice = s + p[pre + "gate.expert_bias"]
                 per = E // c.n_group
                 value = [choice[g * per:(g + 1) * per].topk(2).values.sum() for g in range(c.n_group)]
-                kept = torch.tensor(value).topk(c.topk_group).indices.tolist()
+                kept = torch.stack(value).topk(c.topk_group).indices.tolist()
                 allowed = torch.tensor([e // per in kept for e in range(E)])
                 idx = choice.masked_fill(~allowed, -torch.inf).topk(k).indices
                 w = s[idx] / s[idx].sum() * c.routed_scaling_factor
@@ -179,6 +188,123 @@ def test_training_forward_has_gradients_through_the_block_rule():
     attn = m.model.layers[1].self_attn
     assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
                for p in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight))
+
+
+def _training_visibility(L, b):
+    """BD3-LM's [2L, 2L] mask written position by position: a noisy query (i < L) sees the noisy
+    keys of its block and the clean keys of earlier blocks; a clean query the clean blocks <= its own."""
+    m = torch.zeros(2 * L, 2 * L, dtype=torch.bool)
+    for i in range(2 * L):
+        for j in range(2 * L):
+            bi, bj = (i % L) // b, (j % L) // b
+            m[i, j] = ((j < L and bj == bi) or (j >= L and bj < bi)) if i < L else (j >= L and bj <= bi)
+    return m
+
+
+def _training_batch(B=2, L=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randint(0, MASK, (B, L), generator=g)
+    x_t = x0.masked_fill(torch.rand(B, L, generator=g) < 0.5, MASK)
+    return x0, torch.cat([x_t, x0], 1)
+
+
+@pytest.mark.parametrize("variant", ["sdar", "llada2"])
+def test_training_forward_equals_the_dense_mask_computation(variant):
+    # The x_t ⊕ x_0 forward through the op's noisy_length rule (float32) against the eager forward
+    # with an explicit [2L, 2L] mask and positions arange(L) twice, in float64: logits of the noisy
+    # half and the gradients of a loss on them, each within twice PyTorch's own float32 error.
+    m = tiny(variant, seed=5).train()
+    L = 10  # not a multiple of the block: the last block of each half is partial
+    x0, inputs = _training_batch(L=L)
+    targets = torch.randint(0, MASK, x0.shape, generator=torch.Generator().manual_seed(1))
+    params = [p for _, p in m.named_parameters()]
+    dense = dict(visible=_training_visibility(L, BLOCK), positions=torch.arange(L).repeat(2))
+
+    def loss_of(logits):
+        return torch.nn.functional.cross_entropy(logits[:, :L].reshape(-1, VOCAB).double(), targets.reshape(-1))
+
+    results = {}
+    for name, run in (("op", lambda: m(inputs, noisy_length=L, noisy_only=True)),
+                      ("torch32", lambda: eager_reference(m, inputs, dtype=torch.float32, **dense)[:, :L]),
+                      ("ref", lambda: eager_reference(m, inputs, **dense)[:, :L])):
+        logits = run()
+        results[name] = [logits.detach().double()] + list(torch.autograd.grad(loss_of(logits), params))
+    assert results["op"][0].shape == (2, L, VOCAB)
+    for (pname, _), got, base, want in zip([("logits", None), *m.named_parameters()], *(
+            results[k] for k in ("op", "torch32", "ref"))):
+        err, base_err = (got.double() - want.double()).abs().max(), (base.double() - want.double()).abs().max()
+        assert err <= 2 * base_err + 1e-6 * want.abs().max(), (pname, float(err), float(base_err))
+    # every parameter that the noisy half reaches gets a gradient (the experts a token was routed to)
+    grads = dict(zip([n for n, _ in m.named_parameters()], results["op"][1:]))
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    assert all(g.abs().sum() > 0 for n, g in grads.items() if "experts" not in n or "shared" in n)
+
+
+def test_training_forward_options_and_the_decoding_it_trains_for():
+    m = tiny("sdar-moe", seed=6)
+    L = 12
+    x0, inputs = _training_batch(L=L, seed=2)
+    mask = torch.ones(2, L, dtype=torch.long)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        full = m(inputs, noisy_length=L)
+        noisy = m(inputs, noisy_length=L, noisy_only=True)
+        hidden = m(inputs, noisy_length=L, noisy_only=True, return_hidden=True)
+        padded = m(inputs, noisy_length=L, attention_mask=mask)
+        padded2 = m(inputs, noisy_length=L, attention_mask=mask.repeat(1, 2))
+        assert full.shape == (2, 2 * L, VOCAB) and noisy.shape == (2, L, VOCAB) and hidden.shape == (2, L, 32)
+        torch.testing.assert_close(noisy, full[:, :L], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(hidden @ m.lm_head_weight.T, noisy, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(padded, padded2, atol=0, rtol=0)
+        # noisy block n = the uncached decoding forward of (clean blocks < n, noisy block n)
+        for n in range(L // BLOCK):
+            s, e = n * BLOCK, (n + 1) * BLOCK
+            seq = torch.cat([x0[:, :s], inputs[:, s:e]], 1)
+            torch.testing.assert_close(noisy[:, s:e], m(seq)[:, s:e], atol=3e-5, rtol=3e-5)
+            valid = mask[:, :e].bool()
+            torch.testing.assert_close(padded[:, s:e][valid[:, s:]], m(seq, attention_mask=mask[:, :e])[:, s:e][
+                valid[:, s:]], atol=3e-5, rtol=3e-5)
+    with pytest.raises(ValueError, match="'noisy_length'"):
+        m(inputs, noisy_length=L + 1)
+    with pytest.raises(ValueError, match="'noisy_length'.*'kv_cache'"):
+        m(inputs, noisy_length=L, kv_cache=m.init_cache(2, 2 * L))
+    with pytest.raises(ValueError, match="'noisy_only' needs 'noisy_length'"):
+        m(inputs, noisy_only=True)
+    with pytest.raises(ValueError, match="'attention_mask'"):
+        m(inputs, noisy_length=L, attention_mask=torch.ones(2, 5))
+    with pytest.raises(TypeError, match="'return_hidden'"):
+        m(inputs, return_hidden=1)
+
+
+def test_a_sub_block_step_reads_the_rest_of_its_block_from_the_cache():
+    # Fast-dLLM v2's block cache: once the block's K/V are written, a step on a sub-block sees the
+    # rest of its block (the block-causal rule), and none of the blocks after it.
+    m = tiny("llada2", seed=8)
+    x, mask = _batch(True, seed=9, length=16)
+    B, L = x.shape
+    with torch.no_grad():
+        kv = m.init_cache(B, L)
+        m(x, attention_mask=mask, kv_cache=kv, start=0)   # every block written
+        full = m(x[:, :12], attention_mask=mask[:, :12])
+        for s in (8, 9, 10):
+            step = m(x[:, s:s + 2], attention_mask=mask, kv_cache=kv, start=s, store_kv=False)
+            torch.testing.assert_close(step, full[:, s:s + 2], atol=3e-5, rtol=3e-5)
+
+
+def test_a_fresh_model_is_deterministic_and_finite_moe_included():
+    # Every parameter is initialised (the router too): the same seed builds the same model, and
+    # its logits are finite.
+    for variant in ("sdar-moe", "llada2"):
+        models = []
+        for _ in range(2):
+            torch.manual_seed(11)
+            models.append(BlockDiffusionModel(BlockDiffusionConfig(**{**SIZES, **VARIANTS[variant]})))
+        a, b = (dict(mm.state_dict()) for mm in models)
+        assert all(torch.equal(a[k], b[k]) and torch.isfinite(a[k]).all() for k in a)
+        gate = a["model.layers.1.mlp.gate.weight"]
+        assert gate.abs().max() <= 1 / gate.shape[1] ** 0.5  # nn.Linear's bound, as every projection
+        with torch.no_grad():
+            assert torch.isfinite(models[0](torch.randint(0, VOCAB, (2, 9)))).all()
 
 
 # -- checkpoints -------------------------------------------------------------------------------

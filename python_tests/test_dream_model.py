@@ -204,3 +204,23 @@ def test_forward_checks_its_arguments():
         m(x, attention_mask=torch.ones(2, 4))
     with pytest.raises(ValueError, match="'kv_cache'"):
         m(x, kv_cache=m.init_cache(3, 8))
+
+
+def test_hidden_states_feed_the_fused_head_paths():
+    # return_hidden=True gives the final normed states; rl's fused_linear_* scores (shifted logits)
+    # equal the logits path.
+    from functools import partial
+
+    from diffusion_kernels.rl import fused_linear_one_step_log_probs, one_step_log_probs
+
+    m = tiny_dream(seed=7)
+    x, mask = _left_padded(seed=3)
+    hidden = m(x, attention_mask=mask, return_hidden=True)
+    assert hidden.shape == (3, 9, m.config.hidden_size)
+    torch.testing.assert_close(hidden @ m.lm_head_weight.T, m(x, attention_mask=mask), atol=1e-5, rtol=1e-5)
+    kw = dict(mask_id=MASK, seed=1, prompt_mask_p=0.2, attention_mask=mask[:, :6], shift_logits=True)
+    want = one_step_log_probs(m, x[:, :6], x[:, 6:], **kw)
+    got = fused_linear_one_step_log_probs(partial(m, return_hidden=True), m.lm_head_weight, x[:, :6], x[:, 6:], **kw)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(TypeError, match="'return_hidden'"):
+        m(x, return_hidden="yes")

@@ -151,3 +151,30 @@ def test_forward_checks_the_mask_and_the_cache_window():
         m(x, kv_cache=m.init_cache(3, 8))
     with pytest.raises(ValueError, match="'attention_mask'"):
         m(x, kv_cache=kv, start=5, attention_mask=torch.ones(2, 3))
+
+
+def test_hidden_states_feed_the_fused_head_paths():
+    # return_hidden=True gives the final normed states: with lm_head_weight they are the logits,
+    # and rl's fused_linear_* scores equal the logits path (tied heads too), with gradients.
+    from functools import partial
+
+    from diffusion_kernels.rl import fused_linear_one_step_log_probs, one_step_log_probs
+
+    for tied in (False, True):
+        m = tiny_llada(seed=5)
+        if tied:
+            m = LLaDAModel(LLaDAConfig(**{**m.config.__dict__, "weight_tying": True}))
+        x = torch.randint(0, 30, (2, 7))
+        hidden = m(x, return_hidden=True)
+        assert hidden.shape == (2, 7, m.config.d_model)
+        torch.testing.assert_close(hidden @ m.lm_head_weight.T, m(x), atol=1e-5, rtol=1e-5)
+        prompt, completion = x[:, :4], x[:, 4:]
+        kw = dict(mask_id=m.mask_id, seed=3, prompt_mask_p=0.3)
+        want = one_step_log_probs(m, prompt, completion, **kw)
+        got = fused_linear_one_step_log_probs(partial(m, return_hidden=True), m.lm_head_weight, prompt, completion,
+                                              **kw)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        got.sum().backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    with pytest.raises(TypeError, match="'return_hidden'"):
+        m(x, return_hidden=None)

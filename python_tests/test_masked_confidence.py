@@ -443,3 +443,74 @@ def test_low_temperature_terms_far_below_the_max(temperature):
     for kind in ("prob", "margin", "neg_entropy"):
         run_and_compare(dk.masked_confidence, logits, x, temperature=temperature, confidence=kind, return_lse=True)
     run_and_compare(dk.masked_confidence, logits, x, temperature=temperature, top_p=0.9, confidence="neg_entropy")
+
+
+# The greedy CUDA kernel's two variants (DK_MC_KERNEL, csrc/kernels/masked_confidence_launch.cu):
+# v1 streams scalars, v2 (masked_confidence_vec.cuh) 16-byte vectors with a scalar head and tail.
+GREEDY_VARIANTS = ["v1", "v2"]
+
+
+@pytest.fixture(params=GREEDY_VARIANTS)
+def variant(request, monkeypatch):
+    monkeypatch.setenv("DK_MC_KERNEL", request.param)
+    return request.param
+
+
+@backends("emulated", "cuda")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("vocab,offset", [(1003, 3), (4099, 1)], ids=["one-block", "split"])
+def test_greedy_variants_on_awkward_rows(backend, variant, vocab, offset, dtype):
+    """Every greedy variant on rows that start off any 16-byte boundary, a vocabulary that is not a
+    multiple of the vector width (4099: two slices, the second one misaligned too), ties across
+    vectors and threads, NaN / +inf / all -inf rows, and masked and unmasked rows mixed."""
+    logits = make_logits(2, 4, vocab + 16, dtype).to(backend.device)[:, :, offset:offset + vocab]
+    logits[0, 0, [9, vocab - 2]] = float("nan")
+    logits[0, 0, 5] = float("inf")                      # NaN beats an earlier +inf
+    logits[0, 1, [7, 8, vocab // 2, vocab - 1]] = 40.0        # lowest id of a tie, within and across vectors
+    logits[0, 2] = float("-inf")
+    logits[0, 3, [vocab - 1, 700]] = float("inf")
+    logits[1, 0, 1:] = float("-inf")                    # one finite id, in the scalar head
+    logits[1, 1, :vocab - 1] = float("-inf")            # one finite id, in the scalar tail
+    logits[1, 2, vocab - 3:] = 50.0                     # a tie at the ragged end
+    x = torch.full((2, 4), MASK_ID)
+    x[1, 3] = 17                                        # unmasked: passed through
+    x0, conf = assert_matches_reference(device_op(backend), logits, x)
+    assert x0.tolist() == [[9, 7, 0, 700], [0, vocab - 1, vocab - 3, 17]]
+    assert torch.isnan(conf[0, [0, 2, 3]]).all() and torch.isneginf(conf[1, 3])
+    assert torch.equal(conf[1, :2].cpu(), torch.ones(2))
+
+
+@backends("emulated", "cuda")
+@pytest.mark.parametrize("options", ["all-greedy", "penalty-greedy", "all-penalty-rows"])
+@pytest.mark.parametrize("shape", [(2, 5, 1003), (1, 3, 4099)], ids=["one-block", "split"])
+def test_greedy_variants_engine_options(backend, variant, shape, options):
+    """positions="all", the previous-token penalty (a value and per-row tensors), block bounds and
+    lse on every greedy variant, one-block and split-vocabulary paths; tokens equal across variants."""
+    b, l, v = shape
+    logits, x = make_editing_case(b, l, v, torch.bfloat16, torch.Generator().manual_seed(v))
+    got, want = run_and_compare(device_op(backend), logits, x, **_per_row(ENGINE_OPTIONS[options], b))
+    assert torch.equal(got[0].cpu(), want[0])
+
+
+@backends("emulated")
+def test_greedy_variants_bitwise_across_resume_orders(backend, variant):
+    """Each variant alone is deterministic: the same bits in every fiber resume order, for the
+    one-block and the split path and with a penalty."""
+    for shape, opts in [((2, 3, 1003), {}), ((1, 2, 4099), dict(prev_token_penalty=1.0, return_lse=True))]:
+        logits, x = make_editing_case(*shape, torch.bfloat16, torch.Generator().manual_seed(3))
+        results = []
+        for order, seed in ORDERS[:3]:
+            with emulated.resume_order(order, seed):
+                results.append(backend.masked_confidence(logits, x, MASK_ID, positions="all", **opts))
+        for got in results[1:]:
+            assert all(torch.equal(g.view(torch.int32) if g.is_floating_point() else g,
+                                   w.view(torch.int32) if w.is_floating_point() else w)
+                       for g, w in zip(got, results[0])), (shape, variant)
+
+
+@backends("emulated", "cuda")
+def test_unknown_greedy_variant_is_refused(backend, monkeypatch):
+    monkeypatch.setenv("DK_MC_KERNEL", "v3")
+    logits, x = make_logits(1, 2, 64, torch.float32), make_tokens(1, 2)
+    with pytest.raises((RuntimeError, ValueError), match="DK_MC_KERNEL"):
+        device_op(backend)(logits, x, MASK_ID)

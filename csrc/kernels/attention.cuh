@@ -193,7 +193,7 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   SIMT_SHARED(int, row_spans, [kBlockM][4]);
   SIMT_SHARED(uint64_t, vis, [2][kBlockM]);
   const int64_t n_end = key_end(p, b);
-  int win_lo = 0, win_hi = int(n_end);  // keys outside are never read
+  int win_lo = 0, win_hi = int(n_end);  // keys from win_hi on are never read
   int tile_begin, tile_end;
   {
     int w0 = 0, w1 = int(n_end), w2 = 0, w3 = 0;  // visible window [w0, w1) U [w2, w3)
@@ -266,9 +266,11 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   const T* const k_col = static_cast<const T*>(p.k_cache) + b * p.kc_sb + hk * p.kc_sh + my_chunk * 8;
   const T* const v_col = static_cast<const T*>(p.v_cache) + b * p.vc_sb + hk * p.vc_sh + my_chunk * 8;
   const bool* const mask_row = p.key_mask != nullptr ? p.key_mask + b * p.km_sb : nullptr;
-  // Outside the window a key is treated as invalid: zero-filled, its memory never read.
+  // Past the window a key is treated as invalid: zero-filled, its memory never read. Keys before
+  // it in the run's first tile are read (valid rows written earlier) and hidden by the row masks;
+  // testing win_lo too costs registers that make head_dim 128 spill.
   auto key_valid = [&](int64_t key) {
-    return key >= win_lo && key < win_hi && (mask_row == nullptr || mask_row[key * p.km_sl]);
+    return key < win_hi && (mask_row == nullptr || mask_row[key * p.km_sl]);
   };
 
   // Pointers walk down the rows (rather than one address per row kept live across the loop: at

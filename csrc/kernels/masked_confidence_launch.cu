@@ -5,19 +5,40 @@
 //     explains the occupancy math);
 //   - greedy defaults: the one-pass kernel (masked_confidence.cuh);
 //   - anything else: the general one-block-per-row kernel (masked_confidence_general.cuh).
+// Greedy calls take one of two kernel variants, chosen by the environment variable DK_MC_KERNEL
+// so that one GPU run can time both: "v1" (masked_confidence.cuh and the general slice kernel)
+// or "v2" (masked_confidence_vec.cuh: 16-byte loads, per-trip maxima); unset or empty means
+// kDefaultVariant. It is read at every call (a getenv, well under a microsecond) so that a test
+// can switch it within one process.
 #include "simt/simt.h"
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
+#include <string>
 #include "kernels/launchers.h"
 #include "kernels/masked_confidence.cuh"
 #include "kernels/masked_confidence_general.cuh"
 #include "kernels/masked_confidence_split.cuh"
+#include "kernels/masked_confidence_vec.cuh"
 
 namespace dk {
 namespace {
 
 // The kernels stride over their jobs, so the grid cap only bounds the launch, not the problem.
 constexpr int64_t kMaxBlocks = int64_t{1} << 30;
+
+enum class GreedyVariant { V1, V2 };
+constexpr GreedyVariant kDefaultVariant = GreedyVariant::V2;
+
+GreedyVariant greedy_variant() {
+  const char* v = std::getenv("DK_MC_KERNEL");
+  if (v == nullptr || *v == '\0') return kDefaultVariant;
+  if (std::strcmp(v, "v1") == 0) return GreedyVariant::V1;
+  if (std::strcmp(v, "v2") == 0) return GreedyVariant::V2;
+  throw std::invalid_argument(std::string("masked_confidence: environment variable DK_MC_KERNEL must be v1 or v2, got '") +
+                              v + "'");
+}
 
 // The split path's scratch: the slices' partials, then (filters) a state and a histogram per row.
 struct SplitScratch {
@@ -58,7 +79,7 @@ void launch_filter_levels(const MaskedConfidenceParams& p, const SplitPlan& plan
 }
 
 template <typename T>
-void launch_split(const MaskedConfidenceParams& p, const SplitPlan& plan, cudaStream_t s) {
+void launch_split(const MaskedConfidenceParams& p, const SplitPlan& plan, bool v2, cudaStream_t s) {
   constexpr int kThreads = 256;
   const int64_t rows = p.batch * p.seq;
   if (p.scratch == nullptr || p.scratch_bytes < masked_confidence_scratch_bytes(p))
@@ -66,7 +87,13 @@ void launch_split(const MaskedConfidenceParams& p, const SplitPlan& plan, cudaSt
   SplitScratch w;
   split_scratch_bytes(p, plan, &w);
   const dim3 grid(static_cast<unsigned>(std::min(rows * plan.slices, kMaxBlocks)));
-  if (!plan.filtered) {
+  if (v2 && p.penalized()) {
+    simt::launch(masked_confidence_vec_slice_kernel<T, kThreads, true>, grid, dim3(kThreads), 0, s, p, plan, w.partials);
+    simt::check_launch("masked_confidence (vector slices)");
+  } else if (v2) {
+    simt::launch(masked_confidence_vec_slice_kernel<T, kThreads, false>, grid, dim3(kThreads), 0, s, p, plan, w.partials);
+    simt::check_launch("masked_confidence (vector slices)");
+  } else if (!plan.filtered) {
     simt::launch(masked_confidence_slice_kernel<T, kThreads, SlicePhase::All>, grid, dim3(kThreads), 0, s, p, plan,
                  w.partials, static_cast<const FilterState*>(nullptr));
     simt::check_launch("masked_confidence (slices)");
@@ -97,10 +124,15 @@ void launch_typed(const MaskedConfidenceParams& p, cudaStream_t s) {
   constexpr int kThreads = 256;
   const int64_t rows = p.batch * p.seq;
   const SplitPlan plan = split_plan(p);
-  if (plan.slices > 1) return launch_split<T>(p, plan, s);
+  const bool v2 = !p.general() && greedy_variant() == GreedyVariant::V2;
+  if (plan.slices > 1) return launch_split<T>(p, plan, v2, s);
   const dim3 grid(static_cast<unsigned>(std::min(rows, kMaxBlocks)));
   if (p.general())
     simt::launch(masked_confidence_general_kernel<T, kThreads>, grid, dim3(kThreads), 0, s, p);
+  else if (v2 && p.penalized())
+    simt::launch(masked_confidence_vec_kernel<T, kThreads, true>, grid, dim3(kThreads), 0, s, p);
+  else if (v2)
+    simt::launch(masked_confidence_vec_kernel<T, kThreads, false>, grid, dim3(kThreads), 0, s, p);
   else if (p.penalized())
     simt::launch(masked_confidence_kernel<T, kThreads, true>, grid, dim3(kThreads), 0, s, p);
   else

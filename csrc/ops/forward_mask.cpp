@@ -9,6 +9,8 @@
 #include "cpu/forward_mask.h"
 #include "kernels/launchers.h"
 #include "ops/checks.h"
+#include "ops/direct.h"
+#include "ops/fast_path.h"
 #include "ops/poison.h"
 #include "ops/registration.h"
 
@@ -85,3 +87,28 @@ DK_REGISTER_OP("forward_mask",
                "forward_mask(Tensor x0, int mask_id, float eps, Tensor? t, Tensor? prompt_lengths, int seed, "
                "int offset, bool antithetic) -> (Tensor x_t, Tensor masked, Tensor p_mask)",
                dk::forward_mask)
+
+#if !defined(DK_EMULATED)
+namespace dk {
+
+std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> forward_mask_direct(
+    const at::Tensor& x0, int64_t mask_id, double eps, const std::optional<at::Tensor>& t,
+    const std::optional<at::Tensor>& prompt_lengths, int64_t seed, int64_t offset, bool antithetic) {
+  PlainCall call;
+  call.add(x0);
+  call.add(t);
+  call.add(prompt_lengths);
+  const std::optional<c10::DispatchKey> backend = call.backend();
+  if (backend == c10::DispatchKey::CPU) {
+    return forward_mask<Backend::Cpu>(x0, mask_id, eps, t, prompt_lengths, seed, offset, antithetic);
+  }
+#if defined(DK_WITH_CUDA)
+  if (backend == c10::DispatchKey::CUDA) {
+    return forward_mask<Backend::Launcher>(x0, mask_id, eps, t, prompt_lengths, seed, offset, antithetic);
+  }
+#endif
+  return std::nullopt;
+}
+
+}  // namespace dk
+#endif

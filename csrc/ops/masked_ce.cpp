@@ -10,6 +10,8 @@
 #include "cpu/masked_ce.h"
 #include "kernels/launchers.h"
 #include "ops/checks.h"
+#include "ops/direct.h"
+#include "ops/fast_path.h"
 #include "ops/poison.h"
 #include "ops/registration.h"
 
@@ -165,3 +167,26 @@ DK_REGISTER_OP("masked_ce_forward_backward_",
                "masked_ce_forward_backward_(Tensor(a!) logits, Tensor targets, Tensor masked, Tensor scale) "
                "-> (Tensor ce, Tensor lse)",
                dk::masked_ce_forward_backward)
+
+#if !defined(DK_EMULATED)
+namespace dk {
+
+// The autograd kernel (ops/masked_ce.py) only records a graph for logits that require grad,
+// which PlainCall declines; otherwise it returns what the forward returns.
+std::optional<std::tuple<at::Tensor, at::Tensor>> masked_ce_forward_direct(const at::Tensor& logits,
+                                                                           const at::Tensor& targets,
+                                                                           const at::Tensor& masked) {
+  PlainCall call;
+  call.add(logits);
+  call.add(targets);
+  call.add(masked);
+  const std::optional<c10::DispatchKey> backend = call.backend();
+  if (backend == c10::DispatchKey::CPU) return masked_ce_forward<Backend::Cpu>(logits, targets, masked);
+#if defined(DK_WITH_CUDA)
+  if (backend == c10::DispatchKey::CUDA) return masked_ce_forward<Backend::Launcher>(logits, targets, masked);
+#endif
+  return std::nullopt;
+}
+
+}  // namespace dk
+#endif

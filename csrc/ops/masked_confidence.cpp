@@ -11,6 +11,8 @@
 #include "cpu/masked_confidence.h"
 #include "kernels/launchers.h"
 #include "ops/checks.h"
+#include "ops/direct.h"
+#include "ops/fast_path.h"
 #include "ops/poison.h"
 #include "ops/registration.h"
 
@@ -174,3 +176,39 @@ DK_REGISTER_OP("masked_confidence",
                "bool all_positions=False, Tensor? prev_token_penalty=None, float prev_token_penalty_value=0.) "
                "-> (Tensor x0, Tensor confidence, Tensor lse)",
                dk::masked_confidence)
+
+#if !defined(DK_EMULATED)
+namespace dk {
+
+std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> masked_confidence_direct(
+    const at::Tensor& logits, const at::Tensor& x, int64_t mask_id, const std::optional<at::Tensor>& temperature,
+    double temperature_value, const std::optional<at::Tensor>& top_p, double top_p_value,
+    const std::optional<at::Tensor>& top_k, int64_t top_k_value, c10::string_view confidence,
+    bool confidence_from_logits, const std::optional<at::Tensor>& block_start, int64_t block_start_value,
+    const std::optional<at::Tensor>& block_end, int64_t block_end_value,
+    const std::optional<at::Tensor>& suppress_ids, const std::optional<at::Tensor>& seed, int64_t seed_value,
+    const std::optional<at::Tensor>& offset, int64_t offset_value, bool return_lse, bool all_positions,
+    const std::optional<at::Tensor>& prev_token_penalty, double prev_token_penalty_value) {
+  PlainCall call;
+  for (const auto* t : {&temperature, &top_p, &top_k, &block_start, &block_end, &suppress_ids, &seed, &offset,
+                        &prev_token_penalty}) {
+    call.add(*t);
+  }
+  call.add(logits);
+  call.add(x);
+  const std::optional<c10::DispatchKey> backend = call.backend();
+#define DK_MASKED_CONFIDENCE_CALL(B)                                                                               \
+  masked_confidence<B>(logits, x, mask_id, temperature, temperature_value, top_p, top_p_value, top_k, top_k_value, \
+                       confidence, confidence_from_logits, block_start, block_start_value, block_end,            \
+                       block_end_value, suppress_ids, seed, seed_value, offset, offset_value, return_lse,         \
+                       all_positions, prev_token_penalty, prev_token_penalty_value)
+  if (backend == c10::DispatchKey::CPU) return DK_MASKED_CONFIDENCE_CALL(Backend::Cpu);
+#if defined(DK_WITH_CUDA)
+  if (backend == c10::DispatchKey::CUDA) return DK_MASKED_CONFIDENCE_CALL(Backend::Launcher);
+#endif
+#undef DK_MASKED_CONFIDENCE_CALL
+  return std::nullopt;
+}
+
+}  // namespace dk
+#endif

@@ -1,5 +1,6 @@
 // torch.ops.diffusion_kernels.select_transfer: argument checks, the Params fill and the dispatch
 // to the CPU kernel or the CUDA launcher (ops/registration.h).
+#include <ATen/MemoryOverlap.h>
 #include <ATen/ops/empty.h>
 
 #include <cmath>
@@ -11,6 +12,8 @@
 #include "cpu/select_transfer.h"
 #include "kernels/launchers.h"
 #include "ops/checks.h"
+#include "ops/direct.h"
+#include "ops/fast_path.h"
 #include "ops/poison.h"
 #include "ops/registration.h"
 
@@ -101,6 +104,11 @@ at::Tensor select_transfer(const at::Tensor& conf, c10::string_view rule, const 
   if (x.has_value()) {
     check_tokens(*x, "x", conf);
     check_tokens(*x0, "x0", conf);
+    // Dense tensors are checked here exactly (the Python wrapper leaves them to this cheaper test).
+    if (x->is_non_overlapping_and_dense() && x0->is_non_overlapping_and_dense()) {
+      DK_CHECK_ARG(at::get_overlap_status(*x, *x0) != at::MemOverlapStatus::Partial, "x0",
+                   "must not partially overlap 'x', which is written in place");
+    }
     p.x = x->data_ptr<int64_t>();
     p.x_stride_b = x->stride(0);
     p.x_stride_l = x->stride(1);
@@ -150,3 +158,32 @@ DK_REGISTER_OP("select_transfer",
                "Tensor? seed_tensor=None, Tensor? offset_tensor=None, Tensor? threshold_tensor=None, "
                "bool strict=False) -> Tensor",
                dk::select_transfer)
+
+#if !defined(DK_EMULATED)
+namespace dk {
+
+std::optional<at::Tensor> select_transfer_direct(
+    const at::Tensor& conf, c10::string_view rule, const std::optional<at::Tensor>& k, int64_t k_value,
+    double threshold, double eps, double factor, double alg_temp, int64_t seed, int64_t offset,
+    const std::optional<at::Tensor>& x, const std::optional<at::Tensor>& x0,
+    const std::optional<at::Tensor>& seed_tensor, const std::optional<at::Tensor>& offset_tensor,
+    const std::optional<at::Tensor>& threshold_tensor, bool strict) {
+  PlainCall call;
+  for (const auto* t : {&k, &x, &x0, &seed_tensor, &offset_tensor, &threshold_tensor}) call.add(*t);
+  call.add(conf);
+  const std::optional<c10::DispatchKey> backend = call.backend();
+  if (backend == c10::DispatchKey::CPU) {
+    return select_transfer<Backend::Cpu>(conf, rule, k, k_value, threshold, eps, factor, alg_temp, seed, offset, x,
+                                         x0, seed_tensor, offset_tensor, threshold_tensor, strict);
+  }
+#if defined(DK_WITH_CUDA)
+  if (backend == c10::DispatchKey::CUDA) {
+    return select_transfer<Backend::Launcher>(conf, rule, k, k_value, threshold, eps, factor, alg_temp, seed,
+                                              offset, x, x0, seed_tensor, offset_tensor, threshold_tensor, strict);
+  }
+#endif
+  return std::nullopt;
+}
+
+}  // namespace dk
+#endif

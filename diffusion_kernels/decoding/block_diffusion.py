@@ -31,9 +31,21 @@ from .proposal import Proposal
 from .rules import TopK
 from .step import decode_step
 
-__all__ = ["BlockDiffusionLoop", "BLOCK_CACHES"]
+__all__ = ["BlockDiffusionLoop", "BLOCK_CACHES", "decoded_blocks"]
 
 BLOCK_CACHES = ("exact", "block", None)
+
+
+def decoded_blocks(prompt_length: int, length: int, block_size: int) -> int:
+    """How many blocks of the model's grid hold answer positions: from the block of the prompt's
+    end (``prompt_length // block_size``, shared with the prompt unless it ends on a boundary) to
+    the last, possibly partial, block of ``length``.
+
+    Examples:
+        >>> decoded_blocks(6, 19, 4), decoded_blocks(8, 16, 4)
+        (4, 2)
+    """
+    return -(-length // block_size) - prompt_length // block_size
 
 
 def _logits_of(out) -> torch.Tensor:
@@ -60,7 +72,8 @@ class BlockDiffusionLoop:
             adaptive one runs until the unit is done.
         proposal, mask_id, seed: as for :class:`BlockLoop`; step ``s`` (0-based over the whole
             generation) draws at Philox offset ``s``.
-        prompt_length, block_size: the answer starts at ``prompt_length``; the model's block size.
+        prompt_length, block_size: the answer starts at ``prompt_length``; the decoding block, the
+            model's block size (or a multiple: several model blocks decoded together stay exact).
         sub_block: Fast-dLLM v2's sub-blocks: the block is decoded ``sub_block`` positions at a
             time, left to right (each sub-block is a decoding unit with its own plan counts);
             ``None``: the whole block is one unit.
@@ -86,6 +99,18 @@ class BlockDiffusionLoop:
             block ends at the step after which every row is finished (SGLang runs one more
             forward, which writes nothing, to see the flags). ``order`` keeps the step of the
             mask-to-token commit; an edit changes the token, not the order.
+
+    Examples:
+        >>> from diffusion_kernels.models import BlockDiffusionConfig, BlockDiffusionModel
+        >>> from diffusion_kernels.decoding import LLaDAPlan, Proposal
+        >>> model = BlockDiffusionModel(BlockDiffusionConfig(vocab_size=32, hidden_size=32, intermediate_size=64,
+        ...     num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, block_size=4, mask_token_id=31))
+        >>> x = torch.full((1, 14), 31); x[:, :6] = torch.arange(1, 7)     # prompt of 6, answer of 8
+        >>> order = torch.full_like(x, -1)
+        >>> loop = BlockDiffusionLoop(model, LLaDAPlan(2), Proposal(suppress_ids=(31,)), mask_id=31, prompt_length=6,
+        ...                           block_size=4)
+        >>> loop.run(x, order), int((x == 31).sum())          # blocks [4, 8), [8, 12), [12, 14): 2 steps each
+        (6, 0)
     """
     model: object
     plan: Optional[StepPlan]
@@ -191,6 +216,11 @@ class BlockDiffusionLoop:
         if self.prompt_length > x.shape[1]:
             raise ValueError(f"diffusion_kernels: argument 'prompt_length' ({self.prompt_length}) exceeds the "
                              f"sequence length {x.shape[1]}")
+        mb = getattr(getattr(self.model, "config", None), "block_size", None)
+        if isinstance(mb, int) and not isinstance(mb, bool) and mb > 0 and self.block_size % mb:
+            # a decoding block that ends inside a model block would cache K/V that later steps change
+            raise ValueError(f"diffusion_kernels: argument 'block_size' ({self.block_size}) must be a multiple of the "
+                             f"model's config.block_size ({mb})")
         am = self.attention_mask
         if am is not None and (not isinstance(am, torch.Tensor) or tuple(am.shape) != tuple(x.shape)):
             raise ValueError(f"diffusion_kernels: argument 'attention_mask' must be a [batch, seq] = "
@@ -203,8 +233,9 @@ class BlockDiffusionLoop:
         b = self.block_size
         self._x, self._nfe, self._step, self._frontier = x, 0, 0, 0
         self._kv = self.model.init_cache(B, L) if self.cache is not None else None
-        num_blocks = -(-L // b)
-        for n in range(self.prompt_length // b, num_blocks):
+        first = self.prompt_length // b
+        num_blocks = first + decoded_blocks(self.prompt_length, L, b)
+        for n in range(first, num_blocks):
             bs, be = n * b, min((n + 1) * b, L)
             self._decode_block(x, order, n, bs, be)
             if self._finish_block(x, order, n, bs, be, last=n + 1 == num_blocks):

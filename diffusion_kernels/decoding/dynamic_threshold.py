@@ -73,7 +73,13 @@ class DynamicThreshold(Rule):
 class SDARPlan(StepPlan):
     """SDAR / LLaDA2 per block: step ``i`` commits ``n_i`` of ``get_num_transfer_tokens(block_length,
     steps_per_block)`` (``TopK``), or with ``threshold`` the :class:`DynamicThreshold` of that count.
-    The block loop stops a block as soon as it has no mask left, as both do."""
+    The block loop stops a block as soon as it has no mask left, as both do.
+
+    Examples:
+        >>> plan = SDARPlan(3, 8, threshold=0.9)
+        >>> plan.rule(0, None), plan.rule(2, None).k
+        (DynamicThreshold(k=3, threshold=0.9), 2)
+    """
     steps_per_block: int
     block_length: Optional[int] = None   # required (a default only as StepPlan gives steps_per_block one)
     threshold: Optional[float] = None

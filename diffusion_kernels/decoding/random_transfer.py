@@ -84,7 +84,12 @@ class RandomTransfer(Rule):
 
 def dream_origin_probability(step: int, steps: int, eps: float = 1e-3) -> float:
     """Dream's ``p_transfer`` at ``step`` of ``steps``: ``1 - s / t`` with ``t, s`` consecutive
-    entries of the float32 ``linspace(1, eps, steps + 1)``, computed in float32; 1 at the last step."""
+    entries of the float32 ``linspace(1, eps, steps + 1)``, computed in float32; 1 at the last step.
+
+    Examples:
+        >>> [round(dream_origin_probability(i, 4), 4) for i in range(4)]
+        [0.2498, 0.3329, 0.499, 1.0]
+    """
     if step >= steps - 1:
         return 1.0
     ts = torch.linspace(1, eps, steps + 1, dtype=torch.float32)
@@ -95,7 +100,13 @@ def dream_origin_probability(step: int, steps: int, eps: float = 1e-3) -> float:
 class DreamOriginPlan(StepPlan):
     """Dream ``alg="origin"`` per block: step ``i`` of ``steps_per_block`` is
     ``RandomTransfer(dream_origin_probability(i, steps_per_block, eps))``; the last step commits
-    every mask left. Dream's sampler has no blocks: one block over the whole answer reproduces it."""
+    every mask left. Dream's sampler has no blocks: one block over the whole answer reproduces it.
+
+    Examples:
+        >>> plan = DreamOriginPlan(4)
+        >>> plan.rule(3, None)
+        RandomTransfer(p=1.0)
+    """
     steps_per_block: int
     eps: float = 1e-3
 

@@ -203,7 +203,7 @@ class BlockDiffusionAttention(nn.Module):
             self.q_norm = RMSNorm(hd, c.rms_norm_eps)
             self.k_norm = RMSNorm(hd, c.rms_norm_eps)
 
-    def forward(self, a, cos, sin, key_mask, key_lengths, k_cache, v_cache, start, store_kv):
+    def forward(self, a, cos, sin, key_mask, key_lengths, k_cache, v_cache, start, store_kv, noisy_length):
         B, T, _ = a.shape
         c = self.c
         q = self.q_proj(a).view(B, T, c.num_attention_heads, c.head_dim)
@@ -213,7 +213,7 @@ class BlockDiffusionAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if k_cache is None:
-            o = self_attention(q, k, v, key_mask, causal_block_size=c.block_size)
+            o = self_attention(q, k, v, key_mask, causal_block_size=c.block_size, noisy_length=noisy_length)
         else:
             o = attention_with_kv_cache(q, k_cache, v_cache, k, v, cache_seqlens=start, key_padding_mask=key_mask,
                                         key_lengths=key_lengths, causal_block_size=c.block_size, store_kv=store_kv)
@@ -245,10 +245,14 @@ class BlockDiffusionModel(nn.Module):
     Without ``kv_cache``, ``x`` is the whole sequence, attended block-causally (blocks of
     ``config.block_size`` from position 0). With a cache from :meth:`init_cache`, ``x`` holds
     positions ``[start, start + T)``: its queries attend, block-causally, over the cache rows
-    before ``start`` and x's own fresh K/V (cache rows at ``start + T`` and after are never read);
-    ``store_kv=True`` also writes x's K/V into the cache (prefill, commit of a finished block),
-    ``store_kv=False`` leaves the cache untouched (a decoding step). Logits equal those of the
-    uncached forward over ``x`` up to ``start + T``. ``attention_mask`` is ``[B, L]`` over the
+    before ``start``, x's own fresh K/V, and the cache rows after x up to the end of x's last
+    block that a forward has written (``KVCache.filled``; Fast-dLLM v2's sub-block step reads the
+    rest of its block from there; rows after that block are never read). ``store_kv=True`` also
+    writes x's K/V into the cache (prefill, commit of a finished block), ``store_kv=False`` leaves
+    the cache untouched (a decoding step). When x ends on a block boundary or nothing after it was
+    written, logits equal those of the uncached forward over ``x`` up to ``start + T``.
+    ``noisy_length``: the ``x_t ⊕ x_0`` training layout; ``return_hidden``: the final hidden
+    states (see :meth:`forward`). ``attention_mask`` is ``[B, L]`` over the
     whole sequence (0/False: left pad); positions are ``arange`` over the padded sequence, and
     blocks are counted from its first position.
 
@@ -294,32 +298,89 @@ class BlockDiffusionModel(nn.Module):
         return KVCache(c.num_hidden_layers, batch=batch, length=length, kv_heads=c.num_key_value_heads,
                        head_dim=c.head_dim, dtype=p.dtype, device=p.device)
 
+    @property
+    def lm_head_weight(self) -> torch.Tensor:
+        """The output head ``[vocab, hidden]`` (the embedding when tied): with ``return_hidden=True``,
+        ``logits = hidden @ lm_head_weight.T`` (the fused-head losses and log-probabilities take it)."""
+        return self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
+
     def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                kv_cache: Optional[KVCache] = None, start: int = 0, store_kv: bool = True) -> torch.Tensor:
-        check_token_ids(x, self.config.vocab_size, "BlockDiffusionModel")
-        check_cache_args(x, attention_mask, kv_cache, start, "BlockDiffusionModel")
-        if not isinstance(store_kv, bool):
-            raise TypeError(f"diffusion_kernels: BlockDiffusionModel: argument 'store_kv' must be a bool, got "
-                            f"{store_kv!r}")
+                kv_cache: Optional[KVCache] = None, start: int = 0, store_kv: bool = True, *,
+                noisy_length: Optional[int] = None, noisy_only: bool = False,
+                return_hidden: bool = False) -> torch.Tensor:
+        """Logits ``[B, T, vocab]`` (see the class); the keywords:
+
+        Args:
+            noisy_length: the training layout (BD3-LM, SDAR): ``x`` is ``x_t ⊕ x_0``, ``T = 2 *
+                noisy_length``, both halves at positions ``arange(noisy_length)``; noisy block
+                ``n`` attends noisy block ``n`` and clean blocks ``< n``, clean block ``n`` the
+                clean blocks ``<= n`` (the op's ``noisy_length`` rule, no dense mask). No
+                ``kv_cache``. ``attention_mask``: ``[B, noisy_length]`` (both halves) or ``[B, T]``.
+            noisy_only: with ``noisy_length``, only the noisy half's outputs (``[B, noisy_length, *]``):
+                the clean half's never go through the head.
+            return_hidden: the final normed hidden states ``[B, T, hidden]`` instead of the
+                logits (``logits = hidden @ lm_head_weight.T``).
+
+        Examples:
+            >>> import torch
+            >>> from diffusion_kernels.models import BlockDiffusionConfig, BlockDiffusionModel
+            >>> model = BlockDiffusionModel(BlockDiffusionConfig(block_size=4, mask_token_id=63))
+            >>> x0 = torch.randint(0, 63, (2, 8))
+            >>> x_t = x0.masked_fill(torch.rand(2, 8) < 0.5, 63)
+            >>> logits = model(torch.cat([x_t, x0], 1), noisy_length=8, noisy_only=True)
+            >>> logits.shape
+            torch.Size([2, 8, 64])
+        """
+        owner = "BlockDiffusionModel"
+        check_token_ids(x, self.config.vocab_size, owner)
+        for name, flag in (("store_kv", store_kv), ("noisy_only", noisy_only), ("return_hidden", return_hidden)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"diffusion_kernels: {owner}: argument '{name}' must be a bool, got {flag!r}")
         B, T = x.shape
         c = self.config
+        if noisy_length is not None:
+            attention_mask = _training_layout_args(x, attention_mask, kv_cache, noisy_length, owner)
+            positions = torch.arange(noisy_length, device=x.device).repeat(2)
+        else:
+            if noisy_only:
+                raise ValueError(f"diffusion_kernels: {owner}: argument 'noisy_only' needs 'noisy_length' (the "
+                                 "x_t ⊕ x_0 training layout)")
+            check_cache_args(x, attention_mask, kv_cache, start, owner)
+            positions = torch.arange(start, start + T, device=x.device)
         inv_freq = rope_inv_freq(c.rotary_dim, c.rope_theta, device=x.device)
-        cos, sin = rope_angles(torch.arange(start, start + T, device=x.device), inv_freq)
+        cos, sin = rope_angles(positions, inv_freq)
         key_mask = None if attention_mask is None else attention_mask.to(torch.bool)
         if key_mask is not None and key_mask.all():
             key_mask = None  # lets the op take its all-keys-valid path
         key_lengths = None
-        if kv_cache is not None and start + T < kv_cache.length:  # the rows after x hold stale or no K/V
-            key_lengths = torch.full((B,), start + T, dtype=torch.int64, device=x.device)
+        if kv_cache is not None:
+            end = self._visible_end(kv_cache, start, T)
+            if end < kv_cache.length:
+                key_lengths = torch.full((B,), end, dtype=torch.int64, device=x.device)
         h = self.model.embed_tokens(x)
         for i, layer in enumerate(self.model.layers):
             kc = vc = None
             if kv_cache is not None:
                 kc, vc = kv_cache.k[i], kv_cache.v[i]
-            h = layer(h, cos, sin, key_mask, key_lengths, kc, vc, start, store_kv)
+            h = layer(h, cos, sin, key_mask, key_lengths, kc, vc, start, store_kv, noisy_length)
+        if kv_cache is not None and store_kv:
+            kv_cache.wrote(start, start + T)
+        if noisy_only:
+            h = h[:, :noisy_length]
         h = self.model.norm(h)
-        head = self.model.embed_tokens.weight if c.tie_word_embeddings else self.lm_head.weight
-        return nn.functional.linear(h, head)
+        return h if return_hidden else nn.functional.linear(h, self.lm_head_weight)
+
+    def _visible_end(self, kv_cache: KVCache, start: int, T: int) -> int:
+        """The end of the cache rows x's queries may read: up to the end of the block of x's last
+        position (the block-causal rule decides within it), but rows after x only where some
+        forward has written K/V (Fast-dLLM v2's sub-block step reads the rest of its block as last
+        written; a prefill that ends inside a block reads nothing after it)."""
+        end = start + T
+        if T == 0:
+            return end
+        b = self.config.block_size
+        block_end = min(-(-end // b) * b, kv_cache.length)
+        return max(end, min(block_end, kv_cache.filled))
 
     # -- checkpoints -------------------------------------------------------------------------
     def checkpoint_names(self) -> Dict[str, List[str]]:
@@ -383,6 +444,26 @@ class BlockDiffusionModel(nn.Module):
         ignored = ("lm_head.weight",) if config.tie_word_embeddings else ()
         load_checkpoint(model, directory, model.checkpoint_names(), dtype=dtype, device=device, ignored=ignored)
         return model.eval()
+
+
+def _training_layout_args(x: torch.Tensor, attention_mask: Optional[torch.Tensor], kv_cache, noisy_length,
+                          owner: str) -> Optional[torch.Tensor]:
+    """Checks the training layout's arguments; returns the ``[B, 2L]`` key mask (or None)."""
+    B, T = x.shape
+    if isinstance(noisy_length, bool) or not isinstance(noisy_length, int) or noisy_length < 1 \
+            or T != 2 * noisy_length:
+        raise ValueError(f"diffusion_kernels: {owner}: argument 'noisy_length' must be an int with x's length "
+                         f"{T} = 2 * noisy_length (the x_t ⊕ x_0 layout), got {noisy_length!r}")
+    if kv_cache is not None:
+        raise ValueError(f"diffusion_kernels: {owner}: argument 'noisy_length' (the training layout) takes no "
+                         "'kv_cache'")
+    if attention_mask is None:
+        return None
+    if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) not in ((B, noisy_length), (B, T)):
+        got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+        raise ValueError(f"diffusion_kernels: {owner}: argument 'attention_mask' must be [{B}, {noisy_length}] (the "
+                         f"sequence, both halves) or [{B}, {T}] with 'noisy_length', got {got}")
+    return attention_mask if attention_mask.shape[1] == T else attention_mask.repeat(1, 2)
 
 
 def _detect_naming(cfg: dict, directory: str) -> str:

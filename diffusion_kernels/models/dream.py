@@ -185,9 +185,30 @@ class DreamModel(nn.Module):
         pos = attention_mask.to(torch.long).cumsum(-1) - 1
         return pos.clamp_(min=0)[:, start:start + T]
 
+    @property
+    def lm_head_weight(self) -> torch.Tensor:
+        """The output head ``[vocab, hidden]`` (the embedding when tied): with ``return_hidden=True``,
+        ``logits = hidden @ lm_head_weight.T`` (the fused-head losses and log-probabilities take it)."""
+        return self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
+
     def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                kv_cache: Optional[KVCache] = None, start: int = 0) -> torch.Tensor:
+                kv_cache: Optional[KVCache] = None, start: int = 0, *, return_hidden: bool = False) -> torch.Tensor:
+        """Shifted logits ``[B, T, vocab]`` (see the class), or with ``return_hidden=True`` the
+        final normed hidden states ``[B, T, hidden]`` (``logits = hidden @ lm_head_weight.T``).
+
+        Examples:
+            >>> import torch
+            >>> from diffusion_kernels.models import DreamConfig, DreamModel
+            >>> model = DreamModel(DreamConfig())
+            >>> x = torch.randint(0, 63, (1, 6))
+            >>> hidden = model(x, return_hidden=True)
+            >>> torch.allclose(hidden @ model.lm_head_weight.T, model(x))
+            True
+        """
         check_token_ids(x, self.config.vocab_size, "DreamModel")
+        if not isinstance(return_hidden, bool):
+            raise TypeError(f"diffusion_kernels: DreamModel: argument 'return_hidden' must be a bool, got "
+                            f"{return_hidden!r}")
         check_cache_args(x, attention_mask, kv_cache, start, "DreamModel")
         T = x.shape[1]
         inv_freq = rope_inv_freq(self.config.head_dim, self.config.rope_theta, device=x.device)
@@ -201,9 +222,10 @@ class DreamModel(nn.Module):
             if kv_cache is not None:
                 kc, vc = kv_cache.k[i], kv_cache.v[i]
             h = layer(h, cos, sin, key_mask, kc, vc, start)
+        if kv_cache is not None:
+            kv_cache.wrote(start, start + T)
         h = self.model.norm(h)
-        head = self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
-        return nn.functional.linear(h, head)
+        return h if return_hidden else nn.functional.linear(h, self.lm_head_weight)
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, directory: str) -> None:

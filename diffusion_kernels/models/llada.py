@@ -150,8 +150,30 @@ class LLaDAModel(nn.Module):
         return KVCache(c.n_layers, batch=batch, length=length, kv_heads=c.kv_heads, head_dim=c.head_dim,
                        dtype=p.dtype, device=p.device)
 
-    def forward(self, x, attention_mask=None, kv_cache: Optional[KVCache] = None, start: int = 0):
+    @property
+    def lm_head_weight(self) -> torch.Tensor:
+        """The output head ``[vocab, d_model]`` (the embedding when tied): with ``return_hidden=True``,
+        ``logits = hidden @ lm_head_weight.T`` (the fused-head losses and log-probabilities take it)."""
+        return self.transformer["wte"].weight if self.config.weight_tying else self.transformer["ff_out"].weight
+
+    def forward(self, x, attention_mask=None, kv_cache: Optional[KVCache] = None, start: int = 0, *,
+                return_hidden: bool = False) -> torch.Tensor:
+        """Logits ``[B, T, vocab]`` (see the class), or with ``return_hidden=True`` the final normed
+        hidden states ``[B, T, d_model]`` (``logits = hidden @ lm_head_weight.T``).
+
+        Examples:
+            >>> import torch
+            >>> from diffusion_kernels.models import LLaDAConfig, LLaDAModel
+            >>> model = LLaDAModel(LLaDAConfig())
+            >>> x = torch.randint(0, 63, (1, 6))
+            >>> hidden = model(x, return_hidden=True)
+            >>> torch.allclose(hidden @ model.lm_head_weight.T, model(x))
+            True
+        """
         check_token_ids(x, self.config.vocab_size, "LLaDAModel")
+        if not isinstance(return_hidden, bool):
+            raise TypeError(f"diffusion_kernels: LLaDAModel: argument 'return_hidden' must be a bool, got "
+                            f"{return_hidden!r}")
         check_cache_args(x, attention_mask, kv_cache, start, "LLaDAModel")
         B, T = x.shape
         inv_freq = rope_inv_freq(self.config.head_dim, self.config.rope_theta, device=x.device)
@@ -165,9 +187,10 @@ class LLaDAModel(nn.Module):
             if kv_cache is not None:
                 kc, vc = kv_cache.k[i], kv_cache.v[i]
             h = blk(h, cos, sin, key_mask, kc, vc, start)
+        if kv_cache is not None:
+            kv_cache.wrote(start, start + T)
         h = self.transformer["ln_f"](h)
-        head = self.transformer["wte"].weight if self.config.weight_tying else self.transformer["ff_out"].weight
-        return nn.functional.linear(h, head)
+        return h if return_hidden else nn.functional.linear(h, self.lm_head_weight)
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, directory: str):

@@ -30,8 +30,8 @@ class MoE(nn.Module):
         super().__init__()
         self.top_k, self.router, self.n_group, self.topk_group = top_k, router, n_group, topk_group
         self.routed_scaling_factor, self.norm_topk_prob = routed_scaling_factor, norm_topk_prob
-        self.gate = nn.Module()
-        self.gate.weight = nn.Parameter(torch.empty(num_experts, hidden))
+        # an nn.Linear for its initialisation (that of every other projection); route() reads the weight
+        self.gate = nn.Linear(hidden, num_experts, bias=False)
         if router == "sigmoid":
             self.gate.register_buffer("expert_bias", torch.zeros(num_experts))
         self.experts = nn.ModuleList(SwiGLU(hidden, expert_hidden) for _ in range(num_experts))

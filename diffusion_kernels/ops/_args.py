@@ -9,10 +9,13 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_TENSOR, _INT64 = torch.Tensor, torch.int64
 
 
 def int64_arg(value, name: str) -> int:
     """A Python int that fits the kernels' int64, with an error that names the argument."""
+    if value.__class__ is int and INT64_MIN <= value <= INT64_MAX:
+        return value
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"diffusion_kernels: argument '{name}' must be an int, got a tensor of shape {tuple(value.shape)}")
@@ -28,6 +31,8 @@ def int64_arg(value, name: str) -> int:
 
 def float_row_arg(value: Union[float, torch.Tensor], name: str, batch: int) -> Tuple[Optional[torch.Tensor], float]:
     """A per-row float option: a number, or a one-element / ``[batch]`` tensor made float32 contiguous."""
+    if value.__class__ is float:
+        return None, value
     if isinstance(value, torch.Tensor):
         if value.dtype == torch.bool or value.is_complex():
             raise TypeError(f"diffusion_kernels: argument '{name}' must be a number or a real [batch] tensor, got {value.dtype}")
@@ -53,6 +58,8 @@ def int_row_arg(value: Union[int, torch.Tensor], name: str, batch: int) -> Tuple
 def key_arg(value: Union[int, torch.Tensor], name: str) -> Tuple[Optional[torch.Tensor], int]:
     """A Philox seed/offset: an int in ``[-2**63, 2**64)``, passed as the int64 with the same 64 bits,
     or a one-element integer tensor the kernel reads where it runs (CUDA-graph safe)."""
+    if value.__class__ is int and INT64_MIN <= value <= INT64_MAX:
+        return None, value
     if isinstance(value, torch.Tensor):
         if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"diffusion_kernels: argument '{name}' must be an int or a one-element int64 tensor, got a {value.dtype} tensor")
@@ -84,6 +91,8 @@ def float_arg(value: Union[float, torch.Tensor], name: str) -> float:
 
 def token_ids_arg(t: torch.Tensor, name: str) -> torch.Tensor:
     """A tensor of token ids: float, complex and bool tensors are refused (never truncated)."""
+    if t.__class__ is _TENSOR and t.dtype is _INT64:  # the usual case, in two attribute reads
+        return t
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"diffusion_kernels: argument '{name}' must be an int64 tensor of token ids, got {type(t).__name__}")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:

@@ -22,7 +22,7 @@ import torch
 from .. import reference
 
 # Bytes of float32 scores-shaped temporaries (scores, probabilities, their gradients) per chunk.
-_CHUNK_BYTES = 64 << 20
+_CHUNK_BYTES = 16 << 20
 
 
 def needs_grad(*tensors) -> bool:
@@ -91,30 +91,33 @@ def attention_grads(q, k_cache, v_cache, k_new, v_new, starts, key_padding_mask,
     grad_keys, grad_values = torch.zeros_like(keys), torch.zeros_like(values)
     grad_q = torch.empty(b, lq, hq, d, dtype=torch.float32, device=dev)
     chunk = max(1, min(lq, chunk_bytes // max(1, 4 * 4 * b * hq * lc)))
+    # Batched matmuls over (batch, kv head): the group's query heads and the chunk's rows are the
+    # g * c rows of one matrix, so K/V are never repeated per query head.
     for i0 in range(0, lq, chunk):
         i1 = min(lq, i0 + chunk)
         c = i1 - i0
-        qc = q[:, i0:i1].detach().float().view(b, c, hkv, g, d).permute(0, 2, 3, 1, 4)  # [b, hkv, g, c, d]
+        qc = q[:, i0:i1].detach().float().view(b, c, hkv, g, d).permute(0, 2, 3, 1, 4).reshape(b, hkv, g * c, d)
         seen = valid[:, None, :]  # [b, c or 1, lc]
         if causal_block_size is not None:
             seen = seen & reference.attention_block_mask(starts, c, lc, causal_block_size, noisy_length,
                                                          first_query=i0)
-        seen = seen[:, None, None]  # [b, 1, 1, c or 1, lc]
-        scores = torch.einsum("bhgcd,bhkd->bhgck", qc, keys).mul_(scale).masked_fill_(~seen, float("-inf"))
+        hidden = ~seen[:, None, None]  # [b, 1, 1, c or 1, lc] against scores viewed [b, hkv, g, c, lc]
+        scores = torch.matmul(qc, keys.transpose(-1, -2)).mul_(scale)
+        scores.view(b, hkv, g, c, lc).masked_fill_(hidden, float("-inf"))
         lse = torch.logsumexp(scores, dim=-1, keepdim=True)
-        probs = torch.exp(scores.sub_(torch.where(torch.isneginf(lse), 0, lse)))  # rows without a key: all 0
-        del scores
-        out = torch.einsum("bhgck,bhkd->bhgcd", probs, values)
-        dout = grad_out[:, i0:i1].float().view(b, c, hkv, g, d).permute(0, 2, 3, 1, 4)
-        dscores = torch.einsum("bhgcd,bhkd->bhgck", dout, values)
+        probs = scores.sub_(torch.where(torch.isneginf(lse), 0, lse)).exp_()  # rows without a key: all 0
+        out = torch.matmul(probs, values)
+        dout = grad_out[:, i0:i1].float().view(b, c, hkv, g, d).permute(0, 2, 3, 1, 4).reshape(b, hkv, g * c, d)
+        dscores = torch.matmul(dout, values.transpose(-1, -2))
         dscores.sub_((dout * out).sum(-1, keepdim=True))
         if grad_lse is not None:
-            dscores.add_(grad_lse[:, :, i0:i1].float().view(b, hkv, g, c, 1))
-        dscores.mul_(probs).masked_fill_(~seen, 0).mul_(scale)
-        grad_q[:, i0:i1] = torch.einsum("bhgck,bhkd->bhgcd", dscores, keys).permute(0, 3, 1, 2, 4).reshape(b, c, hq, d)
-        grad_keys += torch.einsum("bhgck,bhgcd->bhkd", dscores, qc)
-        grad_values += torch.einsum("bhgck,bhgcd->bhkd", probs, dout)
-        del probs, dscores
+            dscores.add_(grad_lse[:, :, i0:i1].float().reshape(b, hkv, g * c, 1))
+        dscores.mul_(probs).view(b, hkv, g, c, lc).masked_fill_(hidden, 0)
+        dscores.mul_(scale)
+        grad_q[:, i0:i1] = torch.matmul(dscores, keys).view(b, hkv, g, c, d).permute(0, 3, 1, 2, 4).reshape(b, c, hq, d)
+        grad_keys.add_(torch.matmul(dscores.transpose(-1, -2), qc))
+        grad_values.add_(torch.matmul(probs.transpose(-1, -2), dout))
+        del scores, probs, dscores
 
     grad_k = grad_v = None
     if k_new is not None:

@@ -3,11 +3,16 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._args import float_row_arg, int64_arg, int_row_arg, key_arg, suppress_ids_arg, token_ids_arg
+from .. import _C
+from ._args import INT64_MAX, INT64_MIN, float_row_arg, int64_arg, int_row_arg, key_arg, suppress_ids_arg, token_ids_arg
 
 __all__ = ["masked_confidence"]
 
 _KINDS = ("prob", "margin", "neg_entropy", "random")
+_Tensor = torch.Tensor
+_is_compiling = torch.compiler.is_compiling
+_op = torch.ops.diffusion_kernels.masked_confidence.default  # resolved once: called every step
+_direct = _C.masked_confidence_direct
 
 
 def masked_confidence(
@@ -96,43 +101,89 @@ def masked_confidence(
         ((2, 8), True)
     """
     return _masked_confidence(
-        torch.ops.diffusion_kernels.masked_confidence.default, logits, x, mask_id, temperature=temperature,
-        top_p=top_p, top_k=top_k, confidence=confidence, confidence_from=confidence_from, block_start=block_start,
-        block_end=block_end, suppress_ids=suppress_ids, seed=seed, offset=offset, return_lse=return_lse,
-        positions=positions, prev_token_penalty=prev_token_penalty)
+        _op, logits, x, mask_id, temperature=temperature, top_p=top_p, top_k=top_k, confidence=confidence,
+        confidence_from=confidence_from, block_start=block_start, block_end=block_end, suppress_ids=suppress_ids,
+        seed=seed, offset=offset, return_lse=return_lse, positions=positions, prev_token_penalty=prev_token_penalty,
+        direct=_direct)
 
 
 def _masked_confidence(op, logits, x, mask_id, *, temperature=0.0, top_p=None, top_k=None, confidence="prob",
                        confidence_from="sampling", block_start=0, block_end=None, suppress_ids=None, seed=0,
-                       offset=0, return_lse=False, positions="masked", prev_token_penalty=0.0):
-    """:func:`masked_confidence` run by ``op`` (the registered op, or its emulated CUDA twin)."""
-    if not isinstance(logits, torch.Tensor):
+                       offset=0, return_lse=False, positions="masked", prev_token_penalty=0.0, direct=None):
+    """:func:`masked_confidence` run by ``op`` (the registered op, or its emulated CUDA twin), or by
+    ``direct`` (the op without the dispatcher, see ops/fast_path.h) where that does not decline.
+
+    Called at every sampler step: Python numbers (the usual options) take one class test each; the
+    op checks their values."""
+    if logits.__class__ is not _Tensor and not isinstance(logits, _Tensor):
         raise TypeError(f"diffusion_kernels: argument 'logits' must be a tensor, got {type(logits).__name__}")
     token_ids_arg(x, "x")
     if confidence not in _KINDS:
         raise ValueError(f"diffusion_kernels: argument 'confidence' must be one of {_KINDS}, got {confidence!r}")
-    if confidence_from not in ("sampling", "logits"):
+    if confidence_from != "sampling" and confidence_from != "logits":
         raise ValueError(f"diffusion_kernels: argument 'confidence_from' must be 'sampling' or 'logits', got {confidence_from!r}")
-    if positions not in ("masked", "all"):
+    if positions != "masked" and positions != "all":
         raise ValueError(f"diffusion_kernels: argument 'positions' must be 'masked' or 'all', got {positions!r}")
-    batch = x.shape[0] if x.dim() > 0 else 0
-    pen, pen_val = float_row_arg(prev_token_penalty, "prev_token_penalty", batch)
-    t, t_val = float_row_arg(temperature, "temperature", batch)
-    p, p_val = float_row_arg(1.0 if top_p is None else top_p, "top_p", batch)
-    k, k_val = int_row_arg(0 if top_k is None else top_k, "top_k", batch)
-    bs, bs_val = int_row_arg(block_start, "block_start", batch)
-    be, be_val = int_row_arg(2**63 - 1 if block_end is None else block_end, "block_end", batch)
-    s, s_val = key_arg(seed, "seed")
-    o, o_val = key_arg(offset, "offset")
-    ids = suppress_ids_arg(suppress_ids, "suppress_ids", logits.shape[-1] if logits.dim() > 0 else 0, logits.device)
-    x0, conf, lse = op(
-        logits, x, int64_arg(mask_id, "mask_id"), temperature=t, temperature_value=t_val, top_p=p,
-        top_p_value=p_val, top_k=k, top_k_value=k_val, confidence=confidence,
-        confidence_from_logits=confidence_from == "logits", block_start=bs, block_start_value=bs_val,
-        block_end=be, block_end_value=be_val, suppress_ids=ids, seed=s, seed_value=s_val, offset=o,
-        offset_value=o_val, return_lse=return_lse, all_positions=positions == "all", prev_token_penalty=pen,
-        prev_token_penalty_value=pen_val)
-    return (x0, conf, lse) if return_lse else (x0, conf)
+    batch = -1  # computed on first use: only tensor options need it
+    if prev_token_penalty.__class__ is float:
+        pen, pen_val = None, prev_token_penalty
+    else:
+        batch = x.shape[0] if x.dim() > 0 else 0
+        pen, pen_val = float_row_arg(prev_token_penalty, "prev_token_penalty", batch)
+    if temperature.__class__ is float:
+        t, t_val = None, temperature
+    else:
+        batch = x.shape[0] if x.dim() > 0 else 0
+        t, t_val = float_row_arg(temperature, "temperature", batch)
+    if top_p is None:
+        p, p_val = None, 1.0
+    else:
+        batch = x.shape[0] if x.dim() > 0 else 0
+        p, p_val = float_row_arg(top_p, "top_p", batch)
+    if top_k is None:
+        k, k_val = None, 0
+    else:
+        batch = x.shape[0] if x.dim() > 0 else 0
+        k, k_val = int_row_arg(top_k, "top_k", batch)
+    if block_start.__class__ is int and INT64_MIN <= block_start <= INT64_MAX:
+        bs, bs_val = None, block_start
+    else:
+        batch = x.shape[0] if x.dim() > 0 else 0
+        bs, bs_val = int_row_arg(block_start, "block_start", batch)
+    if block_end is None:
+        be, be_val = None, INT64_MAX
+    elif block_end.__class__ is int and INT64_MIN <= block_end <= INT64_MAX:
+        be, be_val = None, block_end
+    else:
+        batch = x.shape[0] if x.dim() > 0 else 0
+        be, be_val = int_row_arg(block_end, "block_end", batch)
+    if seed.__class__ is int and INT64_MIN <= seed <= INT64_MAX:
+        s, s_val = None, seed
+    else:
+        s, s_val = key_arg(seed, "seed")
+    if offset.__class__ is int and INT64_MIN <= offset <= INT64_MAX:
+        o, o_val = None, offset
+    else:
+        o, o_val = key_arg(offset, "offset")
+    if suppress_ids is None:
+        ids = None
+    else:
+        ids = suppress_ids_arg(suppress_ids, "suppress_ids", logits.shape[-1] if logits.dim() > 0 else 0,
+                               logits.device)
+    if mask_id.__class__ is not int or not INT64_MIN <= mask_id <= INT64_MAX:
+        mask_id = int64_arg(mask_id, "mask_id")
+    from_logits, all_positions = confidence_from == "logits", positions == "all"
+    out = None
+    if direct is not None and not _is_compiling():
+        out = direct(logits, x, mask_id, t, t_val, p, p_val, k, k_val, confidence, from_logits, bs, bs_val, be,
+                     be_val, ids, s, s_val, o, o_val, return_lse, all_positions, pen, pen_val)
+    if out is None:
+        out = op(logits, x, mask_id, temperature=t, temperature_value=t_val, top_p=p, top_p_value=p_val, top_k=k,
+                 top_k_value=k_val, confidence=confidence, confidence_from_logits=from_logits, block_start=bs,
+                 block_start_value=bs_val, block_end=be, block_end_value=be_val, suppress_ids=ids, seed=s,
+                 seed_value=s_val, offset=o, offset_value=o_val, return_lse=return_lse,
+                 all_positions=all_positions, prev_token_penalty=pen, prev_token_penalty_value=pen_val)
+    return out if return_lse else out[:2]
 
 
 @torch.library.register_fake("diffusion_kernels::masked_confidence")

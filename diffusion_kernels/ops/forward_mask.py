@@ -3,9 +3,14 @@ from typing import Optional, Tuple, Union
 
 import torch
 
+from .. import _C
 from ._args import host_readable, int64_arg, lengths_arg, same_device_or_cpu
 
 __all__ = ["forward_mask"]
+
+_op = torch.ops.diffusion_kernels.forward_mask.default  # resolved once
+_direct = _C.forward_mask_direct
+_is_compiling = torch.compiler.is_compiling
 
 
 def forward_mask(x0: torch.Tensor, mask_id: int, *, eps: float = 1e-3, t: Optional[Union[float, torch.Tensor]] = None,
@@ -45,9 +50,13 @@ def forward_mask(x0: torch.Tensor, mask_id: int, *, eps: float = 1e-3, t: Option
         >>> bool(masked[:, :3].any()), bool((x_t[masked] == 126336).all())
         (False, True)
     """
-    return torch.ops.diffusion_kernels.forward_mask.default(
-        *forward_mask_args(x0, mask_id, eps=eps, t=t, seed=seed, offset=offset, prompt_lengths=prompt_lengths,
-                           antithetic=antithetic))
+    args = forward_mask_args(x0, mask_id, eps=eps, t=t, seed=seed, offset=offset, prompt_lengths=prompt_lengths,
+                             antithetic=antithetic)
+    if not _is_compiling():
+        out = _direct(*args)  # None where the dispatcher could route the call elsewhere (ops/fast_path.h)
+        if out is not None:
+            return out
+    return _op(*args)
 
 
 def forward_mask_args(x0, mask_id, *, eps=1e-3, t=None, seed=0, offset=0, prompt_lengths=None, antithetic=False):
@@ -57,15 +66,16 @@ def forward_mask_args(x0, mask_id, *, eps=1e-3, t=None, seed=0, offset=0, prompt
                          f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
     batch, seq = x0.shape
     mask_id = int64_arg(mask_id, "mask_id")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+    if eps.__class__ is not float and (isinstance(eps, bool) or not isinstance(eps, (int, float))):
         raise TypeError(f"diffusion_kernels: argument 'eps' must be a float, got {type(eps).__name__}")
     if not 0.0 < eps < 1.0:  # also refuses NaN
         raise ValueError(f"diffusion_kernels: argument 'eps' must lie in (0, 1), got {eps}")
-    if not isinstance(antithetic, bool):
+    if antithetic.__class__ is not bool:
         raise TypeError(f"diffusion_kernels: argument 'antithetic' must be a bool, got {type(antithetic).__name__}")
     if t is not None:
         t = _times(t, x0)
-    prompt_lengths = lengths_arg(prompt_lengths, "prompt_lengths", batch, seq, x0.device)
+    if prompt_lengths is not None:
+        prompt_lengths = lengths_arg(prompt_lengths, "prompt_lengths", batch, seq, x0.device)
     return (x0, mask_id, float(eps), t, prompt_lengths, int64_arg(seed, "seed"), int64_arg(offset, "offset"),
             antithetic)
 

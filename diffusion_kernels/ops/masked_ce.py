@@ -3,7 +3,13 @@ from typing import Tuple
 
 import torch
 
+from .. import _C
+
 __all__ = ["masked_cross_entropy"]
+
+_forward_op = torch.ops.diffusion_kernels.masked_ce_forward.default  # resolved once
+_forward_direct = _C.masked_ce_forward_direct
+_is_compiling = torch.compiler.is_compiling
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -39,7 +45,12 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, masked: to
         >>> bool((logits.grad[1] == 0).all())
         True
     """
-    return torch.ops.diffusion_kernels.masked_ce_forward.default(logits, targets, masked)
+    if not _is_compiling():
+        # None where the dispatcher could route the call elsewhere, e.g. logits that require grad
+        out = _forward_direct(logits, targets, masked)
+        if out is not None:
+            return out
+    return _forward_op(logits, targets, masked)
 
 
 def _acc_dtype(logits):

@@ -3,12 +3,15 @@ from typing import Optional, Union
 
 import torch
 
+from .. import _C
 from ._args import INT64_MAX, INT64_MIN, float_arg, float_row_arg, int64_arg, key_arg, token_ids_arg, written_arg
 
 __all__ = ["select_transfer"]
 
-_UPCAST = (torch.float16, torch.bfloat16)
 _op = torch.ops.diffusion_kernels.select_transfer.default  # resolved once: called every step
+_direct = _C.select_transfer_direct
+_is_compiling = torch.compiler.is_compiling
+_FLOAT32, _FLOAT16, _BFLOAT16 = torch.float32, torch.float16, torch.bfloat16
 
 
 def select_transfer(
@@ -80,8 +83,13 @@ def select_transfer(
         >>> x.tolist()
         [[99, 99, 99, 3], [99, 99, 99, 7]]
     """
-    return _op(*select_transfer_args(confidence, k=k, threshold=threshold, eps=eps, factor=factor,
-                                     alg_temp=alg_temp, seed=seed, offset=offset, x=x, x0=x0, strict=strict))
+    args = select_transfer_args(confidence, k=k, threshold=threshold, eps=eps, factor=factor, alg_temp=alg_temp,
+                                seed=seed, offset=offset, x=x, x0=x0, strict=strict)
+    if not _is_compiling():
+        mask = _direct(*args)  # None where the dispatcher could route the call elsewhere (ops/fast_path.h)
+        if mask is not None:
+            return mask
+    return _op(*args)
 
 
 def _count_arg(k, batch: int):
@@ -105,7 +113,8 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
     sampler step, so the common cases take few branches (the op itself checks the values)."""
     if not isinstance(confidence, torch.Tensor):
         raise TypeError(f"diffusion_kernels: argument 'confidence' must be a tensor, got {type(confidence).__name__}")
-    if confidence.dtype in _UPCAST:
+    dtype = confidence.dtype
+    if dtype is not _FLOAT32 and (dtype is _FLOAT16 or dtype is _BFLOAT16):  # `is`: `in` a tuple calls dtype __eq__
         confidence = confidence.float()
     seed_t = offset_t = None
     if seed.__class__ is not int or not INT64_MIN <= seed <= INT64_MAX:
@@ -114,7 +123,11 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
         offset_t, offset = key_arg(offset, "offset")
     if x is not None:
         token_ids_arg(x, "x")
-        written_arg(x, "x", *(() if x0 is None else (("x0", token_ids_arg(x0, "x0")),)))
+        if x0 is not None:
+            token_ids_arg(x0, "x0")
+        # contiguous x and x0: the op checks their overlap itself, exactly and without Python calls
+        if not x.is_contiguous() or x0 is None or not x0.is_contiguous():
+            written_arg(x, "x", *(() if x0 is None else (("x0", x0),)))
     elif x0 is not None:
         token_ids_arg(x0, "x0")
     if strict is not False and (strict is not True or threshold is None or eps is not None):
@@ -129,7 +142,8 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
         else:
             k_tensor, k_value = _count_arg(k, confidence.shape[0] if confidence.dim() > 0 else 0)
         return (confidence, "topk", k_tensor, k_value, 0.0, 0.0, 0.0,
-                0.0 if alg_temp is None else float_arg(alg_temp, "alg_temp"), seed, offset, x, x0, seed_t, offset_t)
+                0.0 if alg_temp is None else float_arg(alg_temp, "alg_temp"), seed, offset, x, x0, seed_t, offset_t,
+                None, False)
     given = [name for name, v in (("k", k), ("threshold", threshold), ("factor", factor)) if v is not None]
     if len(given) != 1:
         raise ValueError("diffusion_kernels: select_transfer takes exactly one of 'k', 'threshold' or 'factor', "
@@ -150,7 +164,7 @@ def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor
     if eps is not None:
         raise ValueError("diffusion_kernels: argument 'eps' is only used with 'threshold'")
     return (confidence, "factor", None, 0, 0.0, 0.0, float_arg(factor, "factor"), 0.0, seed, offset, x, x0, seed_t,
-            offset_t)
+            offset_t, None, False)
 
 
 def _threshold_rows(threshold: torch.Tensor, batch: int):

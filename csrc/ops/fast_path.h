@@ -1,0 +1,54 @@
+// When an op may be called directly from Python (bindings.cpp), skipping the torch dispatcher's
+// boxed argument parsing: only when the dispatcher would itself go straight to our CPU or CUDA
+// kernel. Anything that could intercept the call (tensor subclasses, fake/functional tensors,
+// torch_dispatch and torch_function modes, functorch transforms, the Python dispatcher, autograd
+// on an input that requires grad, the profiler's record_function hooks) makes the direct entry
+// decline, and the Python wrapper then calls the registered op as before.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <ATen/record_function.h>
+#include <c10/core/DispatchKeySet.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <c10/core/impl/PythonDispatcherTLS.h>
+
+#include <optional>
+
+namespace dk {
+
+// Collects the tensors of one call and says whether a direct call is equivalent to dispatching.
+class PlainCall {
+ public:
+  void add(const at::Tensor& t) {
+    if (!t.defined()) return;
+    keys_ = keys_ | t.key_set();
+    grad_ = grad_ || t.requires_grad();
+  }
+  void add(const std::optional<at::Tensor>& t) {
+    if (t.has_value()) add(*t);
+  }
+  // The backend the dispatcher would pick (CPU or CUDA), or nullopt when something else would run first.
+  std::optional<c10::DispatchKey> backend() const {
+    if (grad_ && c10::GradMode::is_enabled()) return std::nullopt;
+    if (c10::impl::PythonDispatcherTLS::get_state() != nullptr || at::impl::torch_function_mode_enabled() ||
+        at::hasCallbacks()) {
+      return std::nullopt;
+    }
+    const c10::impl::LocalDispatchKeySet tls = c10::impl::tls_local_dispatch_key_set();
+    // Autograd and autocast keys fall through for ops without such kernels (and grad was handled
+    // above); BackendSelect, always in the TLS included set, is skipped for ops with tensor arguments.
+    const c10::DispatchKeySet ks = ((keys_ | tls.included_) - tls.excluded_) -
+                                   c10::autograd_dispatch_keyset_with_ADInplaceOrView - c10::autocast_dispatch_keyset -
+                                   c10::DispatchKeySet(c10::DispatchKey::BackendSelect);
+    const c10::DispatchKey k = ks.highestPriorityTypeId();
+    if (k == c10::DispatchKey::CPU || k == c10::DispatchKey::CUDA) return k;
+    return std::nullopt;
+  }
+
+ private:
+  c10::DispatchKeySet keys_;
+  bool grad_ = false;
+};
+
+}  // namespace dk
