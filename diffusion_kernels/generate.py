@@ -15,6 +15,10 @@ from .decoding import BlockLoop, DreamPlan, Factor, LLaDAPlan, ModelForward, Pro
 from .decoding import Threshold
 from .decoding import UntilDone
 from .decoding.cache import check_cache_policy
+from .decoding.block_diffusion import BlockDiffusionLoop, decoded_blocks
+from .decoding.dynamic_threshold import SDARPlan
+from .decoding.editing import JointThreshold
+from .decoding.random_transfer import DreamOriginPlan
 from .decoding.remasking import CommittedRemasking, ReMDM, RemaskLowConfidence
 
 if TYPE_CHECKING:
@@ -119,7 +123,7 @@ def _check_cfg_scale(cfg_scale) -> float:
 
 
 def _plan(steps_per_block: int, threshold, factor, rule, schedule: str, alg_temp, schedule_eps,
-          remasking: str) -> StepPlan:
+          remasking: str, block_length: int = 0) -> StepPlan:
     """The rule of every step: a fixed schedule's top-k, or an adaptive rule until the block is done."""
     if sum(a is not None for a in (threshold, factor, rule)) > 1:
         raise ValueError("diffusion_kernels: give at most one of 'threshold', 'factor' and 'rule'")
@@ -129,8 +133,8 @@ def _plan(steps_per_block: int, threshold, factor, rule, schedule: str, alg_temp
     if rule is not None and not rule.adaptive:  # a fixed count per step comes from 'schedule' and 'steps'
         raise ValueError(f"diffusion_kernels: argument 'rule' must be an adaptive rule (Threshold, Factor, "
                          f"DInferThreshold), got {type(rule).__name__}")
-    if schedule not in ("llada", "dream"):
-        raise ValueError(f"diffusion_kernels: argument 'schedule' must be 'llada' or 'dream', got {schedule!r}")
+    if schedule not in ("llada", "dream", "sdar"):
+        raise ValueError(f"diffusion_kernels: argument 'schedule' must be 'llada', 'dream' or 'sdar', got {schedule!r}")
     eps = _real(schedule_eps, "schedule_eps")
     if not 0 < eps < 1:
         raise ValueError(f"diffusion_kernels: argument 'schedule_eps' must be in (0, 1), got {schedule_eps}")
@@ -140,6 +144,13 @@ def _plan(steps_per_block: int, threshold, factor, rule, schedule: str, alg_temp
     if alg_temp and (adaptive or remasking != "low_confidence"):
         raise ValueError("diffusion_kernels: argument 'alg_temp' draws the k positions of a fixed schedule: it "
                          "cannot be combined with 'threshold'/'factor' or remasking='random'")
+    if remasking == "origin":  # Dream alg='origin': random counts, no confidence
+        if factor is not None or rule is not None or threshold is not None or alg_temp:
+            raise ValueError("diffusion_kernels: remasking='origin' draws its own counts: it cannot be combined with "
+                             "'threshold'/'factor'/'rule'/'alg_temp'")
+        return DreamOriginPlan(steps_per_block, eps)
+    if schedule == "sdar":  # SDAR / LLaDA2: counts of the block length, raised by a threshold
+        return SDARPlan(steps_per_block, block_length, threshold=threshold)
     if threshold is not None:
         return UntilDone(Threshold(threshold))
     if factor is not None:
@@ -153,6 +164,8 @@ def _plan(steps_per_block: int, threshold, factor, rule, schedule: str, alg_temp
 
 def _proposal(temperature, top_p, top_k, remasking, confidence, confidence_from, eos_id, eot_id, suppress_eos,
               confidence_eos_eot_inf) -> Proposal:
+    if remasking == "origin":
+        remasking = "low_confidence"
     if remasking not in ("low_confidence", "random"):
         raise ValueError(f"diffusion_kernels: argument 'remasking' must be 'low_confidence' or 'random', got {remasking!r}")
     if confidence_from is None:
@@ -206,7 +219,8 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
              eot_id: Optional[int] = None, attention_mask: Optional[torch.Tensor] = None,
              shift_logits: bool = False, seed: Optional[int] = None, callback: Optional[Callable[[StepInfo], None]] = None,
              progress: Optional[bool] = None, return_dict: bool = False,
-             remask_committed: Optional[CommittedRemasking] = None, return_trajectory: bool = False):
+             remask_committed: Optional[CommittedRemasking] = None, return_trajectory: bool = False,
+             sub_block: Optional[int] = None, editing: Optional[JointThreshold] = None):
     """Generate ``gen_length`` tokens after ``prompt_ids`` with a masked diffusion LM.
 
     The answer starts fully masked and is decoded in ``gen_length // block_length`` blocks, left to
@@ -223,14 +237,19 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
             total steps (a multiple of the number of blocks).
         mask_id: the ``[MASK]`` id (LLaDA 126336, Dream 151666).
         temperature, top_p, top_k, seed: proposal sampling (0 = argmax), Philox-keyed by ``seed``.
-        remasking, confidence, confidence_from: ``'low_confidence'`` or ``'random'``; ``'prob'``,
+        remasking, confidence, confidence_from: ``'low_confidence'``, ``'random'`` or ``'origin'``
+            (Dream: each masked position committed with probability ``1 - s/t``); ``'prob'``,
             ``'margin'`` or ``'neg_entropy'``; ``'logits'`` (LLaDA) or ``'sampling'`` (Dream).
         threshold, factor: Fast-dLLM's threshold (``>= threshold``, at least one) or factor rule.
         rule: any adaptive rule of :mod:`diffusion_kernels.decoding` instead, e.g.
             ``Factor(1.0, variant="fastdllm_code")`` or ``DInferThreshold(0.9)``.
-        schedule, schedule_eps, alg_temp: ``'llada'`` or ``'dream'`` counts; Dream's ``eps`` in
+        schedule, schedule_eps, alg_temp: ``'llada'``, ``'dream'`` or ``'sdar'`` counts (SDAR /
+            LLaDA2: the block's counts, raised by ``threshold`` when given); Dream's ``eps`` in
             (0, 1) and ``alg_temp`` (positions drawn from ``softmax(confidence / alg_temp)``).
-        cache: ``None``, ``'prefix'`` or ``'dual'`` (Fast-dLLM's block-wise KV caches).
+        cache: ``None``, ``'prefix'`` or ``'dual'`` (Fast-dLLM's block-wise KV caches); for a
+            block-diffusion model (:class:`~diffusion_kernels.models.BlockDiffusionModel`)
+            ``'exact'`` (block-causal, committed blocks' K/V exact) or ``'block'`` (Fast-dLLM v2's
+            cache of the current block); docs/block_diffusion.md.
         cfg_scale: LLaDA's classifier-free guidance weight (finite, >= 0; 0 = off).
         eos_id, suppress_eos, stop_at_eos: never propose EOS; stop after the first block at whose
             end every row has an EOS (the rest filled with EOS).
@@ -245,6 +264,9 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
         return_trajectory: also record a :class:`~diffusion_kernels.rl.Trajectory` (the step and
             the proposal's log-probability of every committed token) in the returned
             :class:`GenerateOutput`; not with ``remask_committed`` or ``stop_at_eos``.
+        sub_block: with ``cache='exact'``/``'block'``, Fast-dLLM v2's sub-blocks of the block.
+        editing: with ``cache='exact'``/``'block'``, LLaDA2.1's token editing: a
+            :class:`~diffusion_kernels.decoding.JointThreshold` (replaces the schedule/threshold).
 
     Returns:
         ``[B, gen_length]`` int64 tokens, or a :class:`GenerateOutput` (``return_dict`` or
@@ -276,15 +298,34 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
     if callback is not None and not callable(callback):
         raise TypeError(f"diffusion_kernels: argument 'callback' must be callable, got {type(callback).__name__}")
     _check_ids_in_vocab(model, prompt_ids, {"mask_id": mask_id, "eos_id": eos_id, "eot_id": eot_id})
-    adaptive = threshold is not None or factor is not None or rule is not None
-    num_blocks = _num_blocks(gen_length, block_length, steps, adaptive)
-    check_cache_policy(cache, model)
+    adaptive = (threshold is not None and schedule != "sdar") or factor is not None or rule is not None \
+        or editing is not None
+    block_mode = cache in ("exact", "block")
+    if block_mode:
+        b = getattr(getattr(model, "config", None), "block_size", None)
+        if not isinstance(b, int) or not hasattr(model, "init_cache"):
+            raise ValueError(f"diffusion_kernels: cache={cache!r} needs a block-diffusion model (config.block_size, "
+                             "init_cache; e.g. models.BlockDiffusionModel)")
+        if cfg_scale or remask_committed is not None or return_trajectory:
+            raise ValueError(f"diffusion_kernels: cache={cache!r} does not take 'cfg_scale', 'remask_committed' or "
+                             "'return_trajectory'")
+        _positive_int(steps, "steps")
+        num_blocks = decoded_blocks(prompt_ids.shape[1], prompt_ids.shape[1] + gen_length, block_length)
+        if not adaptive and steps % num_blocks:
+            raise ValueError(f"diffusion_kernels: 'steps' ({steps}) must be a multiple of the {num_blocks} blocks "
+                             "decoded on the model's grid")
+    else:
+        if editing is not None or sub_block is not None:
+            raise ValueError("diffusion_kernels: 'editing' and 'sub_block' need cache='exact' or 'block'")
+        num_blocks = _num_blocks(gen_length, block_length, steps, adaptive)
+        check_cache_policy(cache, model)
     if (suppress_eos or stop_at_eos) and eos_id is None:
         raise ValueError("diffusion_kernels: 'suppress_eos'/'stop_at_eos' need 'eos_id'")
     _check_remasking(remask_committed, adaptive, return_trajectory, stop_at_eos)
     if isinstance(remask_committed, ReMDM) and remask_committed.schedule == "loop" and schedule != "llada":
         raise ValueError("diffusion_kernels: ReMDM('loop') sets the step counts itself: use schedule='llada'")
-    plan = _plan(steps // num_blocks, threshold, factor, rule, schedule, alg_temp, schedule_eps, remasking)
+    plan = None if editing is not None else _plan(steps // num_blocks, threshold, factor, rule, schedule, alg_temp,
+                                                  schedule_eps, remasking, block_length)
     proposal = _proposal(temperature, top_p, top_k, remasking, confidence, confidence_from, eos_id, eot_id,
                          suppress_eos, confidence_eos_eot_inf)
     cfg_scale = _check_cfg_scale(cfg_scale)
@@ -300,11 +341,18 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
     bar = progress_bar(total=None if adaptive else steps, enabled=show, unit="step")
     try:
         with torch.inference_mode():
-            forward = ModelForward(model, x, mask_id=mask_id, cache=cache, cfg_scale=cfg_scale,
-                                   attention_mask=full_mask, shift_logits=shift_logits)
-            loop = BlockLoop(forward, plan, proposal, mask_id=mask_id, prompt_length=Lp, block_length=block_length,
-                             seed=0 if seed is None else seed, eos_id=eos_id, stop_at_eos=stop_at_eos,
-                             callback=callback, bar=bar, remasking=remask_committed, log_prob=log_prob)
+            if block_mode:
+                loop = BlockDiffusionLoop(model, plan, proposal, mask_id=mask_id, prompt_length=Lp,
+                                          block_size=block_length, sub_block=sub_block, cache=cache,
+                                          shift_logits=shift_logits, attention_mask=full_mask,
+                                          seed=0 if seed is None else seed, eos_id=eos_id, stop_at_eos=stop_at_eos,
+                                          callback=callback, bar=bar, editing=editing)
+            else:
+                forward = ModelForward(model, x, mask_id=mask_id, cache=cache, cfg_scale=cfg_scale,
+                                       attention_mask=full_mask, shift_logits=shift_logits)
+                loop = BlockLoop(forward, plan, proposal, mask_id=mask_id, prompt_length=Lp, block_length=block_length,
+                                 seed=0 if seed is None else seed, eos_id=eos_id, stop_at_eos=stop_at_eos,
+                                 callback=callback, bar=bar, remasking=remask_committed, log_prob=log_prob)
             nfe = loop.run(x, order)
     finally:
         bar.close()

@@ -228,13 +228,6 @@ def test_block_diffusion_model_exact_cache_equals_uncached(naming):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
 
 
-def _has_editing_ops():
-    import inspect
-    from diffusion_kernels import masked_confidence
-    return "positions" in inspect.signature(masked_confidence).parameters
-
-
-@pytest.mark.skipif(not _has_editing_ops(), reason="masked_confidence(positions='all') (contract A) not on main yet")
 def test_llada21_editing_exact_cache_equals_uncached():
     from diffusion_kernels.decoding.editing import JointThreshold
     model = TinyBlockLM(block_size=4)

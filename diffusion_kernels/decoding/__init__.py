@@ -10,6 +10,10 @@ the engine adapters.
 * Around it for :func:`generate`: step plans (:class:`LLaDAPlan`, :class:`DreamPlan`,
   :class:`UntilDone`), the cache policy (:func:`query_range`), the model call
   (:class:`ModelForward`) and the block loop (:class:`BlockLoop`).
+* Block diffusion (exact KV cache): :class:`BlockDiffusionLoop`, SDAR's :class:`DynamicThreshold` /
+  :class:`SDARPlan`, Dream's ``origin`` (:class:`RandomTransfer`, :class:`DreamOriginPlan`).
+* Self-correction: :class:`ReMDM`, :class:`RemaskLowConfidence` (:func:`remask_step`); the
+  log-probability of committed tokens (:func:`proposal_log_prob`; module ``token_log_prob``).
 """
 from .cache import query_range
 from .forward import ModelForward
@@ -19,7 +23,14 @@ from .proposal import Proposal, propose
 from .rules import ALG_TEMP_OFFSET, DInferThreshold, Factor, Rule, Threshold, TopK
 from .step import StepResult, decode_step
 from .editing import EditResult, EditState, JointThreshold, joint_threshold_step
+from .block_diffusion import BlockDiffusionLoop, decoded_blocks
+from .dynamic_threshold import DynamicThreshold, SDARPlan
+from .random_transfer import DreamOriginPlan, RandomTransfer
+from .remasking import CommittedRemasking, ReMDM, RemaskLowConfidence, remask_step
+from .token_log_prob import proposal_log_prob  # token_log_prob stays the module's name
 
 __all__ = ["Rule", "TopK", "Threshold", "Factor", "DInferThreshold", "ALG_TEMP_OFFSET", "Proposal", "propose",
            "StepResult", "decode_step", "JointThreshold", "EditState", "EditResult", "joint_threshold_step",
-           "StepPlan", "LLaDAPlan", "DreamPlan", "UntilDone", "query_range", "ModelForward", "BlockLoop", "StepInfo"]
+           "StepPlan", "LLaDAPlan", "DreamPlan", "UntilDone", "query_range", "ModelForward", "BlockLoop", "StepInfo",
+           "BlockDiffusionLoop", "decoded_blocks", "DynamicThreshold", "SDARPlan", "RandomTransfer", "DreamOriginPlan",
+           "CommittedRemasking", "ReMDM", "RemaskLowConfidence", "remask_step", "proposal_log_prob"]
