@@ -23,11 +23,13 @@ from .loss import masked_diffusion_loss
 from .fused_linear_loss import fused_linear_masked_diffusion_loss
 from .likelihood import monte_carlo_log_likelihood
 from .generate import GenerateOutput, generate
-from . import decoding, models
+from .block_diffusion_loss import block_diffusion_loss
+from . import decoding, models, rl
 
 __all__ = ["__version__", "build_info", "attention_with_kv_cache", "masked_confidence", "schedules",
            "select_transfer", "generate", "GenerateOutput", "decoding", "models", "forward_mask", "masked_cross_entropy",
-           "masked_diffusion_loss", "fused_linear_masked_diffusion_loss", "monte_carlo_log_likelihood"]
+           "masked_diffusion_loss", "fused_linear_masked_diffusion_loss", "monte_carlo_log_likelihood",
+           "block_diffusion_loss", "rl"]
 
 
 def build_info() -> dict:
