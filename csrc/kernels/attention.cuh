@@ -108,6 +108,38 @@ __device__ __forceinline__ bool write_starts_ok(const AttentionParams& p) {
   return __syncthreads_or(bad) == 0;
 }
 
+// Fresh reads of the thread and block indices (volatile: not merged with earlier reads), so an
+// index needed again after the main loop is recomputed there instead of held across it.
+__device__ __forceinline__ int reread_tid() {
+#if SIMT_EMULATED
+  return int(threadIdx.x);
+#else
+  unsigned v;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(v));
+  return int(v);
+#endif
+}
+
+__device__ __forceinline__ int reread_block_x() {
+#if SIMT_EMULATED
+  return int(blockIdx.x);
+#else
+  unsigned v;
+  asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(v));
+  return int(v);
+#endif
+}
+
+__device__ __forceinline__ int reread_block_y() {
+#if SIMT_EMULATED
+  return int(blockIdx.y);
+#else
+  unsigned v;
+  asm volatile("mov.u32 %0, %%ctaid.y;" : "=r"(v));
+  return int(v);
+#endif
+}
+
 __device__ __forceinline__ int64_t key_end(const AttentionParams& p, int64_t b) {
   int64_t end = p.cache_len;
   if (p.key_lengths != nullptr) {
@@ -188,10 +220,12 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   // block walks one contiguous run of tiles (a map from loop index to tile would cost registers
   // that head_dim 128 does not have); with a single split the run spans both and the per-key
   // masks hide the keys between them. Keys fit in int32 (the launcher checks cache_len).
-  // row_spans: the visible keys [lo0, hi0) U [lo1, hi1) of each row of the block (each entry
-  // written and read by its own thread); vis: per stage, which keys of the staged tile each row sees.
+  // row_spans: the visible keys [lo0, hi0) U [lo1, hi1) of each row of the block; vis: per stage,
+  // one 32-bit word per thread with exactly the score bits that thread masks (written and read by
+  // the same thread: the loop holds one word, not two 64-bit row masks and their shifts, which
+  // head_dim 128 has no registers for).
   SIMT_SHARED(int, row_spans, [kBlockM][4]);
-  SIMT_SHARED(uint64_t, vis, [2][kBlockM]);
+  SIMT_SHARED(uint32_t, vis, [2][kThreads]);
   const int64_t n_end = key_end(p, b);
   int win_lo = 0, win_hi = int(n_end);  // keys from win_hi on are never read
   int tile_begin, tile_end;
@@ -216,6 +250,7 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
       w1 = int(any.hi0 < n_end ? any.hi0 : n_end);
       w2 = int(any.lo1 < n_end ? any.lo1 : n_end);
       w3 = int(any.hi1 < n_end ? any.hi1 : n_end);
+      __syncthreads();  // row_spans complete: each thread reads the spans of its two rows
     }
     const bool has_a = w1 > w0, has_b = w3 > w2;
     const int a0 = w0 / kBlockN, a1 = (w1 + kBlockN - 1) / kBlockN;
@@ -291,12 +326,21 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
       vp += kRowStep * p.vc_sl;
     }
     if (tid < kBlockN) bias[stage * kBlockN + tid] = key_valid(int64_t(tile) * kBlockN + tid) ? 0.f : -INFINITY;
-    if (kRule && tid < kBlockM) {
+    if constexpr (kRule) {
+      // Bit 16h + 2j + e: whether row g + 8h of this thread's warp sees key 8j + 2t + e of the tile.
       const int key0 = tile * kBlockN;
       auto ones_below = [](int n) { return n <= 0 ? uint64_t{0} : n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; };
-      const int* const sp = row_spans[tid];
-      vis[stage][tid] = (ones_below(sp[1] - key0) & ~ones_below(sp[0] - key0)) |
-                        (ones_below(sp[3] - key0) & ~ones_below(sp[2] - key0));
+      uint32_t word = 0;
+      DK_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        const int* const sp = row_spans[warp * 16 + g + 8 * h];
+        const uint64_t row = (ones_below(sp[1] - key0) & ~ones_below(sp[0] - key0)) |
+                             (ones_below(sp[3] - key0) & ~ones_below(sp[2] - key0));
+        const uint64_t mine = row >> (2 * t);
+        DK_UNROLL
+        for (int j = 0; j < kSTiles; ++j) word |= uint32_t((mine >> (8 * j)) & 3u) << (16 * h + 2 * j);
+      }
+      vis[stage][tid] = word;
     }
   };
 
@@ -358,17 +402,12 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
         for (int e = 0; e < 4; ++e) s[j][e] = fmaf(s[j][e], scale_log2, bs[8 * j + 2 * t + (e & 1)]);
       if constexpr (kRule) {
         // Keys this thread's rows do not see get -inf (a select: even a NaN score is hidden).
+        const uint32_t bits = vis[stage][tid];
         DK_UNROLL
-        for (int h = 0; h < 2; ++h) {
-          const uint64_t bits = vis[stage][warp * 16 + g + 8 * h];
-          if (bits == ~uint64_t{0}) continue;
-          const uint64_t mine = bits >> (2 * t);
+        for (int j = 0; j < kSTiles; ++j)
           DK_UNROLL
-          for (int j = 0; j < kSTiles; ++j)
-            DK_UNROLL
-            for (int e = 0; e < 2; ++e)
-              if (((mine >> (8 * j + e)) & 1u) == 0) s[j][2 * h + e] = -INFINITY;
-        }
+          for (int e = 0; e < 4; ++e)
+            if (((bits >> (16 * (e >> 1) + 2 * j + (e & 1))) & 1u) == 0) s[j][e] = -INFINITY;
       }
       DK_UNROLL
       for (int j = 0; j < kSTiles; ++j)
@@ -433,27 +472,36 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
     lse[h] = l[h] > 0.f ? (m[h] + log2f(l[h])) * kLn2 : -INFINITY;
     if (poisoned) inv[h] = lse[h] = NAN;  // any o times NaN is NaN
   }
+  // The output's indices: under a block rule recomputed from fresh reads (the rule's loop leaves
+  // no registers at head_dim 128 to hold them across it; holding them spilled).
+  const int e_tid = kRule ? reread_tid() : tid, e_lane = e_tid % 32;
+  const int e_g = kRule ? e_lane >> 2 : g, e_t = kRule ? e_lane & 3 : t;
+  const int e_group = kRule ? int(p.heads_q) / int(p.heads_kv) : group, e_q_len = kRule ? int(p.q_len) : q_len;
+  const int e_by = kRule ? reread_block_y() : int(blockIdx.y);
+  const int64_t e_rows = kRule ? int64_t(e_group) * e_q_len : rows;
+  const int64_t e_b = kRule ? e_by / int(p.heads_kv) : b, e_hk = kRule ? e_by % int(p.heads_kv) : hk;
+  const int64_t e_row0 = kRule ? int64_t(reread_block_x()) * kBlockM + (e_tid / 32) * 16 : warp_row0;
   DK_UNROLL
   for (int h = 0; h < 2; ++h) {
-    const int64_t r = warp_row0 + g + 8 * h;
-    if (r >= rows) continue;
-    const int64_t head = hk * group + int(r) / q_len, pos = int(r) % q_len;
-    const int64_t lse_row = (b * p.heads_q + head) * p.q_len + pos;  // [batch, heads_q, q_len]
+    const int64_t r = e_row0 + e_g + 8 * h;
+    if (r >= e_rows) continue;
+    const int64_t head = e_hk * e_group + int(r) / e_q_len, pos = int(r) % e_q_len;
+    const int64_t lse_row = (e_b * p.heads_q + head) * p.q_len + pos;  // [batch, heads_q, q_len]
     if (p.num_splits > 1) {
       const int64_t split_row = int64_t(blockIdx.z) * p.batch * p.heads_q * p.q_len + lse_row;
       float* const dst = p.o_partial + split_row * D;
       DK_UNROLL
       for (int j = 0; j < kOTiles; ++j) {
-        dst[8 * j + 2 * t] = o[j][2 * h] * inv[h];
-        dst[8 * j + 2 * t + 1] = o[j][2 * h + 1] * inv[h];
+        dst[8 * j + 2 * e_t] = o[j][2 * h] * inv[h];
+        dst[8 * j + 2 * e_t + 1] = o[j][2 * h + 1] * inv[h];
       }
-      if (t == 0) p.lse_partial[split_row] = lse[h];
+      if (e_t == 0) p.lse_partial[split_row] = lse[h];
     } else {
-      T* const dst = static_cast<T*>(p.out) + ((b * p.q_len + pos) * p.heads_q + head) * D;
+      T* const dst = static_cast<T*>(p.out) + ((e_b * p.q_len + pos) * p.heads_q + head) * D;
       DK_UNROLL
       for (int j = 0; j < kOTiles; ++j)
-        store_b32(dst + 8 * j + 2 * t, pack2<T>(o[j][2 * h] * inv[h], o[j][2 * h + 1] * inv[h]));
-      if (t == 0 && p.lse != nullptr) p.lse[lse_row] = lse[h];
+        store_b32(dst + 8 * j + 2 * e_t, pack2<T>(o[j][2 * h] * inv[h], o[j][2 * h + 1] * inv[h]));
+      if (e_t == 0 && p.lse != nullptr) p.lse[lse_row] = lse[h];
     }
   }
 }
