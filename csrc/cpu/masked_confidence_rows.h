@@ -87,6 +87,7 @@ inline __attribute__((always_inline)) RowResult finite_row(const T* row, int64_t
   double run_sum = 0.0; // relative to ref; across chunks in double (float32 cost ~1e-6 at V = 126464)
   float best = -kInf;   // max so far, and the first chunk holding it (searched once, at the end:
   int64_t best_chunk = 0;  // the max rises in ~ln(chunks) chunks, a scalar search each cost ~15 %)
+  float bias = 0.f;     // the last fused pass's exponent offset (see fused)
   for (int64_t c0 = 0; c0 < vocab; c0 += kChunk) {
     const int64_t n = std::min(kChunk, vocab - c0);
     const T* p = row + c0;
@@ -111,7 +112,7 @@ inline __attribute__((always_inline)) RowResult finite_row(const T* row, int64_t
     // gives at v = against (0 where there is no FMA).
     auto fused = [&](float against, float& cmax) {
       const vfloat mx = splat(against * kLog2e);
-      const float bias = exp2_arg(splat(against), mx)[0];
+      bias = exp2_arg(splat(against), mx)[0];
       vfloat m0 = vmax(tail[0], tail[1]), m1 = m0;
       vfloat s0 = Exp2::term(exp2_arg(tail[0], mx)) + Exp2::term(exp2_arg(tail[1], mx));
       vfloat s1 = splat(0.f), s2 = s1, s3 = s1;
@@ -153,6 +154,9 @@ inline __attribute__((always_inline)) RowResult finite_row(const T* row, int64_t
     }
     float cmax;
     double csum = fused(ref, cmax);
+    // With an FMA the offset is the rounding error of against * log2e: beyond |against| ~ 1e7 it
+    // exceeds 1 and the terms leave float32's range, so such rows take the exact path.
+    if (!(std::fabs(bias) <= 1.f)) return {-1, 0.f, 0.f};
     if (cmax > best) {  // strict: an equal max in a later chunk keeps the earlier index
       best = cmax;
       best_chunk = c0;
@@ -162,6 +166,7 @@ inline __attribute__((always_inline)) RowResult finite_row(const T* row, int64_t
       if (!(cmax <= ref + kMaxJump)) {  // the terms may have overflowed: sum again
         against = cmax;
         csum = fused(against, cmax);
+        if (!(std::fabs(bias) <= 1.f)) return {-1, 0.f, 0.f};
       }
       run_sum = run_sum * std::exp(static_cast<double>(ref) - cmax) + csum * std::exp(static_cast<double>(against) - cmax);
       ref = cmax;
