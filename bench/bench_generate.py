@@ -1,5 +1,6 @@
 """End-to-end generate() benchmark: tokens/s, NFE, accuracy and agreement with vanilla for
-vanilla / prefix cache / dual cache / threshold 0.9 / dual + threshold.
+vanilla / prefix cache / dual cache / threshold 0.9 / dual + threshold, and the embedded
+block-diffusion model (exact cache) against the full-attention one.
 
     python bench/bench_generate.py               # embedded sorting model + a wide random model
     python bench/bench_generate.py --only embedded
@@ -16,8 +17,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from diffusion_kernels.demo import load_model, task  # noqa: E402
-from diffusion_kernels.demo.strategies import bench_table, format_table  # noqa: E402
+from diffusion_kernels.__main__ import default_steps  # noqa: E402
+from diffusion_kernels.demo import load_block_model, load_model, task  # noqa: E402
+from diffusion_kernels.demo.strategies import bench_table, format_model_table, format_table, model_rows  # noqa: E402
 from diffusion_kernels.models import LLaDAConfig, LLaDAModel  # noqa: E402
 
 
@@ -38,6 +40,13 @@ def main():
                                check=lambda s: (s == answers).all(1), repeats=a.repeats)
             print(f"## embedded sorting model (batch 64, gen {task.DIGITS}, block {block}, steps = gen)\n")
             print(format_table(rows), "\n")
+        block_model = load_block_model()
+        steps = default_steps("block", block_model.config.block_size)
+        rows = model_rows(load_model(), block_model, prompts, answers, task.DIGITS, task.BLOCK, steps, task.MASK,
+                          repeats=a.repeats)
+        print(f"## full attention vs block diffusion (batch 64, gen {task.DIGITS}; block model: steps {steps}, "
+              f"exact cache)\n")
+        print(format_model_table(rows), "\n")
     if a.only in (None, "wide"):
         cfg = LLaDAConfig(vocab_size=4096, d_model=a.wide_d, n_layers=a.wide_layers, n_heads=a.wide_d // 64,
                           mlp_hidden_size=3 * a.wide_d, mask_token_id=4095)

@@ -1,4 +1,4 @@
-"""``python -m diffusion_kernels demo [DIGITS]`` | ``python -m diffusion_kernels bench``."""
+"""``python -m diffusion_kernels demo [DIGITS] [--model block]`` | ``python -m diffusion_kernels bench``."""
 import argparse
 import sys
 
@@ -7,14 +7,19 @@ import torch
 
 def demo(args):
     from . import generate
-    from .demo import load_model, task
+    from .demo import load_block_model, load_model, task
     from .demo.picture import decoding_order_picture
 
-    model = load_model()
+    if args.model == "block":  # block-causal: its own block grid, the exact KV cache
+        model = load_block_model()
+        args.block, args.cache = model.config.block_size, "exact"
+    else:
+        model = load_model()
     digits = args.digits or "".join(str(int(d)) for d in torch.randint(0, 10, (task.DIGITS,)))
     prompt = task.parse(digits)
-    steps = task.DIGITS if args.steps is None else args.steps
-    print(f"prompt: {task.render(prompt[0])}   (sort the digits; {steps} steps, block {args.block})")
+    steps = default_steps(args.model, args.block) if args.steps is None else args.steps
+    print(f"prompt: {task.render(prompt[0])}   (sort the digits; {args.model} model, {steps} steps, "
+          f"block {args.block})")
 
     def show(info):
         if args.verbose:
@@ -29,17 +34,29 @@ def demo(args):
     strategy = f"threshold {args.threshold}" if args.threshold is not None else f"{steps} steps"
     backend = decoding_order_picture(
         args.png, out.sequences[0].tolist(), out.order[0].tolist(), max(out.nfe, 1),
-        labels=lambda t: task.render([t]), block_length=args.block, backend=args.png_backend,
+        labels=lambda t: task.render([t]), backend=args.png_backend,
+        block_length=args.block if args.model == "llada" else None,  # the block grid is not the answer's
         title="Decoding order: which token each step committed",
-        subtitle=f"prompt {task.render(prompt[0])}   answer {answer}   {strategy}, block {args.block}, "
-                 f"cache {args.cache or 'none'}, NFE {out.nfe}")
+        subtitle=f"{args.model} model   prompt {task.render(prompt[0])}   answer {answer}   {strategy}, "
+                 f"block {args.block}, cache {args.cache or 'none'}, NFE {out.nfe}")
     print(f"wrote {args.png} ({backend})")
     return 0 if ok else 1
 
 
+def default_steps(model: str, block: int) -> int:
+    """One token per step: the answer's length, or for the block model ``block`` steps for each
+    block of its grid the answer touches (the first and last blocks are partial)."""
+    from .demo import task
+
+    if model == "llada":
+        return task.DIGITS
+    first, end = task.PROMPT_LEN // block, -(-(task.PROMPT_LEN + task.DIGITS) // block)
+    return (end - first) * block
+
+
 def bench(args):
-    from .demo import load_model, task
-    from .demo.strategies import bench_table, format_table
+    from .demo import load_block_model, load_model, task
+    from .demo.strategies import bench_table, format_model_table, format_table, model_rows
 
     torch.manual_seed(0)
     model = load_model()
@@ -49,6 +66,12 @@ def bench(args):
     print(f"embedded sorting model, CPU, batch {args.batch}, gen {task.DIGITS}, block {args.block}, "
           f"{torch.get_num_threads()} threads (median of {args.repeats})")
     print(format_table(rows))
+    block_model = load_block_model()
+    b = block_model.config.block_size
+    rows = model_rows(model, block_model, prompts, answers, task.DIGITS, args.block, default_steps("block", b),
+                      task.MASK, repeats=args.repeats)
+    print(f"\nfull attention vs block diffusion (block {b}, steps {default_steps('block', b)}, exact cache)")
+    print(format_model_table(rows))
     return 0
 
 
@@ -57,6 +80,8 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="sort digits with the embedded masked-diffusion model")
     d.add_argument("digits", nargs="?", help="the 24 digits to sort (default: random)")
+    d.add_argument("--model", choices=["llada", "block"], default="llada",
+                   help="the full-attention model (default) or the block-diffusion one (cache='exact')")
     d.add_argument("--steps", type=int, default=None)
     d.add_argument("--block", type=int, default=None)
     d.add_argument("--threshold", type=float, default=None)
