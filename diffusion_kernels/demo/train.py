@@ -9,6 +9,7 @@ package's loss API: ``forward_mask`` (Philox noising) + ``masked_diffusion_loss`
 """
 import argparse
 import time
+from typing import Callable
 
 import torch
 
@@ -29,17 +30,17 @@ def _loss(model, prompt, answer, step, seed):
     return dk.masked_diffusion_loss(model(xt), x0, masked, p, normalize="sft", prompt_lengths=task.PROMPT_LEN)
 
 
-def train(steps: int, batch: int, lr: float, seed: int = 0, log_every: int = 100):
-    torch.manual_seed(seed)
+def fit(model: torch.nn.Module, batch_loss: Callable[[int, torch.Generator], torch.Tensor], steps: int, lr: float,
+        seed: int = 0, log_every: int = 100) -> torch.nn.Module:
+    """AdamW + one-cycle schedule + gradient clipping over ``batch_loss(step, generator)``, from a
+    fixed seed (both demo models); returns the model in eval mode."""
     g = torch.Generator().manual_seed(seed)
-    model = LLaDAModel(CONFIG)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     t0 = time.perf_counter()
     model.train()
     for step in range(steps):
-        prompt, answer = task.make_batch(batch, g)
-        loss = _loss(model, prompt, answer, step, seed + 1234)
+        loss = batch_loss(step, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -50,6 +51,24 @@ def train(steps: int, batch: int, lr: float, seed: int = 0, log_every: int = 100
     return model.eval()
 
 
+def save(model: torch.nn.Module, config, out: str) -> None:
+    """The embedded file: the config's fields and the weights in float16 (halves the file)."""
+    state = {k: v.to(torch.float16) for k, v in model.state_dict().items()}
+    torch.save({"config": config.__dict__, "state_dict": state}, out)
+    print("wrote", out)
+
+
+def train(steps: int, batch: int, lr: float, seed: int = 0, log_every: int = 100):
+    torch.manual_seed(seed)
+    model = LLaDAModel(CONFIG)
+
+    def batch_loss(step, g):
+        prompt, answer = task.make_batch(batch, g)
+        return _loss(model, prompt, answer, step, seed + 1234)
+
+    return fit(model, batch_loss, steps, lr, seed, log_every)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=800)
@@ -58,10 +77,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="diffusion_kernels/demo/sort_model.pt")
     a = ap.parse_args(argv)
-    model = train(a.steps, a.batch, a.lr, a.seed)
-    state = {k: v.to(torch.float16) for k, v in model.state_dict().items()}  # halves the file
-    torch.save({"config": CONFIG.__dict__, "state_dict": state}, a.out)
-    print("wrote", a.out)
+    save(train(a.steps, a.batch, a.lr, a.seed), CONFIG, a.out)
 
 
 if __name__ == "__main__":

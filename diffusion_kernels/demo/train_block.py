@@ -10,13 +10,13 @@ forward (:func:`~diffusion_kernels.block_diffusion_loss.block_diffusion_loss`), 
 block as if decoded after its clean prefix, i.e. what ``generate(cache="exact")`` feeds it.
 """
 import argparse
-import time
 
 import torch
 
 from ..block_diffusion_loss import block_diffusion_loss
 from ..models import BlockDiffusionConfig, BlockDiffusionModel
 from . import task
+from .train import fit, save
 
 CONFIG = BlockDiffusionConfig(vocab_size=task.VOCAB, hidden_size=64, intermediate_size=192, num_hidden_layers=4,
                               num_attention_heads=4, num_key_value_heads=2, block_size=4,
@@ -34,24 +34,13 @@ def padded_batch(batch: int, generator: torch.Generator, block_size: int = CONFI
 def train(steps: int, batch: int, lr: float, seed: int = 0, log_every: int = 50) -> BlockDiffusionModel:
     """Train from a fixed seed; returns the model in eval mode."""
     torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
     model = BlockDiffusionModel(CONFIG)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    t0 = time.perf_counter()
-    model.train()
-    for step in range(steps):
-        x0 = padded_batch(batch, g)
-        loss = block_diffusion_loss(model, x0, mask_id=task.MASK, seed=seed + 1234, offset=step,
+
+    def batch_loss(step, g):
+        return block_diffusion_loss(model, padded_batch(batch, g), mask_id=task.MASK, seed=seed + 1234, offset=step,
                                     prompt_lengths=task.PROMPT_LEN, normalize="sft")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % log_every == 0 or step == steps - 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  {time.perf_counter() - t0:.0f}s", flush=True)
-    return model.eval()
+
+    return fit(model, batch_loss, steps, lr, seed, log_every)
 
 
 def main(argv=None):
@@ -64,10 +53,7 @@ def main(argv=None):
     ap.add_argument("--out", default="diffusion_kernels/demo/block_model.pt")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    model = train(a.steps, a.batch, a.lr, a.seed)
-    state = {k: v.to(torch.float16) for k, v in model.state_dict().items()}  # halves the file
-    torch.save({"config": CONFIG.__dict__, "state_dict": state}, a.out)
-    print("wrote", a.out)
+    save(train(a.steps, a.batch, a.lr, a.seed), CONFIG, a.out)
 
 
 if __name__ == "__main__":
