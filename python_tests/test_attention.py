@@ -20,9 +20,10 @@ from tolerance import assert_within_torch_error
 CPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 GPU_DTYPES = [torch.bfloat16, torch.float16]
 
-# CPU paths: the op picks the brgemm kernel (few rows per kv head, or a mask), ATen's CPU flash
+# CPU paths: the op picks the GEMM kernel (few rows per kv head, or a mask), ATen's CPU flash
 # attention (every key valid) or the native kernel; DK_CPU_ATTENTION forces one where it applies
-# (gemm: AVX-512, bfloat16 on AMX or widened to float32 without it; aten: every key valid).
+# (gemm: AVX-512 with float32, bfloat16 on AMX or widened to float32 without it; AVX2 with every
+# dtype widened to float32; aten: every key valid).
 # gemm-widened: bfloat16 widened to float32 GEMMs even on AMX; gemm-staged: float32 chunks of
 # consecutive keys staged rather than read in place. CUDA kernels: split-KV (as the launcher
 # picks: the emulator reports 132 SMs, so most small cases split) or one pass.
@@ -423,7 +424,7 @@ def test_non_contiguous(dtype, cpu_path):
 # Each dtype's forms: float32 read in place or staged; bfloat16 as the CPU runs it (AMX, or
 # widened without it) or widened.
 GEMM_FORMS = [(torch.float32, "default"), (torch.float32, "stage"), (torch.bfloat16, "default"),
-              (torch.bfloat16, "widen")]
+              (torch.bfloat16, "widen"), (torch.float16, "default")]
 
 
 @pytest.mark.parametrize("dtype,form", GEMM_FORMS, ids=lambda v: str(v))
@@ -432,6 +433,7 @@ GEMM_FORMS = [(torch.float32, "default"), (torch.float32, "stage"), (torch.bfloa
     Case(2, 5, 4, 2, 128, 300, 5, [0, 295], "lengths"),    # a row with few or no keys
     Case(3, 31, 2, 2, 128, 600, 0, 0, "random"),           # non-consecutive keys
     Case(1, 1, 2, 2, 64, 513, 1, 512, "left_pad"),         # one query, chunk boundary + 1
+    Case(2, 7, 4, 2, 20, 150, 7, [0, 100], "random"),      # head_dim not a multiple of 8 (AVX2 tails)
 ], ids=Case.id)
 def test_gemm_kernel_edges(case, dtype, form, monkeypatch):
     """The brgemm kernel's tiles and chunks: row tiles past 32, chunks of 128 keys with a tail,
@@ -471,12 +473,13 @@ def test_no_cache_equals_prefix_equals_dual(cpu_path):
 
 
 def gemm_runs(dtype):
-    """Whether DK_CPU_ATTENTION=gemm runs the brgemm kernel for dtype here (else it falls back)."""
-    if dtype == torch.float16 or not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+    """Whether DK_CPU_ATTENTION=gemm runs the GEMM kernel for dtype here (else it falls back)."""
+    capability, isa = torch.backends.cpu.get_cpu_capability(), os.environ.get("DK_CPU_ISA")
+    if isa == "base" or not capability.startswith(("AVX2", "AVX512")):
         return False
-    if os.environ.get("DK_CPU_ISA") in ("base", "v3"):  # the kernel needs the AVX-512 build
-        return False
-    return True  # float32, and bfloat16 on AMX or widened to float32
+    if capability.startswith("AVX512") and isa != "v3":
+        return dtype != torch.float16  # float32, and bfloat16 on AMX or widened to float32
+    return True  # the AVX2 build: every dtype widened to float32
 
 
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
