@@ -37,7 +37,7 @@ static_assert(C <= kGemmChunk, "the driver sizes the scratch for kGemmChunk keys
 #define DK_INLINE inline __attribute__((always_inline))
 
 // a * b + c in one rounding (g++ does not contract a * b + c under -std=c++20), and a broadcast
-// (splat() adds +0.0, an extra instruction in the GEMMs' inner loop).
+// load (splat() adds +0.0, an extra instruction in the GEMMs' inner loop).
 DK_INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) {
 #if defined(__x86_64__)
   return (vfloat)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
@@ -45,10 +45,12 @@ DK_INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) {
   return a * b + c;
 #endif
 }
-DK_INLINE vfloat bcast(float f) {
-  vfloat v;
-  for (int i = 0; i < kVecWidth; ++i) v[i] = f;
-  return v;
+DK_INLINE vfloat bcast(const float* f) {
+#if defined(__x86_64__)
+  return (vfloat)_mm256_broadcast_ss(f);
+#else
+  return splat(*f);
+#endif
 }
 
 template <typename T>
@@ -72,7 +74,7 @@ DK_INLINE void gemm_block(int64_t k, const float* a, int64_t ra, int64_t ca, con
     vfloat bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = load16(b + e * ldb + v * kVecWidth);
     for (int r = 0; r < MR; ++r) {
-      const vfloat x = bcast(a[r * ra + e * ca]);
+      const vfloat x = bcast(a + r * ra + e * ca);
       for (int v = 0; v < NV; ++v) acc[r][v] = vfma(x, bv[v], acc[r][v]);
     }
   }
