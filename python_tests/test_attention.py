@@ -387,11 +387,14 @@ def test_bad_row_start_writes_no_row(backend, starts):
 
 @pytest.mark.emulated
 @pytest.mark.parametrize("splits", ["auto", "1"])
-def test_kernels_check_every_row_before_writing(splits, monkeypatch):
+@pytest.mark.parametrize("launch,store", [("fused", True), ("fused", False), ("separate", True), ("separate", False)])
+def test_kernels_check_every_row_before_writing(splits, launch, store, monkeypatch):
     """The CUDA kernels themselves (the registered emulated op, without the wrapper's host check):
     a bad later row stops the earlier rows' write too, out and lse are NaN (written by the kernels:
-    the debug poison is off), write_status becomes 1 and stays 1 across later good calls."""
+    the debug poison is off), write_status becomes 1 and stays 1 across later good calls; with
+    store_kv=False nothing is ever written. In one launch (DK_ATTENTION_LAUNCH=fused) and several."""
     monkeypatch.setenv("DK_POISON_OUTPUTS", "0")
+    monkeypatch.setenv("DK_ATTENTION_LAUNCH", launch)
     if splits == "1":
         monkeypatch.setenv("DK_ATTENTION_SPLITS", "1")
     else:
@@ -401,12 +404,16 @@ def test_kernels_check_every_row_before_writing(splits, monkeypatch):
     k0, v0 = a["k_cache"].clone(), a["v_cache"].clone()
     status = torch.zeros(1, dtype=torch.int32)
     out, lse = op(a["q"], a["k_cache"], a["v_cache"], a["k"], a["v"], 0, torch.tensor([0, 197]), None, None, None,
-                  True, status)
+                  True, status, 0, 0, store)
     assert torch.equal(a["k_cache"], k0) and torch.equal(a["v_cache"], v0)
     assert torch.isnan(out).all() and torch.isnan(lse).all() and status.item() == 1
     out, lse = op(a["q"], a["k_cache"], a["v_cache"], a["k"], a["v"], 0, torch.tensor([0, 196]), None, None, None,
-                  True, status)
-    assert torch.equal(a["k_cache"][1, 196:], a["k"][1]) and torch.isfinite(lse).all() and status.item() == 1
+                  True, status, 0, 0, store)
+    assert torch.isfinite(lse).all() and status.item() == 1
+    if store:
+        assert torch.equal(a["k_cache"][1, 196:], a["k"][1]) and torch.equal(a["v_cache"][0, :4], a["v"][0])
+    else:
+        assert torch.equal(a["k_cache"], k0) and torch.equal(a["v_cache"], v0)
 
 
 @pytest.mark.cuda
