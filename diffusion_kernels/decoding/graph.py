@@ -197,7 +197,7 @@ class StaticDecodeStep:
         """The step at one shape: ``n_run`` positions from ``self.start`` through the model, the
         last ``n_run - skip`` of them decoded."""
         fwd, x, order, log_prob = self.forward, self.x, self.order, self.log_prob
-        whole = n_run == x.shape[1]  # the whole sequence: x itself, start 0
+        whole = n_run == x.shape[1] and skip == 0  # the whole sequence decoded: x itself, start 0
         cached = fwd.kv is not None
 
         def step() -> torch.Tensor:
@@ -209,7 +209,8 @@ class StaticDecodeStep:
             logits = fwd.logits_of(xs, prompt, (0 if whole else self.start) if cached else None)
             if fwd.shift_logits:
                 logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1) if skip == 0 else logits[:, :-1]
-            view = xs[:, skip:]
+            # the decoded positions, contiguous: written in place, then scattered back
+            view = xs if skip == 0 else x.index_select(1, idx[skip:])
             moved = decode_step(logits, view, rule, mask_id=self.mask_id, proposal=self.proposal,
                                 block_start=self.block_start, block_end=self.block_end, seed=self.seed,
                                 offset=self.offset).transferred
@@ -220,8 +221,8 @@ class StaticDecodeStep:
                 if log_prob is not None:
                     log_prob.copy_(torch.where(moved, lp, log_prob))
             else:
-                x.index_copy_(1, idx, xs)
                 at = idx[skip:]
+                x.index_copy_(1, at, view)
                 order.index_copy_(1, at, torch.where(moved, self.offset, order.index_select(1, at)))
                 if log_prob is not None:
                     log_prob.index_copy_(1, at, torch.where(moved, lp, log_prob.index_select(1, at)))
