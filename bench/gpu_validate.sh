@@ -9,7 +9,9 @@
 #   - bench/gpu_bench.py on the otherwise idle GPU, with the greedy masked_confidence kernel's
 #     variants timed A/B on the same inputs (DK_MC_KERNEL=v1, v2: rows "ours DK_MC_KERNEL=...") and
 #     the attention step in one launch or several (DK_ATTENTION_LAUNCH=fused, separate);
-#   - its block-causal attention rows (issue 17), appended to the same log and JSON.
+#   - its block-causal attention rows (issue 17), appended to the same log and JSON;
+#   - bench/bench_graphs.py: generate() with and without cuda_graph on a LLaDA-8B-shaped model
+#     (its rows under "graphs" in gpu_bench.json, its table at the end of bench.log).
 # Logs go to $OUT (the device tool's folder) or $DK_GPU_LOGS, at most 8 files.
 #   bash bench/gpu_validate.sh        (from anywhere; needs nvidia-smi, nvcc and torch with CUDA)
 set -uo pipefail
@@ -65,12 +67,19 @@ t=$(date +%s)
 timeout 150 "$PY" bench/gpu_bench.py --json "$logs/gpu_bench.json" > "$logs/bench.log" 2>&1
 report bench $? "$t"
 
-# 5. block-causal attention (issue 17): decode step over the exact cache vs recompute vs SDPA with a
+# 4b. block-causal attention (issue 17): decode step over the exact cache vs recompute vs SDPA with a
 #    dense mask, and the training layout's forward+backward memory; same log and JSON as step 4.
 t=$(date +%s)
 timeout 90 "$PY" bench/gpu_bench.py --only block_attention,training_memory --reps 30 --append \
   --json "$logs/gpu_bench.json" >> "$logs/bench.log" 2>&1
 report bench_block $? "$t" bench
 cat "$logs/bench.log"
+
+# 5. generate() tokens/s with and without CUDA graphs, LLaDA-8B-shaped random weights (into gpu_bench.json).
+t=$(date +%s)
+timeout 100 "$PY" bench/bench_graphs.py --merge-json "$logs/gpu_bench.json" >> "$logs/bench.log" 2>&1
+rc=$?
+if [[ $rc -eq 0 ]]; then echo "ok   graphs ($(( $(date +%s) - t )) s)"; tail -n 8 "$logs/bench.log"; else
+  echo "FAIL graphs rc=$rc ($(( $(date +%s) - t )) s)"; tail -n 40 "$logs/bench.log"; failed=1; fi
 echo "gpu_validate: $(( $(date +%s) - T0 )) s, $([[ $failed -eq 0 ]] && echo all ok || echo FAILURES)"
 exit $failed
