@@ -53,9 +53,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_mask(const at::Tensor& x0
   at::Tensor x_t = at::empty({batch, seq}, x0.options());
   at::Tensor masked = at::empty({batch, seq}, x0.options().dtype(at::kBool));
   at::Tensor p_mask = at::empty({batch, seq}, x0.options().dtype(at::kFloat));
-  poison(x_t);
-  poison(masked);
-  poison(p_mask);
+  poison(x_t, masked, p_mask);
 
   p.x0 = x0.data_ptr<int64_t>();
   p.x0_stride_b = x0.stride(0);

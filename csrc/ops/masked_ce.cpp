@@ -83,8 +83,7 @@ void alloc_row_outputs(const at::Tensor& logits, MaskedCeTensors& t, MaskedCePar
   const auto opts = logits.options().dtype(acc_type(logits));
   t.ce = at::empty({logits.size(0)}, opts);
   t.lse = at::empty({logits.size(0)}, opts);
-  poison(t.ce);
-  poison(t.lse);
+  poison(t.ce, t.lse);
   p.ce = t.ce.data_ptr();
   p.lse = t.lse.data_ptr();
 }
