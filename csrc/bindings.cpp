@@ -77,6 +77,16 @@ class Args {
     if (ok_ && !(rows->scalar_type() == dtype && rows->dim() == 1 && rows->size(0) == batch && rows->is_contiguous()))
       ok_ = false;
   }
+  // A Philox key: an int in the int64 range (the wrapper maps [2^63, 2^64) to it), or a
+  // one-element int64 tensor the kernel reads where it runs.
+  void key(py::handle h, std::optional<at::Tensor>& t, int64_t& value) {
+    if (!THPVariable_Check(h.ptr())) {
+      value = int64(h);
+      return;
+    }
+    t = tensor(h);
+    if (ok_ && !(t->scalar_type() == at::kLong && t->numel() == 1)) ok_ = false;
+  }
   // None or a positive int, as a value where 0 means "off".
   int64_t positive_or_none(py::handle h) {
     if (h.is_none()) return 0;
@@ -98,18 +108,48 @@ auto without_gil(F&& f) {
   return f();
 }
 
-py::object select_transfer_direct(py::handle conf, std::string_view rule, py::handle k, int64_t k_value,
-                                  double threshold, double eps, double factor, double alg_temp, int64_t seed,
-                                  int64_t offset, py::handle x, py::handle x0, py::handle seed_tensor,
-                                  py::handle offset_tensor, py::handle threshold_tensor, bool strict) {
+// The public select_transfer's arguments as the user gave them (ops/transfer.py); None returned
+// where the wrapper must normalise them (another dtype, a [batch, 1] count, strided x...).
+py::object select_transfer_direct(py::handle confidence, py::handle k, py::handle threshold, py::handle eps,
+                                  py::handle factor, py::handle alg_temp, py::handle seed, py::handle offset,
+                                  py::handle x, py::handle x0, py::handle strict) {
   Args a;
-  const at::Tensor c = a.tensor(conf);
-  const auto k_t = a.opt(k), x_t = a.opt(x), x0_t = a.opt(x0), s_t = a.opt(seed_tensor), o_t = a.opt(offset_tensor),
-             th_t = a.opt(threshold_tensor);
+  const at::Tensor conf = a.tensor(confidence);
+  if (!a.ok() || conf.scalar_type() != at::kFloat || conf.dim() != 2) return py::none();
+  const int64_t batch = conf.size(0);
+  std::optional<at::Tensor> k_t, th_t, seed_t, offset_t;
+  int64_t k_value = 0, seed_value = 0, offset_value = 0;
+  double threshold_value = 0.0, eps_value = 0.0, factor_value = 0.0, alg_temp_value = 0.0;
+  std::string_view rule;
+  const bool strict_value = a.boolean(strict);
+  a.require(k.is_none() + threshold.is_none() + factor.is_none() == 2);  // exactly one rule
+  if (!k.is_none()) {
+    rule = "topk";
+    a.number_or_rows(k, at::kLong, batch, k_t, k_value);
+    if (!alg_temp.is_none()) alg_temp_value = a.real(alg_temp);
+    a.require(eps.is_none() && !strict_value);
+  } else if (!threshold.is_none()) {
+    rule = eps.is_none() ? "threshold" : "threshold_rowmax";
+    a.number_or_rows(threshold, at::kFloat, batch, th_t, threshold_value);
+    if (!eps.is_none()) eps_value = a.real(eps);
+    a.require(alg_temp.is_none() && (eps.is_none() || !strict_value));
+  } else {
+    rule = "factor";
+    factor_value = a.real(factor);
+    a.require(alg_temp.is_none() && eps.is_none() && !strict_value);
+  }
+  a.key(seed, seed_t, seed_value);
+  a.key(offset, offset_t, offset_value);
+  const auto x_t = a.opt(x), x0_t = a.opt(x0);
+  // The wrapper checks strided x / x0 for overlap itself; the op checks dense ones.
+  a.require(x_t.has_value() == x0_t.has_value() &&
+            (!x_t || (x_t->scalar_type() == at::kLong && x0_t->scalar_type() == at::kLong && x_t->is_contiguous() &&
+                      x0_t->is_contiguous())));
   if (!a.ok()) return py::none();
   const auto out = without_gil([&] {
-    return dk::select_transfer_direct(c, c10::string_view(rule.data(), rule.size()), k_t, k_value, threshold, eps,
-                                      factor, alg_temp, seed, offset, x_t, x0_t, s_t, o_t, th_t, strict);
+    return dk::select_transfer_direct(conf, c10::string_view(rule.data(), rule.size()), k_t, k_value,
+                                      threshold_value, eps_value, factor_value, alg_temp_value, seed_value,
+                                      offset_value, x_t, x0_t, seed_t, offset_t, th_t, strict_value);
   });
   return out ? py::cast(*out) : py::none();
 }
@@ -142,14 +182,8 @@ py::object masked_confidence_direct(py::handle logits, py::handle x, py::handle 
   if (!block_end.is_none()) a.number_or_rows(block_end, at::kLong, batch, m.block_end, m.block_end_value);
   m.suppress_ids = a.opt(suppress_ids);
   a.require(!m.suppress_ids || (m.suppress_ids->scalar_type() == at::kLong && m.suppress_ids->dim() == 1));
-  for (auto [h, t, v] : {std::tuple{seed, &m.seed, &m.seed_value}, std::tuple{offset, &m.offset, &m.offset_value}}) {
-    if (THPVariable_Check(h.ptr())) {
-      *t = a.tensor(h);
-      a.require(a.ok() && (*t)->scalar_type() == at::kLong && (*t)->numel() == 1);
-    } else {
-      *v = a.int64(h);  // a key in [2^63, 2^64) is mapped to int64 by the wrapper
-    }
-  }
+  a.key(seed, m.seed, m.seed_value);
+  a.key(offset, m.offset, m.offset_value);
   m.return_lse = a.boolean(return_lse);
   a.number_or_rows(prev_token_penalty, at::kFloat, batch, m.prev_token_penalty, m.prev_token_penalty_value);
   if (!a.ok()) return py::none();
@@ -198,14 +232,21 @@ py::object attention_direct(py::handle q, py::handle k_cache, py::handle v_cache
   return py::cast(std::get<0>(*out));
 }
 
-py::object forward_mask_direct(py::handle x0, int64_t mask_id, double eps, py::handle t, py::handle prompt_lengths,
-                               int64_t seed, int64_t offset, bool antithetic) {
+// The public forward_mask's arguments as the user gave them (ops/forward_mask.py); None returned
+// where the wrapper must normalise or range-check them (times, prompt lengths).
+py::object forward_mask_direct(py::handle x0, py::handle mask_id, py::handle eps, py::handle t, py::handle seed,
+                               py::handle offset, py::handle prompt_lengths, py::handle antithetic) {
   Args a;
   const at::Tensor x = a.tensor(x0);
-  const auto t_t = a.opt(t), lengths = a.opt(prompt_lengths);
+  const int64_t mask = a.int64(mask_id), seed_value = a.int64(seed), offset_value = a.int64(offset);
+  const double eps_value = PyFloat_CheckExact(eps.ptr()) ? PyFloat_AS_DOUBLE(eps.ptr()) : -1.0;
+  const bool antithetic_value = a.boolean(antithetic);
+  a.require(eps_value > 0.0 && eps_value < 1.0 && t.is_none() && prompt_lengths.is_none());
   if (!a.ok()) return py::none();
-  const auto out =
-      without_gil([&] { return dk::forward_mask_direct(x, mask_id, eps, t_t, lengths, seed, offset, antithetic); });
+  const auto out = without_gil([&] {
+    return dk::forward_mask_direct(x, mask, eps_value, std::nullopt, std::nullopt, seed_value, offset_value,
+                                   antithetic_value);
+  });
   return out ? py::cast(*out) : py::none();
 }
 

@@ -40,7 +40,17 @@ class Sub(torch.Tensor):
 
 
 def _transfer_args(conf, **kw):
-    return select_transfer_args(conf, **kw)
+    # the direct entry takes the public function's arguments in its order, as given
+    a = dict(k=None, threshold=None, eps=None, factor=None, alg_temp=None, seed=0, offset=0, x=None, x0=None,
+             strict=False)
+    a.update(kw)
+    return (conf, *a.values())
+
+
+def _forward_mask_args(x0, **kw):
+    a = dict(eps=1e-3, t=None, seed=0, offset=0, prompt_lengths=None, antithetic=False)
+    a.update(kw)
+    return (x0, MASK_ID, *a.values())
 
 
 def _confidence_args(logits, x, **options):
@@ -65,9 +75,10 @@ def test_direct_matches_the_registered_op():
     conf = torch.rand(3, 17, generator=g)
     conf[0, :4] = float("-inf")
     for kw in (dict(k=3), dict(k=torch.tensor([0, 2, 5])), dict(threshold=0.5), dict(threshold=0.5, eps=0.1),
-               dict(factor=1.0), dict(k=2, alg_temp=0.5, seed=3, offset=torch.tensor(7))):
-        args = _transfer_args(conf, **kw)
-        assert torch.equal(_C.select_transfer_direct(*args), torch.ops.diffusion_kernels.select_transfer(*args)), kw
+               dict(threshold=torch.tensor([0.5, 0.2, 0.9]), strict=True), dict(factor=1.0),
+               dict(k=2, alg_temp=0.5, seed=3, offset=torch.tensor(7))):
+        want = torch.ops.diffusion_kernels.select_transfer(*select_transfer_args(conf, **kw))
+        assert torch.equal(_C.select_transfer_direct(*_transfer_args(conf, **kw)), want), kw
     logits, x = torch.randn(2, 5, 31, generator=g), torch.full((2, 5), MASK_ID)
     x[0, 1] = 4
     op = torch.ops.diffusion_kernels.masked_confidence
@@ -126,6 +137,16 @@ def test_direct_errors_name_the_argument():
 
 def test_direct_declines_what_the_wrapper_normalises():
     """Forms the wrappers convert or refuse themselves (their errors name the argument)."""
+    conf = torch.rand(2, 5)
+    x, x0 = torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long)
+    for kw in (dict(k=torch.tensor([[1], [2]])), dict(k=torch.tensor([1, 2], dtype=torch.int32)), dict(k=True),
+               dict(k=1, threshold=0.5), dict(), dict(k=1, eps=0.1), dict(k=1, strict=True),
+               dict(threshold=0.5, eps=0.1, strict=True), dict(threshold=0.5, alg_temp=1.0),
+               dict(threshold=torch.tensor([[0.5], [0.5]])), dict(threshold=torch.tensor([0.5, 0.5]).double()),
+               dict(k=1, x=x), dict(k=1, x=x.t().contiguous().t(), x0=x0), dict(k=1, x=x, x0=x0.float()),
+               dict(k=1, seed=2**64 - 1), dict(k=1, offset=torch.tensor([1, 2])), dict(factor=1.0, strict=1)):
+        assert _C.select_transfer_direct(*_transfer_args(conf, **kw)) is None, kw
+    assert _C.select_transfer_direct(*_transfer_args(conf.half(), k=1)) is None
     logits, x = torch.randn(2, 3, 8), torch.full((2, 3), MASK_ID)
     for options in (dict(temperature=torch.tensor(0.5)), dict(temperature=torch.tensor([1, 2])),
                     dict(top_k=torch.tensor([1, 2], dtype=torch.int32)), dict(suppress_ids=[1, 2]),
@@ -179,10 +200,14 @@ def test_modes_and_the_profiler_still_see_the_ops():
 def test_forward_mask_and_masked_ce_direct():
     from diffusion_kernels.ops.forward_mask import forward_mask_args
     x0 = torch.randint(0, 50, (3, 11))
-    for kw in (dict(seed=5, offset=2), dict(t=0.3, prompt_lengths=torch.tensor([0, 4, 11])), dict(antithetic=True)):
-        args = forward_mask_args(x0, MASK_ID, **kw)
-        direct, op = _C.forward_mask_direct(*args), torch.ops.diffusion_kernels.forward_mask(*args)
-        assert all(torch.equal(a, b) for a, b in zip(direct, op)), kw
+    for kw in (dict(seed=5, offset=2), dict(eps=0.25, antithetic=True, seed=-3)):
+        direct = _C.forward_mask_direct(*_forward_mask_args(x0, **kw))
+        op = torch.ops.diffusion_kernels.forward_mask(*forward_mask_args(x0, MASK_ID, **kw))
+        assert all(torch.equal(a, b) for a, b in zip(direct, op, strict=True)), kw
+    # times and prompt lengths are range-checked by the wrapper; eps outside (0, 1) is its error too
+    for kw in (dict(t=0.3), dict(prompt_lengths=torch.tensor([0, 4, 11])), dict(prompt_lengths=2), dict(eps=0.0),
+               dict(eps=1), dict(seed=2**63), dict(antithetic=0)):
+        assert _C.forward_mask_direct(*_forward_mask_args(x0, **kw)) is None, kw
     logits, targets = torch.randn(4, 9), torch.randint(0, 9, (4,))
     masked = torch.tensor([True, False, True, True])
     direct = _C.masked_ce_forward_direct(logits, targets, masked)

@@ -382,12 +382,8 @@ std::optional<std::tuple<at::Tensor, at::Tensor>> attention_direct(const Attenti
   for (const auto* t : {&a.q, &a.k_cache, &a.v_cache}) call.add(*t);
   for (const auto* t : {&a.k_new, &a.v_new, &a.write_starts, &a.key_padding_mask, &a.key_lengths, &a.write_status})
     call.add(*t);
-  const std::optional<c10::DispatchKey> backend = call.backend();
-  if (backend == c10::DispatchKey::CPU) return attention_impl<Backend::Cpu>(a);
-#if defined(DK_WITH_CUDA)
-  if (backend == c10::DispatchKey::CUDA) return attention_impl<Backend::Launcher>(a);
-#endif
-  return std::nullopt;
+  return run_direct<std::tuple<at::Tensor, at::Tensor>>(
+      call, [&](auto b) { return attention_impl<decltype(b)::value>(a); });
 }
 
 }  // namespace dk

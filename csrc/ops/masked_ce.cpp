@@ -179,12 +179,8 @@ std::optional<std::tuple<at::Tensor, at::Tensor>> masked_ce_forward_direct(const
   call.add(logits);
   call.add(targets);
   call.add(masked);
-  const std::optional<c10::DispatchKey> backend = call.backend();
-  if (backend == c10::DispatchKey::CPU) return masked_ce_forward<Backend::Cpu>(logits, targets, masked);
-#if defined(DK_WITH_CUDA)
-  if (backend == c10::DispatchKey::CUDA) return masked_ce_forward<Backend::Launcher>(logits, targets, masked);
-#endif
-  return std::nullopt;
+  return run_direct<std::tuple<at::Tensor, at::Tensor>>(
+      call, [&](auto b) { return masked_ce_forward<decltype(b)::value>(logits, targets, masked); });
 }
 
 }  // namespace dk

@@ -203,12 +203,8 @@ std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> masked_confidence_
   }
   call.add(a.logits);
   call.add(a.x);
-  const std::optional<c10::DispatchKey> backend = call.backend();
-  if (backend == c10::DispatchKey::CPU) return masked_confidence_impl<Backend::Cpu>(a);
-#if defined(DK_WITH_CUDA)
-  if (backend == c10::DispatchKey::CUDA) return masked_confidence_impl<Backend::Launcher>(a);
-#endif
-  return std::nullopt;
+  return run_direct<std::tuple<at::Tensor, at::Tensor, at::Tensor>>(
+      call, [&](auto b) { return masked_confidence_impl<decltype(b)::value>(a); });
 }
 
 }  // namespace dk
