@@ -44,10 +44,10 @@ def recorded_call(call_with_op, op):
     return seen["args"], seen["kwargs"]
 
 
-def masked_confidence_case():
+def masked_confidence_case(seq=4, vocab=64):
     g = torch.Generator().manual_seed(1)
-    logits = torch.randn(1, 4, 64, generator=g)
-    x = torch.full((1, 4), MASK_ID)
+    logits = torch.randn(1, seq, vocab, generator=g)
+    x = torch.full((1, seq), MASK_ID)
     op = OPS.masked_confidence.default
     args, kwargs = recorded_call(lambda o: _masked_confidence(o, logits, x, MASK_ID), op)
     return {
@@ -88,12 +88,14 @@ def select_transfer_case(rule, in_place=False, batch=8, seq=256):
     return {"wrapper": lambda: dk.select_transfer(conf, **kw), "raw-op": lambda: op(*args), "torch": torch_fn}
 
 
-def attention_case():
-    """One dual-cache step: a block of 8 new rows written at row 16 of a 32-row cache, every key
-    visible; 2 heads of 16."""
+def attention_case(block=8, cache_len=32, heads=2, queries=None):
+    """One dual-cache step: a block of new rows (8) written at row 16 of a cache (32 rows; a shorter
+    one takes the block in its last rows), every key visible; heads (2) of 16. ``queries`` rows of
+    q (default: the block's)."""
     g = torch.Generator().manual_seed(3)
-    batch, block, cache_len, heads, dim, start = 1, 8, 32, 2, 16, 16
-    q, k, v = (torch.randn(batch, block, heads, dim, generator=g) for _ in range(3))
+    batch, dim, start = 1, 16, min(16, cache_len - block)
+    k, v = (torch.randn(batch, block, heads, dim, generator=g) for _ in range(2))
+    q = torch.randn(batch, block if queries is None else queries, heads, dim, generator=g)
     k_cache, v_cache = (torch.randn(batch, cache_len, heads, dim, generator=g) for _ in range(2))
     op = OPS.attention_with_kv_cache.default
     args, kwargs = recorded_call(lambda o: _attention_with_op(o, q, k_cache, v_cache, k, v, cache_seqlens=start), op)
@@ -110,9 +112,9 @@ def attention_case():
     }
 
 
-def forward_mask_case():
+def forward_mask_case(batch=4, seq=64):
     g = torch.Generator().manual_seed(4)
-    x0 = torch.randint(0, 1000, (4, 64), generator=g)
+    x0 = torch.randint(0, 1000, (batch, seq), generator=g)
     op = OPS.forward_mask.default
     args = forward_mask_args(x0, MASK_ID, seed=5, offset=0)
     eps = 1e-3
@@ -126,11 +128,11 @@ def forward_mask_case():
             "torch": torch_fn}
 
 
-def masked_cross_entropy_case():
+def masked_cross_entropy_case(rows=4, vocab=64):
     g = torch.Generator().manual_seed(6)
-    logits = torch.randn(4, 64, generator=g)
-    targets = torch.randint(0, 64, (4,), generator=g)
-    masked = torch.tensor([True, False, True, True])
+    logits = torch.randn(rows, vocab, generator=g)
+    targets = torch.randint(0, vocab, (rows,), generator=g)
+    masked = torch.tensor([True, False, True, True][:rows])
     op = OPS.masked_ce_forward.default
     return {
         "wrapper": lambda: dk.masked_cross_entropy(logits, targets, masked),
@@ -139,15 +141,25 @@ def masked_cross_entropy_case():
     }
 
 
+# The `_tiny` cases measure issue 18's fixed cost: one short row (16 elements), one query row.
+# attention_with_kv_cache_noquery writes one new row and attends no query: what a call costs
+# before and around the kernels, which at one query row still dominate on CPU.
 CASES = {
     "masked_confidence": masked_confidence_case,
+    "masked_confidence_tiny": lambda: masked_confidence_case(seq=1, vocab=16),
     "select_transfer_k": lambda: select_transfer_case("k"),
     "select_transfer_threshold": lambda: select_transfer_case("threshold"),
     "select_transfer_k_inplace": lambda: select_transfer_case("k", in_place=True),
     "select_transfer_k_tiny": lambda: select_transfer_case("k", batch=1, seq=16),
+    "select_transfer_threshold_tiny": lambda: select_transfer_case("threshold", batch=1, seq=16),
+    "select_transfer_k_inplace_tiny": lambda: select_transfer_case("k", in_place=True, batch=1, seq=16),
     "attention_with_kv_cache": attention_case,
+    "attention_with_kv_cache_tiny": lambda: attention_case(block=1, cache_len=8, heads=1),
+    "attention_with_kv_cache_noquery": lambda: attention_case(block=1, cache_len=8, heads=1, queries=0),
     "forward_mask": forward_mask_case,
+    "forward_mask_tiny": lambda: forward_mask_case(batch=1, seq=16),
     "masked_cross_entropy": masked_cross_entropy_case,
+    "masked_cross_entropy_tiny": lambda: masked_cross_entropy_case(rows=1, vocab=16),
 }
 IMPLS = ("wrapper", "raw-op", "torch")
 IMPL_NAMES = {"wrapper": "ours", "raw-op": "raw op", "torch": "torch"}

@@ -218,6 +218,20 @@ def test_store_kv_false_leaves_caches_bitwise(backend):
             assert torch.equal(mine[name].view(torch.int16), args[name].view(torch.int16)), name
 
 
+def test_store_kv_false_new_rows_may_lie_in_the_caches(backend):
+    """store_kv=False leaves the caches unchanged, so k/v may be views of them (the rows they stand
+    for, or others): the result of passing copies, caches bitwise unchanged. Storing them is refused."""
+    args = on(backend, Case(2, 8, 4, 2, 64, 40, 8, 16, "random"), torch.bfloat16)
+    kc, vc = args["k_cache"], args["v_cache"]
+    for k, v in ((kc[:, 16:24], vc[:, 16:24]), (kc[:, 2:10], vc[:, 30:38]), (vc[:, 5:13], kc[:, 5:13])):
+        want = backend.attention_with_kv_cache(**{**clone_args(args), "k": k.clone(), "v": v.clone()}, store_kv=False)
+        before = kc.clone(), vc.clone()
+        got = backend.attention_with_kv_cache(**{**args, "k": k, "v": v}, store_kv=False)
+        assert torch.equal(got, want) and torch.equal(kc, before[0]) and torch.equal(vc, before[1])
+    with pytest.raises(ValueError, match="'k' must not share memory with 'k_cache'"):
+        backend.attention_with_kv_cache(**{**args, "k": kc[:, 2:10], "v": vc[:, 2:10].clone()})
+
+
 @pytest.mark.parametrize("backend,variant", on_backends(EVERY_BACKEND), indirect=INDIRECT)
 def test_keys_past_the_visible_blocks_are_never_read(backend, variant):
     """Cache rows after the last block a query of the call can see (not written yet) may hold
@@ -734,6 +748,20 @@ class TestBadInputs:
         assert torch.equal(dk.attention_with_kv_cache(q, k, v), want)
         kv = torch.randn(2, 10, 2, 2, 64)
         dk.attention_with_kv_cache(**self.args(k_cache=kv[:, :, 0], v_cache=kv[:, :, 1]))
+        # Caches that are views of a longer buffer (not dense): new rows past them are fine, rows
+        # inside them are not, nor is a q inside them.
+        kbuf, vbuf = torch.randn(2, 16, 2, 64), torch.randn(2, 16, 2, 64)
+        views = dict(k_cache=kbuf[:, :10], v_cache=vbuf[:, :10])
+        dk.attention_with_kv_cache(**self.args(**views, k=kbuf[:, 10:14], v=vbuf[:, 12:16]))
+        self.raises(r"'k' must not share memory with 'k_cache'", **views, k=kbuf[:, 8:12])
+        self.raises(r"'q' must not share memory with 'v_cache'", **views, q=vbuf[:, 8:16].view(2, 4, 4, 64))
+
+    def test_nothing_written_nothing_refused(self):
+        """Without new rows nothing is written: views of the caches may be passed as q, and one
+        tensor as both caches (a self-attention over q, k, v of one projection)."""
+        kc = torch.randn(2, 10, 4, 64)
+        want = dk.attention_with_kv_cache(kc.clone(), kc.clone(), kc.clone())
+        assert torch.equal(dk.attention_with_kv_cache(kc, kc, kc), want)
 
     def test_caches_with_overlapping_elements(self):
         self.raises(r"'k_cache'.*overlapping elements", k_cache=torch.randn(1, 10, 2, 64).expand(2, 10, 2, 64))

@@ -19,6 +19,9 @@
 #include "kernels/attention_launchers.h"
 #include "kernels/launchers.h"
 #include "ops/checks.h"
+#include "ops/direct.h"
+#include "ops/fast_path.h"
+#include "ops/overlap.h"
 #include "ops/poison.h"
 #include "ops/registration.h"
 
@@ -45,17 +48,42 @@ void check_no_overlap(const at::Tensor& t, const char* name, const at::Tensor& o
                name, "must not share memory with '", other_name, "'");
 }
 
+// `t`, which the op reads, must not share an element with `written`, which it writes.
+void check_disjoint(const at::Tensor& t, const char* name, const at::Tensor& written, const char* written_name) {
+  DK_CHECK_ARG(!shares_elements(t, written), name, "must not share memory with '", written_name,
+               "', which is written in place");
+}
+
+// Only memory the call writes is checked: the caches, when there are new rows (stored, or with
+// store_kv=False swapped in and back around the attention). With store_kv=False, k/v are copied
+// before the caches are touched, so they may lie in them; q is read while the rows are swapped in.
+// Called after the shape checks: every tensor here has q's head_dim and dtype.
+void check_written_caches(const AttentionArgs& a) {
+  for (const auto* cache : {&a.k_cache, &a.v_cache}) {
+    DK_CHECK_ARG(!may_overlap_itself(*cache), cache == &a.k_cache ? "k_cache" : "v_cache",
+                 "is written in place and must not have overlapping elements (e.g. an expanded view), got strides ",
+                 cache->strides());
+  }
+  check_disjoint(a.k_cache, "k_cache", a.v_cache, "v_cache");
+  for (const auto* cache : {&a.k_cache, &a.v_cache}) {
+    const char* cache_name = cache == &a.k_cache ? "k_cache" : "v_cache";
+    if (a.store_kv) {
+      check_disjoint(*a.k_new, "k", *cache, cache_name);
+      check_disjoint(*a.v_new, "v", *cache, cache_name);
+    }
+    check_disjoint(a.q, "q", *cache, cache_name);
+  }
+}
+
 // Validates the arguments, allocates the outputs on q's device and describes the call.
 // With `host_checks_write_starts`, a per-row write_starts tensor is range-checked here (it must
 // then be readable by the host); otherwise the kernel checks it on the device.
-AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                  const std::optional<at::Tensor>& k_new, const std::optional<at::Tensor>& v_new,
-                                  int64_t write_start, const std::optional<at::Tensor>& write_starts,
-                                  const std::optional<at::Tensor>& key_padding_mask,
-                                  const std::optional<at::Tensor>& key_lengths, std::optional<double> scale,
-                                  bool return_lse, const std::optional<at::Tensor>& write_status,
-                                  int64_t causal_block_size, int64_t noisy_length,
-                                  bool host_checks_write_starts, AttentionOutputs& out) {
+AttentionParams prepare_attention(const AttentionArgs& a, bool host_checks_write_starts, AttentionOutputs& out) {
+  const at::Tensor &q = a.q, &k_cache = a.k_cache, &v_cache = a.v_cache;
+  const std::optional<at::Tensor>&k_new = a.k_new, &v_new = a.v_new, &write_starts = a.write_starts,
+                                 &key_padding_mask = a.key_padding_mask, &key_lengths = a.key_lengths,
+                                 &write_status = a.write_status;
+  const int64_t write_start = a.write_start, causal_block_size = a.causal_block_size, noisy_length = a.noisy_length;
   check_dim(q, "q", 4, "[batch, q_len, heads_q, head_dim]");
   const auto kind = scalar_kind_of(q, "q");
   check_last_dim_contiguous(q, "q");
@@ -71,13 +99,6 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
                k_cache.sizes(), "), got ", v_cache.sizes());
   DK_CHECK_ARG(heads_kv >= 1 && heads_q % heads_kv == 0, "k_cache",
                "must have a number of heads that divides heads_q = ", heads_q, ", got ", heads_kv);
-  DK_CHECK_ARG(at::has_internal_overlap(k_cache) != at::MemOverlap::Yes, "k_cache",
-               "is written in place and must not have overlapping elements (e.g. an expanded tensor)");
-  DK_CHECK_ARG(at::has_internal_overlap(v_cache) != at::MemOverlap::Yes, "v_cache",
-               "is written in place and must not have overlapping elements (e.g. an expanded tensor)");
-  check_no_overlap(k_cache, "k_cache", v_cache, "v_cache");
-  check_no_overlap(k_cache, "k_cache", q, "q");
-  check_no_overlap(v_cache, "v_cache", q, "q");
 
   DK_CHECK_ARG(k_new.has_value() == v_new.has_value(), k_new.has_value() ? "v" : "k",
                "must be given together with '", k_new.has_value() ? "k" : "v", "'");
@@ -91,12 +112,8 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
                  heads_kv, ", ", head_dim, "], got ", k_new->sizes());
     DK_CHECK_ARG(v_new->sizes() == k_new->sizes(), "v", "must have the shape of 'k' (",
                  k_new->sizes(), "), got ", v_new->sizes());
-    for (const auto* cache : {&k_cache, &v_cache}) {
-      const char* cname = cache == &k_cache ? "k_cache" : "v_cache";
-      check_no_overlap(*cache, cname, *k_new, "k");
-      check_no_overlap(*cache, cname, *v_new, "v");
-    }
   }
+  if (new_len > 0) check_written_caches(a);
 
   if (write_starts.has_value()) {
     const auto& ws = *write_starts;
@@ -132,7 +149,7 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
     DK_CHECK_ARG(noisy_length > 0 && noisy_length <= cache_len, "noisy_length",
                  "must lie in [1, cache_len = ", cache_len, "] (the x_t half of x_t (+) x_0), got ", noisy_length);
   }
-  const double sc = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(head_dim));
+  const double sc = a.scale.has_value() ? *a.scale : 1.0 / std::sqrt(static_cast<double>(head_dim));
   DK_CHECK_ARG(std::isfinite(sc) && std::abs(sc) <= std::numeric_limits<float>::max(), "softmax_scale",
                "must be finite in float32, got ", sc);
   int32_t* status = nullptr;
@@ -147,9 +164,8 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
   }
 
   out.out = at::empty({batch, q_len, heads_q, head_dim}, q.options());
-  out.lse = at::empty({return_lse ? batch : 0, heads_q, q_len}, q.options().dtype(at::kFloat));
-  poison(out.out);
-  poison(out.lse);
+  out.lse = at::empty({a.return_lse ? batch : 0, heads_q, q_len}, q.options().dtype(at::kFloat));
+  poison(out.out, out.lse);
 
   AttentionParams p{};
   p.kind = kind;
@@ -183,7 +199,7 @@ AttentionParams prepare_attention(const at::Tensor& q, const at::Tensor& k_cache
   p.causal_block = causal_block_size;
   p.noisy_length = noisy_length;
   p.out = out.out.data_ptr();
-  p.lse = return_lse ? out.lse.data_ptr<float>() : nullptr;
+  p.lse = a.return_lse ? out.lse.data_ptr<float>() : nullptr;
   p.write_status = status;
   return p;
 }
@@ -251,18 +267,16 @@ ScratchRows use_scratch_rows(AttentionParams& p, const at::Tensor& k_new, const 
 }
 
 template <Backend B>
-std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
-    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, const std::optional<at::Tensor>& k_new,
-    const std::optional<at::Tensor>& v_new, int64_t write_start, const std::optional<at::Tensor>& write_starts,
-    const std::optional<at::Tensor>& key_padding_mask, const std::optional<at::Tensor>& key_lengths,
-    std::optional<double> scale, bool return_lse, const std::optional<at::Tensor>& write_status,
-    int64_t causal_block_size, int64_t noisy_length, bool store_kv) {
+std::tuple<at::Tensor, at::Tensor> attention_impl(const AttentionArgs& a) {
+  const at::Tensor &q = a.q, &k_cache = a.k_cache, &v_cache = a.v_cache;
+  const std::optional<at::Tensor>&k_new = a.k_new, &v_new = a.v_new, &key_padding_mask = a.key_padding_mask,
+                                 &key_lengths = a.key_lengths;
+  const int64_t causal_block_size = a.causal_block_size;
+  const bool store_kv = a.store_kv;
   const DeviceScope<B> scope(q);
   AttentionOutputs out;
   // On CUDA write_starts stays on the device: the cache-write kernel range-checks it (no host sync).
-  auto p = prepare_attention(q, k_cache, v_cache, k_new, v_new, write_start, write_starts, key_padding_mask,
-                             key_lengths, scale, return_lse, write_status, causal_block_size, noisy_length,
-                             /*host_checks_write_starts=*/B == Backend::Cpu, out);
+  auto p = prepare_attention(a, /*host_checks_write_starts=*/B == Backend::Cpu, out);
   const bool swap = !store_kv && p.new_len > 0;
   ScratchRows scratch;
   // CUDA's fused step reads the new rows from k/v themselves: no scratch copy, no swap.
@@ -338,6 +352,17 @@ std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
   return {out.out, out.lse};
 }
 
+template <Backend B>
+std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
+    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, const std::optional<at::Tensor>& k_new,
+    const std::optional<at::Tensor>& v_new, int64_t write_start, const std::optional<at::Tensor>& write_starts,
+    const std::optional<at::Tensor>& key_padding_mask, const std::optional<at::Tensor>& key_lengths,
+    std::optional<double> scale, bool return_lse, const std::optional<at::Tensor>& write_status,
+    int64_t causal_block_size, int64_t noisy_length, bool store_kv) {
+  return attention_impl<B>({q, k_cache, v_cache, k_new, v_new, write_start, write_starts, key_padding_mask, key_lengths,
+                            scale, return_lse, write_status, causal_block_size, noisy_length, store_kv});
+}
+
 }  // namespace
 }  // namespace dk
 
@@ -353,3 +378,18 @@ DK_REGISTER_OP("attention_with_kv_cache",
                "int causal_block_size=0, int noisy_length=0, bool store_kv=True) "
                "-> (Tensor out, Tensor lse)",
                dk::attention_with_kv_cache)
+
+#if !defined(DK_EMULATED)
+namespace dk {
+
+std::optional<std::tuple<at::Tensor, at::Tensor>> attention_direct(const AttentionArgs& a) {
+  PlainCall call;
+  for (const auto* t : {&a.q, &a.k_cache, &a.v_cache}) call.add(*t);
+  for (const auto* t : {&a.k_new, &a.v_new, &a.write_starts, &a.key_padding_mask, &a.key_lengths, &a.write_status})
+    call.add(*t);
+  return run_direct<std::tuple<at::Tensor, at::Tensor>>(
+      call, [&](auto b) { return attention_impl<decltype(b)::value>(a); });
+}
+
+}  // namespace dk
+#endif

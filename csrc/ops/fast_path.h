@@ -14,6 +14,9 @@
 #include <c10/core/impl/PythonDispatcherTLS.h>
 
 #include <optional>
+#include <type_traits>
+
+#include "ops/registration.h"
 
 namespace dk {
 
@@ -50,5 +53,17 @@ class PlainCall {
   c10::DispatchKeySet keys_;
   bool grad_ = false;
 };
+
+// Runs `run(backend)` (backend: a std::integral_constant<Backend, ...>) for the backend the
+// dispatcher would pick for `call`'s tensors; nullopt where a direct call is not equivalent.
+template <typename Result, typename Run>
+std::optional<Result> run_direct(const PlainCall& call, Run&& run) {
+  const std::optional<c10::DispatchKey> backend = call.backend();
+  if (backend == c10::DispatchKey::CPU) return run(std::integral_constant<Backend, Backend::Cpu>{});
+#if defined(DK_WITH_CUDA)
+  if (backend == c10::DispatchKey::CUDA) return run(std::integral_constant<Backend, Backend::Launcher>{});
+#endif
+  return std::nullopt;
+}
 
 }  // namespace dk

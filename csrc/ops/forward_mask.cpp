@@ -53,9 +53,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_mask(const at::Tensor& x0
   at::Tensor x_t = at::empty({batch, seq}, x0.options());
   at::Tensor masked = at::empty({batch, seq}, x0.options().dtype(at::kBool));
   at::Tensor p_mask = at::empty({batch, seq}, x0.options().dtype(at::kFloat));
-  poison(x_t);
-  poison(masked);
-  poison(p_mask);
+  poison(x_t, masked, p_mask);
 
   p.x0 = x0.data_ptr<int64_t>();
   p.x0_stride_b = x0.stride(0);
@@ -98,16 +96,10 @@ std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> forward_mask_direc
   call.add(x0);
   call.add(t);
   call.add(prompt_lengths);
-  const std::optional<c10::DispatchKey> backend = call.backend();
-  if (backend == c10::DispatchKey::CPU) {
-    return forward_mask<Backend::Cpu>(x0, mask_id, eps, t, prompt_lengths, seed, offset, antithetic);
-  }
-#if defined(DK_WITH_CUDA)
-  if (backend == c10::DispatchKey::CUDA) {
-    return forward_mask<Backend::Launcher>(x0, mask_id, eps, t, prompt_lengths, seed, offset, antithetic);
-  }
-#endif
-  return std::nullopt;
+  return run_direct<std::tuple<at::Tensor, at::Tensor, at::Tensor>>(
+      call, [&](auto b) {
+        return forward_mask<decltype(b)::value>(x0, mask_id, eps, t, prompt_lengths, seed, offset, antithetic);
+      });
 }
 
 }  // namespace dk

@@ -83,8 +83,7 @@ void alloc_row_outputs(const at::Tensor& logits, MaskedCeTensors& t, MaskedCePar
   const auto opts = logits.options().dtype(acc_type(logits));
   t.ce = at::empty({logits.size(0)}, opts);
   t.lse = at::empty({logits.size(0)}, opts);
-  poison(t.ce);
-  poison(t.lse);
+  poison(t.ce, t.lse);
   p.ce = t.ce.data_ptr();
   p.lse = t.lse.data_ptr();
 }
@@ -180,12 +179,8 @@ std::optional<std::tuple<at::Tensor, at::Tensor>> masked_ce_forward_direct(const
   call.add(logits);
   call.add(targets);
   call.add(masked);
-  const std::optional<c10::DispatchKey> backend = call.backend();
-  if (backend == c10::DispatchKey::CPU) return masked_ce_forward<Backend::Cpu>(logits, targets, masked);
-#if defined(DK_WITH_CUDA)
-  if (backend == c10::DispatchKey::CUDA) return masked_ce_forward<Backend::Launcher>(logits, targets, masked);
-#endif
-  return std::nullopt;
+  return run_direct<std::tuple<at::Tensor, at::Tensor>>(
+      call, [&](auto b) { return masked_ce_forward<decltype(b)::value>(logits, targets, masked); });
 }
 
 }  // namespace dk

@@ -43,15 +43,16 @@ ConfidenceKind confidence_kind(c10::string_view s) {
 }
 
 template <Backend B>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence(
-    const at::Tensor& logits, const at::Tensor& x, int64_t mask_id, const std::optional<at::Tensor>& temperature,
-    double temperature_value, const std::optional<at::Tensor>& top_p, double top_p_value,
-    const std::optional<at::Tensor>& top_k, int64_t top_k_value, c10::string_view confidence,
-    bool confidence_from_logits, const std::optional<at::Tensor>& block_start, int64_t block_start_value,
-    const std::optional<at::Tensor>& block_end, int64_t block_end_value,
-    const std::optional<at::Tensor>& suppress_ids, const std::optional<at::Tensor>& seed, int64_t seed_value,
-    const std::optional<at::Tensor>& offset, int64_t offset_value, bool return_lse, bool all_positions,
-    const std::optional<at::Tensor>& prev_token_penalty, double prev_token_penalty_value) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence_impl(const MaskedConfidenceArgs& a) {
+  const at::Tensor &logits = a.logits, &x = a.x;
+  const std::optional<at::Tensor>&temperature = a.temperature, &top_p = a.top_p, &top_k = a.top_k,
+                                 &block_start = a.block_start, &block_end = a.block_end,
+                                 &suppress_ids = a.suppress_ids, &seed = a.seed, &offset = a.offset,
+                                 &prev_token_penalty = a.prev_token_penalty;
+  const double temperature_value = a.temperature_value, top_p_value = a.top_p_value,
+               prev_token_penalty_value = a.prev_token_penalty_value;
+  const int64_t top_k_value = a.top_k_value;
+  const bool return_lse = a.return_lse;
   const DeviceScope<B> scope(logits);
   DK_CHECK_ARG(logits.dim() == 3 || logits.dim() == 2, "logits",
                "must have 3 dimensions [batch, seq, vocab] or 2 [batch * seq, vocab], got shape ", logits.sizes());
@@ -85,15 +86,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence(
   p.temperature_value = static_cast<float>(temperature_value);
   p.top_p_value = static_cast<float>(top_p_value);
   p.top_k_value = top_k_value;
-  p.block_start_value = block_start_value;
-  p.block_end_value = block_end_value;
+  p.block_start_value = a.block_start_value;
+  p.block_end_value = a.block_end_value;
   p.prev_token_penalty = per_row<float>(prev_token_penalty, "prev_token_penalty", at::kFloat, batch, logits);
   DK_CHECK_ARG(std::isfinite(prev_token_penalty_value) && prev_token_penalty_value >= 0, "prev_token_penalty",
                "must be finite and >= 0 (0: no penalty), got ", prev_token_penalty_value);
   p.prev_token_penalty_value = static_cast<float>(prev_token_penalty_value);
-  p.all_positions = all_positions;
-  p.kind = confidence_kind(confidence);
-  p.confidence_from_logits = confidence_from_logits;
+  p.all_positions = a.all_positions;
+  p.kind = confidence_kind(a.confidence);
+  p.confidence_from_logits = a.confidence_from_logits;
 
   if (suppress_ids.has_value() && suppress_ids->numel() > 0) {
     const at::Tensor& ids = *suppress_ids;
@@ -113,8 +114,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence(
   }
   p.seed = one_int64_element(seed, "seed", logits, "logits");
   p.offset = one_int64_element(offset, "offset", logits, "logits");
-  p.seed_value = static_cast<uint64_t>(seed_value);
-  p.offset_value = static_cast<uint64_t>(offset_value);
+  p.seed_value = static_cast<uint64_t>(a.seed_value);
+  p.offset_value = static_cast<uint64_t>(a.offset_value);
 
   p.vocab = vocab;
   if (p.general()) {
@@ -130,9 +131,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence(
   at::Tensor conf = at::empty({x.size(0), x.size(1)}, opts.dtype(at::kFloat));
   at::Tensor lse = return_lse ? at::empty({x.size(0), x.size(1)}, opts.dtype(at::kFloat))
                               : at::empty({0}, opts.dtype(at::kFloat));
-  poison(x0);
-  poison(conf);
-  poison(lse);
+  poison(x0, conf, lse);
 
   p.logits = logits.data_ptr();
   p.logits_kind = scalar_kind_of(logits, "logits");
@@ -144,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence(
   p.x = x.data_ptr<int64_t>();
   p.x_stride_b = x.stride(0);
   p.x_stride_l = x.stride(1);
-  p.mask_id = mask_id;
+  p.mask_id = a.mask_id;
   p.x0 = x0.data_ptr<int64_t>();
   p.confidence = conf.data_ptr<float>();
   p.lse = return_lse ? lse.data_ptr<float>() : nullptr;
@@ -161,6 +160,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence(
     launch_masked_confidence(p, scope.stream());
   }
   return {x0, conf, lse};
+}
+
+template <Backend B>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_confidence(
+    const at::Tensor& logits, const at::Tensor& x, int64_t mask_id, const std::optional<at::Tensor>& temperature,
+    double temperature_value, const std::optional<at::Tensor>& top_p, double top_p_value,
+    const std::optional<at::Tensor>& top_k, int64_t top_k_value, c10::string_view confidence,
+    bool confidence_from_logits, const std::optional<at::Tensor>& block_start, int64_t block_start_value,
+    const std::optional<at::Tensor>& block_end, int64_t block_end_value,
+    const std::optional<at::Tensor>& suppress_ids, const std::optional<at::Tensor>& seed, int64_t seed_value,
+    const std::optional<at::Tensor>& offset, int64_t offset_value, bool return_lse, bool all_positions,
+    const std::optional<at::Tensor>& prev_token_penalty, double prev_token_penalty_value) {
+  return masked_confidence_impl<B>({logits, x, mask_id, temperature, temperature_value, top_p, top_p_value, top_k,
+                                    top_k_value, confidence, confidence_from_logits, block_start, block_start_value,
+                                    block_end, block_end_value, suppress_ids, seed, seed_value, offset, offset_value,
+                                    return_lse, all_positions, prev_token_penalty, prev_token_penalty_value});
 }
 
 }  // namespace
@@ -180,34 +195,16 @@ DK_REGISTER_OP("masked_confidence",
 #if !defined(DK_EMULATED)
 namespace dk {
 
-std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> masked_confidence_direct(
-    const at::Tensor& logits, const at::Tensor& x, int64_t mask_id, const std::optional<at::Tensor>& temperature,
-    double temperature_value, const std::optional<at::Tensor>& top_p, double top_p_value,
-    const std::optional<at::Tensor>& top_k, int64_t top_k_value, c10::string_view confidence,
-    bool confidence_from_logits, const std::optional<at::Tensor>& block_start, int64_t block_start_value,
-    const std::optional<at::Tensor>& block_end, int64_t block_end_value,
-    const std::optional<at::Tensor>& suppress_ids, const std::optional<at::Tensor>& seed, int64_t seed_value,
-    const std::optional<at::Tensor>& offset, int64_t offset_value, bool return_lse, bool all_positions,
-    const std::optional<at::Tensor>& prev_token_penalty, double prev_token_penalty_value) {
+std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> masked_confidence_direct(const MaskedConfidenceArgs& a) {
   PlainCall call;
-  for (const auto* t : {&temperature, &top_p, &top_k, &block_start, &block_end, &suppress_ids, &seed, &offset,
-                        &prev_token_penalty}) {
+  for (const auto* t : {&a.temperature, &a.top_p, &a.top_k, &a.block_start, &a.block_end, &a.suppress_ids, &a.seed,
+                        &a.offset, &a.prev_token_penalty}) {
     call.add(*t);
   }
-  call.add(logits);
-  call.add(x);
-  const std::optional<c10::DispatchKey> backend = call.backend();
-#define DK_MASKED_CONFIDENCE_CALL(B)                                                                               \
-  masked_confidence<B>(logits, x, mask_id, temperature, temperature_value, top_p, top_p_value, top_k, top_k_value, \
-                       confidence, confidence_from_logits, block_start, block_start_value, block_end,            \
-                       block_end_value, suppress_ids, seed, seed_value, offset, offset_value, return_lse,         \
-                       all_positions, prev_token_penalty, prev_token_penalty_value)
-  if (backend == c10::DispatchKey::CPU) return DK_MASKED_CONFIDENCE_CALL(Backend::Cpu);
-#if defined(DK_WITH_CUDA)
-  if (backend == c10::DispatchKey::CUDA) return DK_MASKED_CONFIDENCE_CALL(Backend::Launcher);
-#endif
-#undef DK_MASKED_CONFIDENCE_CALL
-  return std::nullopt;
+  call.add(a.logits);
+  call.add(a.x);
+  return run_direct<std::tuple<at::Tensor, at::Tensor, at::Tensor>>(
+      call, [&](auto b) { return masked_confidence_impl<decltype(b)::value>(a); });
 }
 
 }  // namespace dk

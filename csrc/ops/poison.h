@@ -9,6 +9,12 @@ constexpr float kPoisonFloat = -1.2345e38f;
 constexpr int64_t kPoisonIndex = -0x0BADBAD;
 
 bool poison_outputs_enabled();  // reads the environment at each call: tests may toggle it
-void poison(at::Tensor& t);     // fills with the poison of t's dtype when enabled
+void poison_fill(at::Tensor& t);  // fills with the poison of t's dtype
+
+// Fills each output with its poison when enabled: one look at the environment for all of them.
+template <typename... Tensors>
+void poison(Tensors&... outputs) {
+  if (poison_outputs_enabled()) (poison_fill(outputs), ...);
+}
 
 }  // namespace dk

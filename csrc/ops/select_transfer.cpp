@@ -171,18 +171,10 @@ std::optional<at::Tensor> select_transfer_direct(
   PlainCall call;
   for (const auto* t : {&k, &x, &x0, &seed_tensor, &offset_tensor, &threshold_tensor}) call.add(*t);
   call.add(conf);
-  const std::optional<c10::DispatchKey> backend = call.backend();
-  if (backend == c10::DispatchKey::CPU) {
-    return select_transfer<Backend::Cpu>(conf, rule, k, k_value, threshold, eps, factor, alg_temp, seed, offset, x,
-                                         x0, seed_tensor, offset_tensor, threshold_tensor, strict);
-  }
-#if defined(DK_WITH_CUDA)
-  if (backend == c10::DispatchKey::CUDA) {
-    return select_transfer<Backend::Launcher>(conf, rule, k, k_value, threshold, eps, factor, alg_temp, seed,
-                                              offset, x, x0, seed_tensor, offset_tensor, threshold_tensor, strict);
-  }
-#endif
-  return std::nullopt;
+  return run_direct<at::Tensor>(call, [&](auto b) {
+    return select_transfer<decltype(b)::value>(conf, rule, k, k_value, threshold, eps, factor, alg_temp, seed,
+                                               offset, x, x0, seed_tensor, offset_tensor, threshold_tensor, strict);
+  });
 }
 
 }  // namespace dk

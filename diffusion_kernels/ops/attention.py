@@ -9,6 +9,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 
+from .. import _C
 from ._args import host_readable, int64_arg
 from .attention_autograd import AttentionWithGrad, needs_grad
 
@@ -20,6 +21,9 @@ _RENAMED = {"k_new": "k", "v_new": "v", "write_start": "cache_seqlens", "scale":
             "return_lse": "return_softmax_lse"}
 _OLD_POSITIONAL = ("write_start", "key_padding_mask", "key_lengths", "scale", "return_lse")
 _FLOAT32_MAX = torch.finfo(torch.float32).max
+_op = torch.ops.diffusion_kernels.attention_with_kv_cache.default  # resolved once: called every layer and step
+_direct = _C.attention_direct
+_is_compiling = torch.compiler.is_compiling
 
 AttentionResult = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
@@ -57,7 +61,9 @@ def attention_with_kv_cache(
             ``heads_q % heads_kv == 0`` (GQA: query head ``h`` reads kv head
             ``h // (heads_q // heads_kv)``). They must not require grad.
         k, v: ``[batch, new_len, heads_kv, head_dim]`` new rows, or None (nothing is written).
-            They must not share memory with the caches or ``q``.
+            When they are given, neither they nor ``q`` may share memory with the caches, which are
+            written (with ``store_kv=False`` ``k``/``v`` may: they are copied before the caches are
+            touched).
         cache_seqlens: the cache row where ``k``/``v`` go: an int, or a ``[batch]`` integer tensor
             (one start per row, e.g. with left padding); None means 0. A range outside
             ``[0, cache_len)`` is a ``ValueError`` before anything is written when it can be seen
@@ -122,8 +128,15 @@ def attention_with_kv_cache(
         >>> torch.equal(peek, out)
         True
     """
+    if not deprecated_positional and not deprecated_names and not _is_compiling():
+        # the options as given, in one call: None where they need the normalisation below, or
+        # autograd, or a dispatcher key of their own (ops/fast_path.h)
+        out = _direct(q, k_cache, v_cache, k, v, cache_seqlens, key_padding_mask, key_lengths, softmax_scale,
+                      return_softmax_lse, write_status, causal_block_size, noisy_length, store_kv)
+        if out is not None:
+            return out
     return _attention_with_op(
-        torch.ops.diffusion_kernels.attention_with_kv_cache.default, q, k_cache, v_cache, k, v,
+        _op, q, k_cache, v_cache, k, v,
         *deprecated_positional, cache_seqlens=cache_seqlens, key_padding_mask=key_padding_mask,
         key_lengths=key_lengths, softmax_scale=softmax_scale, return_softmax_lse=return_softmax_lse,
         write_status=write_status, causal_block_size=causal_block_size, noisy_length=noisy_length, store_kv=store_kv,
@@ -159,8 +172,6 @@ def _attention_with_op(op, q, k_cache, v_cache, k=None, v=None, *deprecated_posi
     block, noisy = _block_rule_args(causal_block_size, noisy_length, k_cache)
     if not isinstance(store_kv, bool):
         raise TypeError(f"diffusion_kernels: argument 'store_kv' must be a bool, got {type(store_kv).__name__}")
-    if device.type != "meta":  # every tensor is on q's device now
-        _check_memory(q, k_cache, v_cache, k, v)
     return_lse = bool(a["return_softmax_lse"])
     if needs_grad(q, k, v, k_cache, v_cache):
         for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
@@ -274,79 +285,6 @@ def _softmax_scale_arg(value) -> Optional[float]:
     if not math.isfinite(scale) or abs(scale) > _FLOAT32_MAX:
         raise ValueError(f"diffusion_kernels: argument 'softmax_scale' must be finite in float32, got {scale}")
     return scale
-
-
-def _inspectable(t) -> bool:
-    """Whether t's memory can be inspected (None, or a plain tensor on a real device, not a fake one)."""
-    return t is None or type(t) is torch.Tensor or type(t) is torch.nn.Parameter
-
-
-def _span(t: torch.Tensor) -> Tuple[int, int]:
-    """``(first byte, end byte)`` addresses of the elements of t (a non-empty tensor)."""
-    extent = sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
-    return t.data_ptr(), t.data_ptr() + (extent + 1) * t.element_size()
-
-
-def _may_overlap_itself(t: torch.Tensor) -> bool:
-    """Whether two indices of t may address one element: true unless every stride (dims of size
-    > 1, sorted) exceeds the span of the smaller ones, as in every view made by slicing,
-    transposing or permuting a dense tensor."""
-    reach = 0
-    for n, s in sorted(((n, s) for n, s in zip(t.shape, t.stride()) if n > 1), key=lambda d: d[1]):
-        if s <= reach:
-            return True
-        reach += (n - 1) * s
-    return False
-
-
-def _shares_elements(t: torch.Tensor, span: Tuple[int, int], cache: torch.Tensor, cache_span: Tuple[int, int]) -> bool:
-    """Whether t and cache (whose strides are nested, see _may_overlap_itself) address a common
-    element. Both are rows of head_dim contiguous elements: two such rows intersect iff one's first
-    or last element lies in the other, and an offset lies in the cache iff it decomposes into
-    valid cache indices (greedily, as the strides are nested). Layouts the op refuses anyway
-    (another head_dim, a strided last dimension) answer False: the shape checks reject them
-    before anything is written."""
-    lo, hi = span
-    if hi <= cache_span[0] or cache_span[1] <= lo:
-        return False
-    d = t.shape[-1] if t.dim() else 0
-    size = cache.element_size()
-    if (t.dim() == 0 or cache.dim() == 0 or d != cache.shape[-1] or t.element_size() != size
-            or (d > 1 and (t.stride(-1) != 1 or cache.stride(-1) != 1))):
-        return False
-    if (lo - cache_span[0]) % size:
-        return True  # views of one buffer as different dtypes: the bytes overlap
-    rest = torch.full((), (lo - cache_span[0]) // size, dtype=torch.int64)
-    for n, s in zip(t.shape[:-1], t.stride()[:-1]):
-        rest = rest[..., None] + torch.arange(n, dtype=torch.int64) * s
-    rest = torch.stack([rest, rest + (d - 1)])  # first and last element of every row
-    inside = torch.ones_like(rest, dtype=torch.bool)
-    for n, s in sorted(((n, s) for n, s in zip(cache.shape, cache.stride()) if n > 1), key=lambda e: -e[1]):
-        index = torch.div(rest, s, rounding_mode="floor")
-        inside &= (index >= 0) & (index < n)
-        rest = rest - index * s
-    return bool((inside & (rest == 0)).any())
-
-
-def _check_memory(q, k_cache, v_cache, k, v) -> None:
-    """The caches are written in place: no element may be reached twice, and ``q``, ``k``, ``v`` must
-    not lie in their memory (the result would depend on the order of the write and the reads).
-    Skipped under torch.compile and for fake tensors (no data pointers)."""
-    if torch.compiler.is_compiling() or not all(_inspectable(t) for t in (q, k_cache, v_cache, k, v)):
-        return
-    for name, cache in (("k_cache", k_cache), ("v_cache", v_cache)):
-        if not cache.is_contiguous() and cache.numel() and _may_overlap_itself(cache):
-            raise ValueError(f"diffusion_kernels: argument '{name}' is written in place and must not have "
-                             f"overlapping elements (e.g. an expanded view), got strides {cache.stride()}")
-    k_storage, v_storage = k_cache.untyped_storage().data_ptr(), v_cache.untyped_storage().data_ptr()
-    for name, t in (("k", k), ("v", v), ("q", q)):
-        if t is None or not t.numel():
-            continue
-        storage = t.untyped_storage().data_ptr()
-        for cache_name, cache, cache_storage in (("k_cache", k_cache, k_storage), ("v_cache", v_cache, v_storage)):
-            if storage == cache_storage and cache.numel() and _shares_elements(t, _span(t), cache, _span(cache)):
-                raise ValueError(f"diffusion_kernels: argument '{name}' must not share memory with "
-                                 f"'{cache_name}', which is written in place")
 
 
 @torch.library.register_fake("diffusion_kernels::attention_with_kv_cache")

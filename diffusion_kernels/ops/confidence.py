@@ -100,6 +100,12 @@ def masked_confidence(
         >>> tuple(x0.shape), bool(torch.isfinite(conf).all())
         ((2, 8), True)
     """
+    if not _is_compiling():
+        # the options as given, in one call: None where they need the normalisation below
+        out = _direct(logits, x, mask_id, temperature, top_p, top_k, confidence, confidence_from, block_start,
+                      block_end, suppress_ids, seed, offset, return_lse, positions, prev_token_penalty)
+        if out is not None:
+            return out
     return _masked_confidence(
         _op, logits, x, mask_id, temperature=temperature, top_p=top_p, top_k=top_k, confidence=confidence,
         confidence_from=confidence_from, block_start=block_start, block_end=block_end, suppress_ids=suppress_ids,
@@ -111,10 +117,9 @@ def _masked_confidence(op, logits, x, mask_id, *, temperature=0.0, top_p=None, t
                        confidence_from="sampling", block_start=0, block_end=None, suppress_ids=None, seed=0,
                        offset=0, return_lse=False, positions="masked", prev_token_penalty=0.0, direct=None):
     """:func:`masked_confidence` run by ``op`` (the registered op, or its emulated CUDA twin), or by
-    ``direct`` (the op without the dispatcher, see ops/fast_path.h) where that does not decline.
-
-    Called at every sampler step: Python numbers (the usual options) take one class test each; the
-    op checks their values."""
+    ``direct`` (``_C.masked_confidence_direct``: the op without the dispatcher, see ops/fast_path.h)
+    where that does not decline. The options are normalised here (tensors of other dtypes or
+    shapes, lists of ids, keys past int64) with errors naming them; the op checks their values."""
     if logits.__class__ is not _Tensor and not isinstance(logits, _Tensor):
         raise TypeError(f"diffusion_kernels: argument 'logits' must be a tensor, got {type(logits).__name__}")
     token_ids_arg(x, "x")
@@ -175,8 +180,12 @@ def _masked_confidence(op, logits, x, mask_id, *, temperature=0.0, top_p=None, t
     from_logits, all_positions = confidence_from == "logits", positions == "all"
     out = None
     if direct is not None and not _is_compiling():
-        out = direct(logits, x, mask_id, t, t_val, p, p_val, k, k_val, confidence, from_logits, bs, bs_val, be,
-                     be_val, ids, s, s_val, o, o_val, return_lse, all_positions, pen, pen_val)
+        out = direct(logits, x, mask_id, t_val if t is None else t, p_val if p is None else p,
+                     k_val if k is None else k, confidence, confidence_from, bs_val if bs is None else bs,
+                     be_val if be is None else be, ids, s_val if s is None else s, o_val if o is None else o,
+                     return_lse, positions, pen_val if pen is None else pen)
+        if out is not None:
+            return out
     if out is None:
         out = op(logits, x, mask_id, temperature=t, temperature_value=t_val, top_p=p, top_p_value=p_val, top_k=k,
                  top_k_value=k_val, confidence=confidence, confidence_from_logits=from_logits, block_start=bs,

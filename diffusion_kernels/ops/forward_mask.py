@@ -50,13 +50,14 @@ def forward_mask(x0: torch.Tensor, mask_id: int, *, eps: float = 1e-3, t: Option
         >>> bool(masked[:, :3].any()), bool((x_t[masked] == 126336).all())
         (False, True)
     """
-    args = forward_mask_args(x0, mask_id, eps=eps, t=t, seed=seed, offset=offset, prompt_lengths=prompt_lengths,
-                             antithetic=antithetic)
     if not _is_compiling():
-        out = _direct(*args)  # None where the dispatcher could route the call elsewhere (ops/fast_path.h)
+        # the arguments as given, in one call: None where they need the checks below (times, prompt
+        # lengths), or where the dispatcher could route the call elsewhere (ops/fast_path.h)
+        out = _direct(x0, mask_id, eps, t, seed, offset, prompt_lengths, antithetic)
         if out is not None:
             return out
-    return _op(*args)
+    return _op(*forward_mask_args(x0, mask_id, eps=eps, t=t, seed=seed, offset=offset, prompt_lengths=prompt_lengths,
+                                  antithetic=antithetic))
 
 
 def forward_mask_args(x0, mask_id, *, eps=1e-3, t=None, seed=0, offset=0, prompt_lengths=None, antithetic=False):

@@ -83,13 +83,14 @@ def select_transfer(
         >>> x.tolist()
         [[99, 99, 99, 3], [99, 99, 99, 7]]
     """
-    args = select_transfer_args(confidence, k=k, threshold=threshold, eps=eps, factor=factor, alg_temp=alg_temp,
-                                seed=seed, offset=offset, x=x, x0=x0, strict=strict)
     if not _is_compiling():
-        mask = _direct(*args)  # None where the dispatcher could route the call elsewhere (ops/fast_path.h)
+        # the arguments as given, in one call: None where they need the normalisation below, or
+        # where the dispatcher could route the call elsewhere (ops/fast_path.h)
+        mask = _direct(confidence, k, threshold, eps, factor, alg_temp, seed, offset, x, x0, strict)
         if mask is not None:
             return mask
-    return _op(*args)
+    return _op(*select_transfer_args(confidence, k=k, threshold=threshold, eps=eps, factor=factor,
+                                     alg_temp=alg_temp, seed=seed, offset=offset, x=x, x0=x0, strict=strict))
 
 
 def _count_arg(k, batch: int):
@@ -109,8 +110,8 @@ def _count_arg(k, batch: int):
 
 def select_transfer_args(confidence, *, k=None, threshold=None, eps=None, factor=None, alg_temp=None,
                          seed=0, offset=0, x=None, x0=None, strict=False) -> tuple:
-    """The op's positional arguments for :func:`select_transfer`'s keyword form. Called at every
-    sampler step, so the common cases take few branches (the op itself checks the values)."""
+    """The op's positional arguments for :func:`select_transfer`'s keyword form, every form the
+    function takes normalised, with errors naming the argument (the op itself checks the values)."""
     if not isinstance(confidence, torch.Tensor):
         raise TypeError(f"diffusion_kernels: argument 'confidence' must be a tensor, got {type(confidence).__name__}")
     dtype = confidence.dtype
