@@ -7,7 +7,9 @@
 #   - the CUDA tests (pytest -m cuda), with compute-sanitizer memcheck and racecheck over the
 #     small cases running beside them;
 #   - bench/gpu_bench.py on the otherwise idle GPU, with the greedy masked_confidence kernel's
-#     variants timed A/B on the same inputs (DK_MC_KERNEL=v1, v2: rows "ours DK_MC_KERNEL=...").
+#     variants timed A/B on the same inputs (DK_MC_KERNEL=v1, v2: rows "ours DK_MC_KERNEL=...");
+#   - bench/bench_graphs.py: generate() with and without cuda_graph on a LLaDA-8B-shaped model
+#     (its rows under "graphs" in gpu_bench.json, its table at the end of bench.log).
 # Logs go to $OUT (the device tool's folder) or $DK_GPU_LOGS, at most 8 files.
 #   bash bench/gpu_validate.sh        (from anywhere; needs nvidia-smi, nvcc and torch with CUDA)
 set -uo pipefail
@@ -63,5 +65,12 @@ t=$(date +%s)
 timeout 150 "$PY" bench/gpu_bench.py --json "$logs/gpu_bench.json" > "$logs/bench.log" 2>&1
 report bench $? "$t"
 cat "$logs/bench.log"
+
+# 5. generate() tokens/s with and without CUDA graphs, LLaDA-8B-shaped random weights (into gpu_bench.json).
+t=$(date +%s)
+timeout 100 "$PY" bench/bench_graphs.py --merge-json "$logs/gpu_bench.json" >> "$logs/bench.log" 2>&1
+rc=$?
+if [[ $rc -eq 0 ]]; then echo "ok   graphs ($(( $(date +%s) - t )) s)"; tail -n 8 "$logs/bench.log"; else
+  echo "FAIL graphs rc=$rc ($(( $(date +%s) - t )) s)"; tail -n 40 "$logs/bench.log"; failed=1; fi
 echo "gpu_validate: $(( $(date +%s) - T0 )) s, $([[ $failed -eq 0 ]] && echo all ok || echo FAILURES)"
 exit $failed

@@ -3,10 +3,10 @@
     python bench/summarize.py bench/results/sampling.json            # print one file's section
     python bench/summarize.py --markdown docs/benchmarks.md bench/results/*.json
 
-Reads three formats: pytest-benchmark's ``--benchmark-json`` (bench_*.py: commit, date and
-machine are in the file), ``bench/gpu_bench.py --json`` and ``bench/bench_loss.py --json``. The
-last two record no commit or date unless their ``info`` / ``config`` carries ``commit`` and
-``datetime``; the section then names the commit that stored the file, from git.
+Reads pytest-benchmark's ``--benchmark-json`` (bench_*.py: commit, date and machine are in the
+file), ``bench/gpu_bench.py --json``, ``bench/bench_loss.py --json``,
+``bench/attention_training_memory.py --json`` and ``bench/rl_memory.py --out``. Formats that
+record no commit or date get the commit that stored the file, from git.
 
 Each pytest-benchmark group compares ``ours`` with every other implementation by median time;
 where a benchmark records the bytes it reads, also GB/s (the "read bandwidth" group, when present,
@@ -170,6 +170,34 @@ def _loss_bench(path, data):
     return meta, table
 
 
+# --- bench/attention_training_memory.py, bench/rl_memory.py -------------------------------------
+
+def _attention_memory(path, data):
+    c = data["config"]
+    meta = [f"- {_provenance_from_git(path, c)}",
+            f"- {c.get('layout')}: L = {c.get('noisy')} (sequence {c.get('sequence')}), block {c.get('block')}, "
+            f"batch {c.get('batch')}, heads {c.get('heads')}/{c.get('kv_heads')} x {c.get('head_dim')}, "
+            f"{c.get('threads')} threads, median of {c.get('repeats')}, each method in its own process",
+            "- source: `bench/attention_training_memory.py`; peak: rise of the resident set during forward + "
+            "backward; live tensors: the allocator's peak of live tensor bytes"]
+    rows = [[r["method"], f"{r['peak_bytes'] / 2**20:.1f}", f"{r.get('tensor_peak_bytes', 0) / 2**20:.1f}",
+             f"{r['median_s']:.2f}", f"{r['loss']:.6f}"] for r in data["results"]]
+    return meta, _table(["method", "peak (MiB)", "live tensors (MiB)", "time (s)", "loss"], rows)
+
+
+def _rl_memory(path, data):
+    shape = ", ".join(f"{k} = {v}" for k, v in data["shape"].items())
+    meta = [f"- {_provenance_from_git(path, {'commit': data.get('commit'), 'datetime': data.get('datetime')})}",
+            f"- {shape}; {data.get('torch_threads')} threads; one call each",
+            "- source: `bench/rl_memory.py`; peak: extra live tensor bytes during forward + backward"]
+    plain = data["results"].get("plain")
+    rows = []
+    for impl, r in data["results"].items():
+        ratio = f"{plain['peak_extra_bytes'] / r['peak_extra_bytes']:.1f}x" if plain else "?"
+        rows.append([impl, f"{r['peak_extra_bytes'] / 2**20:.1f}", ratio, f"{r['thread_cpu_s']:.1f}"])
+    return meta, _table(["method", "peak extra (MiB)", "lower than plain", "thread CPU (s)"], rows)
+
+
 def section(path):
     """Markdown section of one results file: a heading, its provenance and its table."""
     data = json.loads(Path(path).read_text())
@@ -177,8 +205,12 @@ def section(path):
         meta, table = _pytest_benchmark(path, data)
     elif "rows" in data:
         meta, table = _gpu_bench(path, data)
+    elif "results" in data and "config" in data and "layout" in data["config"]:
+        meta, table = _attention_memory(path, data)
     elif "results" in data and "config" in data:
         meta, table = _loss_bench(path, data)
+    elif "results" in data and "shape" in data:
+        meta, table = _rl_memory(path, data)
     else:
         raise ValueError(f"{path}: not a pytest-benchmark, gpu_bench or bench_loss results file")
     return "\n".join([f"## `{Path(path).name}`", "", *meta, "", table, ""])

@@ -18,6 +18,7 @@ from .decoding.cache import check_cache_policy
 from .decoding.block_diffusion import BlockDiffusionLoop, decoded_blocks
 from .decoding.dynamic_threshold import SDARPlan
 from .decoding.editing import JointThreshold
+from .decoding.graph import GRAPH_RULES
 from .decoding.random_transfer import DreamOriginPlan
 from .decoding.remasking import CommittedRemasking, ReMDM, RemaskLowConfidence
 
@@ -209,6 +210,32 @@ def _check_remasking(remask_committed, adaptive: bool, return_trajectory: bool, 
                          "filled after the stop were never decoded, so no state of the run could be rebuilt")
 
 
+def _check_cuda_graph(cuda_graph, model, cache, remasking, remask_committed, schedule, threshold, rule) -> None:
+    """The options whose steps read per-step values on the host cannot be captured: a ValueError
+    naming the option (never a silent eager run)."""
+    if not isinstance(cuda_graph, bool):
+        raise TypeError(f"diffusion_kernels: argument 'cuda_graph' must be a bool, got {type(cuda_graph).__name__}")
+    if not cuda_graph:
+        return
+    refused = None
+    if cache in ("exact", "block"):
+        refused = f"cache={cache!r} (block-diffusion steps)"
+    elif remask_committed is not None:
+        refused = "'remask_committed' (its draws are keyed on the host)"
+    elif remasking == "origin":
+        refused = "remasking='origin' (its draws are keyed on the host)"
+    elif schedule == "sdar" and threshold is not None:
+        refused = "schedule='sdar' with 'threshold' (a per-step count in a DynamicThreshold)"
+    elif rule is not None and type(rule) not in GRAPH_RULES:
+        refused = f"rule={type(rule).__name__}(...) (only Threshold, Factor and DInferThreshold are captured)"
+    elif cache is not None and not getattr(model, "accepts_tensor_start", False):
+        refused = (f"cache={cache!r} with a model without 'accepts_tensor_start' (one captured step serves every "
+                   "block through a tensor 'start', e.g. models.LLaDAModel)")
+    if refused:
+        raise ValueError(f"diffusion_kernels: argument 'cuda_graph' cannot be combined with {refused}; use "
+                         "cuda_graph=False")
+
+
 def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_length: int = 128, steps: int = 128,
              *, mask_id: int, temperature: float = 0.0, remasking: str = "low_confidence",
              confidence: str = "prob", confidence_from: Optional[str] = None, threshold: Optional[float] = None,
@@ -220,7 +247,7 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
              shift_logits: bool = False, seed: Optional[int] = None, callback: Optional[Callable[[StepInfo], None]] = None,
              progress: Optional[bool] = None, return_dict: bool = False,
              remask_committed: Optional[CommittedRemasking] = None, return_trajectory: bool = False,
-             sub_block: Optional[int] = None, editing: Optional[JointThreshold] = None):
+             sub_block: Optional[int] = None, editing: Optional[JointThreshold] = None, cuda_graph: bool = False):
     """Generate ``gen_length`` tokens after ``prompt_ids`` with a masked diffusion LM.
 
     The answer starts fully masked and is decoded in ``gen_length // block_length`` blocks, left to
@@ -267,6 +294,12 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
         sub_block: with ``cache='exact'``/``'block'``, Fast-dLLM v2's sub-blocks of the block.
         editing: with ``cache='exact'``/``'block'``, LLaDA2.1's token editing: a
             :class:`~diffusion_kernels.decoding.JointThreshold` (replaces the schedule/threshold).
+        cuda_graph: run every step on static buffers and, on a CUDA device, capture it as a CUDA
+            graph once per step shape and replay it (the same tokens; ``docs/generate.md``). On
+            other devices the same steps run eagerly. Not with ``cache='exact'``/``'block'``,
+            ``remask_committed``, ``remasking='origin'``, ``schedule='sdar'`` with ``threshold`` or
+            a ``rule`` other than Threshold/Factor/DInferThreshold (a ValueError); with a cache the
+            model must take a tensor ``start`` (``accepts_tensor_start``, e.g. LLaDAModel).
 
     Returns:
         ``[B, gen_length]`` int64 tokens, or a :class:`GenerateOutput` (``return_dict`` or
@@ -324,12 +357,15 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
     _check_remasking(remask_committed, adaptive, return_trajectory, stop_at_eos)
     if isinstance(remask_committed, ReMDM) and remask_committed.schedule == "loop" and schedule != "llada":
         raise ValueError("diffusion_kernels: ReMDM('loop') sets the step counts itself: use schedule='llada'")
+    _check_cuda_graph(cuda_graph, model, cache, remasking, remask_committed, schedule, threshold, rule)
     plan = None if editing is not None else _plan(steps // num_blocks, threshold, factor, rule, schedule, alg_temp,
                                                   schedule_eps, remasking, block_length)
     proposal = _proposal(temperature, top_p, top_k, remasking, confidence, confidence_from, eos_id, eot_id,
                          suppress_eos, confidence_eos_eot_inf)
     cfg_scale = _check_cfg_scale(cfg_scale)
     full_mask = _full_attention_mask(attention_mask, prompt_ids, gen_length)
+    if cuda_graph and full_mask is not None and getattr(model, "accepts_tensor_start", False) and bool(full_mask.all()):
+        full_mask = None  # what the model does at every forward, read once here: a static step reads nothing
 
     B, Lp = prompt_ids.shape
     device = prompt_ids.device
@@ -352,7 +388,8 @@ def generate(model, prompt_ids: torch.Tensor, gen_length: int = 128, block_lengt
                                        attention_mask=full_mask, shift_logits=shift_logits)
                 loop = BlockLoop(forward, plan, proposal, mask_id=mask_id, prompt_length=Lp, block_length=block_length,
                                  seed=0 if seed is None else seed, eos_id=eos_id, stop_at_eos=stop_at_eos,
-                                 callback=callback, bar=bar, remasking=remask_committed, log_prob=log_prob)
+                                 callback=callback, bar=bar, remasking=remask_committed, log_prob=log_prob,
+                                 cuda_graph=cuda_graph)
             nfe = loop.run(x, order)
     finally:
         bar.close()

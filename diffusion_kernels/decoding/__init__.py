@@ -12,6 +12,8 @@ the engine adapters.
   (:class:`ModelForward`) and the block loop (:class:`BlockLoop`).
 * Block diffusion (exact KV cache): :class:`BlockDiffusionLoop`, SDAR's :class:`DynamicThreshold` /
   :class:`SDARPlan`, Dream's ``origin`` (:class:`RandomTransfer`, :class:`DreamOriginPlan`).
+* ``generate(cuda_graph=True)``: :class:`StaticDecodeStep` (the step on static buffers) and
+  :class:`StepGraph` (captured once per shape, replayed).
 * Self-correction: :class:`ReMDM`, :class:`RemaskLowConfidence` (:func:`remask_step`); the
   log-probability of committed tokens (:func:`proposal_log_prob`; module ``token_log_prob``).
 """
@@ -28,9 +30,11 @@ from .dynamic_threshold import DynamicThreshold, SDARPlan
 from .random_transfer import DreamOriginPlan, RandomTransfer
 from .remasking import CommittedRemasking, ReMDM, RemaskLowConfidence, remask_step
 from .token_log_prob import proposal_log_prob  # token_log_prob stays the module's name
+from .graph import StaticDecodeStep, StepGraph
 
 __all__ = ["Rule", "TopK", "Threshold", "Factor", "DInferThreshold", "ALG_TEMP_OFFSET", "Proposal", "propose",
            "StepResult", "decode_step", "JointThreshold", "EditState", "EditResult", "joint_threshold_step",
            "StepPlan", "LLaDAPlan", "DreamPlan", "UntilDone", "query_range", "ModelForward", "BlockLoop", "StepInfo",
            "BlockDiffusionLoop", "decoded_blocks", "DynamicThreshold", "SDARPlan", "RandomTransfer", "DreamOriginPlan",
-           "CommittedRemasking", "ReMDM", "RemaskLowConfidence", "remask_step", "proposal_log_prob"]
+           "CommittedRemasking", "ReMDM", "RemaskLowConfidence", "remask_step", "proposal_log_prob",
+           "StaticDecodeStep", "StepGraph"]

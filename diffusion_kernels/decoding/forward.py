@@ -2,7 +2,7 @@
 Dream's shifted logits."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -43,11 +43,17 @@ class ModelForward:
 
     def logits_for(self, lo: int, hi: int) -> torch.Tensor:
         """Logits ``[B, hi - lo, V]`` of positions ``[lo, hi)`` (with a cache: of the positions run)."""
-        xs = self.x[:, lo:hi]
+        return self.logits_of(self.x[:, lo:hi], self.prompt_index[:, lo:hi], lo if self.kv is not None else None)
+
+    def logits_of(self, xs: torch.Tensor, prompt: torch.Tensor, start: Optional[Union[int, torch.Tensor]]
+                  ) -> torch.Tensor:
+        """Logits of the tokens ``xs [B, n]`` at positions ``[start, start + n)`` (``prompt``: which
+        of them are prompt tokens, masked in CFG's unconditional rows); ``start``: an int or a
+        one-element tensor with a cache, None without."""
         if self.cfg_scale:
-            xs = torch.cat([xs, torch.where(self.prompt_index[:, lo:hi], self.mask_id, xs)])
+            xs = torch.cat([xs, torch.where(prompt, self.mask_id, xs)])
         if self.kv is not None:
-            out = _logits_of(self.model(xs, attention_mask=self.attention_mask, kv_cache=self.kv, start=lo))
+            out = _logits_of(self.model(xs, attention_mask=self.attention_mask, kv_cache=self.kv, start=start))
         else:
             out = _logits_of(self.model(xs, attention_mask=self.attention_mask))
         if self.cfg_scale:

@@ -13,6 +13,7 @@ from typing import Callable, List, Optional
 import torch
 
 from .forward import ModelForward
+from .graph import StaticDecodeStep
 from .plans import StepPlan
 from .proposal import Proposal
 from .remasking import CommittedRemasking, remask_step
@@ -62,8 +63,19 @@ class BlockLoop:
     bar: object = None               # a progress bar (update(n)), or None
     remasking: Optional[CommittedRemasking] = None
     log_prob: Optional[torch.Tensor] = None
+    cuda_graph: bool = False         # steps on static buffers, captured as CUDA graphs on a GPU (graph.py)
+    capture: Optional[bool] = None   # with cuda_graph: capture (None: when x is on a CUDA device)
 
     def run(self, x: torch.Tensor, order: torch.Tensor) -> int:
+        self.static = None
+        if self.cuda_graph:
+            if self.remasking is not None:
+                raise ValueError("diffusion_kernels: cuda_graph=True cannot capture 'remask_committed' steps (their "
+                                 "draws are keyed on the host); use cuda_graph=False")
+            if x is not self.forward.x:
+                raise ValueError("diffusion_kernels: BlockLoop(cuda_graph=True) decodes the ModelForward's own 'x'")
+            self.static = StaticDecodeStep(self.forward, order, self.proposal, mask_id=self.mask_id, seed=self.seed,
+                                           log_prob=self.log_prob, capture=self.capture)
         if self.remasking is not None:
             if self.plan.steps_per_block is None:
                 raise ValueError("diffusion_kernels: remasking of committed tokens needs a fixed schedule "
@@ -89,25 +101,12 @@ class BlockLoop:
         self.plan.begin_block(left)
         i = 0
         while True:
-            logits, q0 = self.forward(i, start, end)
-            n = logits.shape[1]
-            # decode_step writes the committed tokens into the view x[:, q0:q0 + n], i.e. into x.
             remasked = None
-            if self.remasking is None:
-                moved = decode_step(logits, x[:, q0:q0 + n], self.plan.rule(i, left), mask_id=self.mask_id,
-                                    proposal=self.proposal, block_start=start - q0, block_end=end - q0,
-                                    seed=self.seed, offset=nfe).transferred
+            if self.static is not None:  # order and log_prob are written inside the step
+                moved, q0 = self.static(i, start, end, nfe=nfe, rule=self.plan.rule(i, left))
+                n = moved.shape[1]
             else:
-                moved, remasked = remask_step(
-                    logits, x[:, q0:q0 + n], self.plan.rule(i, left), self.remasking, mask_id=self.mask_id,
-                    proposal=self.proposal, block_start=start - q0, block_end=end - q0, step=i,
-                    steps=self.plan.steps_per_block, seed=self._seed, offset=nfe, row_length=x.shape[1], position0=q0,
-                    commit_confidence=None if self._commit_conf is None else self._commit_conf[:, start:end])
-                order[:, q0:q0 + n].masked_fill_(remasked, -1)
-            order[:, q0:q0 + n].masked_fill_(moved, nfe)
-            if self.log_prob is not None:
-                lp = proposal_log_prob(logits, x[:, q0:q0 + n], moved, self.proposal, seed=self.seed, offset=nfe)
-                self.log_prob[:, q0:q0 + n] = torch.where(moved, lp, self.log_prob[:, q0:q0 + n])
+                moved, remasked, q0, n = self._eager_step(x, order, i, start, end, nfe, left)
             nfe += 1
             i += 1
             if self.bar is not None:
@@ -138,6 +137,29 @@ class BlockLoop:
                     "confidence (the model's logits there are NaN or +inf, e.g. through cfg_scale), or the "
                     "model proposes mask_id itself")
             left = now
+
+    def _eager_step(self, x, order, i, start, end, nfe, left):
+        """One step from Python, the default: ``(moved, remasked, q0, n)``."""
+        logits, q0 = self.forward(i, start, end)
+        n = logits.shape[1]
+        # decode_step writes the committed tokens into the view x[:, q0:q0 + n], i.e. into x.
+        remasked = None
+        if self.remasking is None:
+            moved = decode_step(logits, x[:, q0:q0 + n], self.plan.rule(i, left), mask_id=self.mask_id,
+                                proposal=self.proposal, block_start=start - q0, block_end=end - q0,
+                                seed=self.seed, offset=nfe).transferred
+        else:
+            moved, remasked = remask_step(
+                logits, x[:, q0:q0 + n], self.plan.rule(i, left), self.remasking, mask_id=self.mask_id,
+                proposal=self.proposal, block_start=start - q0, block_end=end - q0, step=i,
+                steps=self.plan.steps_per_block, seed=self._seed, offset=nfe, row_length=x.shape[1], position0=q0,
+                commit_confidence=None if self._commit_conf is None else self._commit_conf[:, start:end])
+            order[:, q0:q0 + n].masked_fill_(remasked, -1)
+        order[:, q0:q0 + n].masked_fill_(moved, nfe)
+        if self.log_prob is not None:
+            lp = proposal_log_prob(logits, x[:, q0:q0 + n], moved, self.proposal, seed=self.seed, offset=nfe)
+            self.log_prob[:, q0:q0 + n] = torch.where(moved, lp, self.log_prob[:, q0:q0 + n])
+        return moved, remasked, q0, n
 
     def _finish_block(self, x, order, blk, start, end, last: bool) -> bool:
         """Checks that every position of the block was committed; True: stop (EOS in every row)."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -83,6 +83,20 @@ def _check_number(value, name: str, ok, bounds: str) -> None:
         raise ValueError(f"diffusion_kernels: argument '{name}' must be {bounds}, got {value}")
 
 
+_ID_TENSORS: Dict[Tuple[Tuple[int, ...], torch.device], torch.Tensor] = {}
+
+
+def ids_tensor(ids: Sequence[int], device: torch.device) -> torch.Tensor:
+    """The int64 tensor of ``ids`` on ``device``, made once: a step copies nothing from the host
+    (a copy would stall the stream, and cannot be captured in a CUDA graph)."""
+    key = (tuple(ids), torch.device(device))
+    t = _ID_TENSORS.get(key)
+    if t is None:
+        with torch.inference_mode(False):  # an ordinary tensor, usable outside inference mode too
+            t = _ID_TENSORS[key] = torch.tensor(key[0], dtype=torch.int64, device=device)
+    return t
+
+
 def propose(logits: torch.Tensor, x: torch.Tensor, mask_id: int, proposal: Proposal = Proposal(), *,
             block_start: Union[int, torch.Tensor] = 0, block_end: Optional[Union[int, torch.Tensor]] = None,
             seed: Union[int, torch.Tensor] = 0, offset: Union[int, torch.Tensor] = 0
@@ -96,7 +110,7 @@ def propose(logits: torch.Tensor, x: torch.Tensor, mask_id: int, proposal: Propo
         if not 0 <= i < vocab:  # generate() fills these from eos_id / eot_id
             raise ValueError(f"diffusion_kernels: token id {i} of the proposal's suppress_ids / renormalize_without "
                              f"(generate's 'eos_id' / 'eot_id') is outside the logits' vocabulary [0, {vocab})")
-    suppress = list(p.suppress_ids) if p.suppress_ids else None
+    suppress = ids_tensor(p.suppress_ids, logits.device) if p.suppress_ids else None
     out = masked_confidence(logits, x, mask_id, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                             confidence=p.confidence, confidence_from=p.confidence_from, block_start=block_start,
                             block_end=block_end, suppress_ids=suppress, seed=seed, offset=offset,
@@ -113,10 +127,10 @@ def _renormalised_confidence(logits: torch.Tensor, x0: torch.Tensor, conf: torch
     """conf = p(x0) of the full softmax, turned into the probability under the softmax without
     ``ids``: 0 where x0 is one of them, else p(x0) / (1 - sum of their p). Only two vocabulary
     columns are read: the op's lse gives their probabilities."""
-    ids_t = torch.tensor(list(ids), device=logits.device)
+    ids_t = ids_tensor(ids, logits.device)
     picked = logits.index_select(-1, ids_t).reshape(*lse.shape, -1).double()  # flat logits too
     if suppressed:  # already out of the op's softmax (and lse)
-        picked = picked.masked_fill(torch.isin(ids_t, torch.tensor(list(suppressed), device=ids_t.device)), float("-inf"))
+        picked = picked.masked_fill(torch.isin(ids_t, ids_tensor(suppressed, ids_t.device)), float("-inf"))
     removed = torch.exp(picked - lse.double()[..., None]).sum(-1)
     renorm = (conf.double() / (1.0 - removed)).to(conf.dtype)
     is_removed = torch.isin(x0, ids_t)

@@ -7,9 +7,18 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ..ops import masked_confidence
-from .proposal import Proposal
+from .proposal import Proposal, ids_tensor
 
 __all__ = ["token_log_prob", "proposal_log_prob"]
+
+
+def _check_ids(ids: Sequence[int], vocab: int) -> None:
+    """Python ints in ``[0, vocab)`` (a tensor of them goes to the op unchecked on CUDA)."""
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise TypeError(f"diffusion_kernels: argument 'suppress_ids' must hold integer ids, got {type(i).__name__} {i!r}")
+        if not 0 <= i < vocab:
+            raise ValueError(f"diffusion_kernels: argument 'suppress_ids' must hold ids in [0, {vocab}), got {i}")
 
 
 def token_log_prob(logits: torch.Tensor, tokens: torch.Tensor, where: torch.Tensor, *,
@@ -35,8 +44,12 @@ def token_log_prob(logits: torch.Tensor, tokens: torch.Tensor, where: torch.Tens
     """
     # masked_confidence computes where x == mask_id: key 0 marks the wanted positions.
     key = (~where).to(torch.int64)
-    _, _, lse = masked_confidence(logits, key, 0, confidence="prob", confidence_from="logits",
-                                  suppress_ids=list(suppress_ids) if suppress_ids else None, return_lse=True)
+    suppress = None
+    if suppress_ids:
+        _check_ids(suppress_ids, logits.shape[-1] if isinstance(logits, torch.Tensor) and logits.dim() else 0)
+        suppress = ids_tensor(suppress_ids, logits.device)
+    _, _, lse = masked_confidence(logits, key, 0, confidence="prob", confidence_from="logits", suppress_ids=suppress,
+                                  return_lse=True)
     picked = logits.gather(-1, torch.where(where, tokens, 0).unsqueeze(-1)).squeeze(-1).float()
     return torch.where(where, picked - lse, 0.0)
 
@@ -74,7 +87,10 @@ def proposal_log_prob(logits: torch.Tensor, x: torch.Tensor, where: torch.Tensor
     if not isinstance(t, torch.Tensor) and t == 0:
         return token_log_prob(logits, x, where, suppress_ids=proposal.suppress_ids)
     key = (~where).to(torch.int64)
-    suppress = list(proposal.suppress_ids) if proposal.suppress_ids else None
+    suppress = None
+    if proposal.suppress_ids:
+        _check_ids(proposal.suppress_ids, logits.shape[-1] if isinstance(logits, torch.Tensor) and logits.dim() else 0)
+        suppress = ids_tensor(proposal.suppress_ids, logits.device)
     _, prob = masked_confidence(logits, key, 0, temperature=t, top_p=proposal.top_p, top_k=proposal.top_k,
                                 confidence="prob", confidence_from="sampling", suppress_ids=suppress, seed=seed,
                                 offset=offset)

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from ..ops import attention_with_kv_cache
+from .hf_decoder import HFDecoderModel
 from .kv_cache import KVCache
-from .layers import (RMSNorm, SwiGLU, apply_rope, check_cache_args, check_int, check_positive_number,
-                     check_token_ids, rope_angles, rope_inv_freq, self_attention)
+from .layers import (RMSNorm, SwiGLU, apply_rope, check_bool_flags, check_cache_args, check_int,
+                     check_positive_number, check_token_ids, rope_angles, rope_inv_freq, self_attention)
 from .loading import checkpoint_tensor_names, config_from_dict, load_checkpoint, read_config, require_keys
 from .moe import MoE
 
@@ -239,7 +240,7 @@ class BlockDiffusionLayer(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
-class BlockDiffusionModel(nn.Module):
+class BlockDiffusionModel(HFDecoderModel):
     """``model(x, attention_mask=None, kv_cache=None, start=0, store_kv=True) -> logits [B, T, vocab]``.
 
     Without ``kv_cache``, ``x`` is the whole sequence, attended block-causally (blocks of
@@ -275,34 +276,11 @@ class BlockDiffusionModel(nn.Module):
     """
 
     def __init__(self, config: BlockDiffusionConfig):
-        super().__init__()
-        self.config = c = config
-        self.model = nn.Module()
-        self.model.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
-        self.model.layers = nn.ModuleList(BlockDiffusionLayer(c, i) for i in range(c.num_hidden_layers))
-        self.model.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-        if not c.tie_word_embeddings:
-            self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
-
-    @property
-    def mask_id(self) -> Optional[int]:
-        return self.config.mask_token_id
+        super().__init__(config, (BlockDiffusionLayer(config, i) for i in range(config.num_hidden_layers)))
 
     @property
     def block_size(self) -> int:
         return self.config.block_size
-
-    def init_cache(self, batch: int, length: int) -> KVCache:
-        """Zeroed K/V buffers for ``batch`` rows of ``length`` positions, in the weights' dtype and device."""
-        c, p = self.config, self.model.embed_tokens.weight
-        return KVCache(c.num_hidden_layers, batch=batch, length=length, kv_heads=c.num_key_value_heads,
-                       head_dim=c.head_dim, dtype=p.dtype, device=p.device)
-
-    @property
-    def lm_head_weight(self) -> torch.Tensor:
-        """The output head ``[vocab, hidden]`` (the embedding when tied): with ``return_hidden=True``,
-        ``logits = hidden @ lm_head_weight.T`` (the fused-head losses and log-probabilities take it)."""
-        return self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
 
     def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 kv_cache: Optional[KVCache] = None, start: int = 0, store_kv: bool = True, *,
@@ -333,9 +311,7 @@ class BlockDiffusionModel(nn.Module):
         """
         owner = "BlockDiffusionModel"
         check_token_ids(x, self.config.vocab_size, owner)
-        for name, flag in (("store_kv", store_kv), ("noisy_only", noisy_only), ("return_hidden", return_hidden)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"diffusion_kernels: {owner}: argument '{name}' must be a bool, got {flag!r}")
+        check_bool_flags(owner, store_kv=store_kv, noisy_only=noisy_only, return_hidden=return_hidden)
         B, T = x.shape
         c = self.config
         if noisy_length is not None:

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from ..ops import attention_with_kv_cache
+from .hf_decoder import HFDecoderModel
 from .kv_cache import KVCache
-from .layers import (RMSNorm, SwiGLU, apply_rope, check_cache_args, check_int, check_positive_number,
+from .layers import (RMSNorm, SwiGLU, apply_rope, check_bool_flags, check_cache_args, check_int, check_positive_number,
                      check_token_ids, rope_angles, rope_inv_freq, self_attention)
 from .loading import config_from_dict, load_checkpoint, read_config, require_keys
 
@@ -127,7 +128,7 @@ class DreamLayer(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
-class DreamModel(nn.Module):
+class DreamModel(HFDecoderModel):
     """``model(x, attention_mask=None, kv_cache=None, start=0) -> logits [B, T, vocab]`` (shifted:
     position ``i`` predicts token ``i + 1``).
 
@@ -157,25 +158,7 @@ class DreamModel(nn.Module):
     """
 
     def __init__(self, config: DreamConfig):
-        super().__init__()
-        self.config = config
-        c = config
-        self.model = nn.Module()
-        self.model.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
-        self.model.layers = nn.ModuleList(DreamLayer(c) for _ in range(c.num_hidden_layers))
-        self.model.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-        if not c.tie_word_embeddings:
-            self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
-
-    @property
-    def mask_id(self) -> int:
-        return self.config.mask_token_id
-
-    def init_cache(self, batch: int, length: int) -> KVCache:
-        """Zeroed K/V buffers for ``batch`` rows of ``length`` positions, in the weights' dtype and device."""
-        c, p = self.config, self.model.embed_tokens.weight
-        return KVCache(c.num_hidden_layers, batch=batch, length=length, kv_heads=c.num_key_value_heads,
-                       head_dim=c.head_dim, dtype=p.dtype, device=p.device)
+        super().__init__(config, (DreamLayer(config) for _ in range(config.num_hidden_layers)))
 
     def _positions(self, attention_mask: Optional[torch.Tensor], start: int, T: int, device) -> torch.Tensor:
         """Dream's ``tok_idx``: ``cumsum(mask) - 1`` over the whole sequence (pads get 0: they are
@@ -184,12 +167,6 @@ class DreamModel(nn.Module):
             return torch.arange(start, start + T, device=device)
         pos = attention_mask.to(torch.long).cumsum(-1) - 1
         return pos.clamp_(min=0)[:, start:start + T]
-
-    @property
-    def lm_head_weight(self) -> torch.Tensor:
-        """The output head ``[vocab, hidden]`` (the embedding when tied): with ``return_hidden=True``,
-        ``logits = hidden @ lm_head_weight.T`` (the fused-head losses and log-probabilities take it)."""
-        return self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
 
     def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 kv_cache: Optional[KVCache] = None, start: int = 0, *, return_hidden: bool = False) -> torch.Tensor:
@@ -206,9 +183,7 @@ class DreamModel(nn.Module):
             True
         """
         check_token_ids(x, self.config.vocab_size, "DreamModel")
-        if not isinstance(return_hidden, bool):
-            raise TypeError(f"diffusion_kernels: DreamModel: argument 'return_hidden' must be a bool, got "
-                            f"{return_hidden!r}")
+        check_bool_flags("DreamModel", return_hidden=return_hidden)
         check_cache_args(x, attention_mask, kv_cache, start, "DreamModel")
         T = x.shape[1]
         inv_freq = rope_inv_freq(self.config.head_dim, self.config.rope_theta, device=x.device)

@@ -112,6 +112,13 @@ def check_token_ids(x: torch.Tensor, vocab_size: int, owner: str) -> None:
                              f"outside the vocabulary [0, {vocab_size})")
 
 
+def check_bool_flags(owner: str, **flags) -> None:
+    """Each keyword's value must be a bool (not a tensor or an int that happens to be 0 or 1)."""
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise TypeError(f"diffusion_kernels: {owner}: argument '{name}' must be a bool, got {flag!r}")
+
+
 def check_cache_args(x: torch.Tensor, attention_mask: Optional[torch.Tensor], kv_cache, start, owner: str) -> None:
     """``start`` must place ``x`` inside the cache, the cache must have x's batch, and
     ``attention_mask`` must cover the whole sequence (the cache's length, or x's without one)."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import ClassVar, Optional, Tuple
+from typing import ClassVar, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
+from ..decoding.graph import static_step_active
 from ..ops import attention_with_kv_cache
 from .kv_cache import KVCache
 from .layers import (RMSNorm, apply_rope, check_cache_args, check_int, check_positive_number, check_token_ids,
@@ -118,6 +119,19 @@ class Block(nn.Module):
         return h + swiglu(f, self.ff_proj, self.up_proj, self.ff_out)
 
 
+def _tensor_start(start: torch.Tensor, x: torch.Tensor, kv_cache) -> torch.Tensor:
+    """A tensor ``start``: one integer element on x's device, with a cache (a shape check only)."""
+    if kv_cache is None:
+        raise ValueError("diffusion_kernels: LLaDAModel: a tensor 'start' needs a 'kv_cache'")
+    if start.numel() != 1 or start.is_floating_point() or start.is_complex() or start.dtype == torch.bool:
+        raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'start' must be an int or a one-element integer "
+                         f"tensor, got a {start.dtype} tensor of shape {tuple(start.shape)}")
+    if start.device != x.device:
+        raise ValueError(f"diffusion_kernels: LLaDAModel: argument 'start' must be on the device of 'x' ({x.device}), "
+                         f"got {start.device}")
+    return start.reshape(1).to(torch.int64)
+
+
 class LLaDAModel(nn.Module):
     """``model(x, attention_mask=None, kv_cache=None, start=0) -> logits [B, T, vocab]``.
 
@@ -127,7 +141,13 @@ class LLaDAModel(nn.Module):
     ``x`` runs to the end, dual mode when it is one block). ``attention_mask`` is ``[B, L]``
     over the whole sequence (False: left pad). Positions are ``arange`` over the padded
     sequence, as in LLaDA (RoPE is relative, so left padding keeps distances).
+
+    ``start`` may be a one-element int64 tensor on x's device (``generate(cuda_graph=True)``:
+    one captured step serves every block): then nothing is read on the host, except its range
+    on the CPU, and ``kv_cache.filled`` is left to the caller.
     """
+
+    accepts_tensor_start: ClassVar[bool] = True  # generate(cuda_graph=True) with a cache relies on it
 
     def __init__(self, config: LLaDAConfig):
         super().__init__()
@@ -156,8 +176,8 @@ class LLaDAModel(nn.Module):
         ``logits = hidden @ lm_head_weight.T`` (the fused-head losses and log-probabilities take it)."""
         return self.transformer["wte"].weight if self.config.weight_tying else self.transformer["ff_out"].weight
 
-    def forward(self, x, attention_mask=None, kv_cache: Optional[KVCache] = None, start: int = 0, *,
-                return_hidden: bool = False) -> torch.Tensor:
+    def forward(self, x, attention_mask=None, kv_cache: Optional[KVCache] = None,
+                start: Union[int, torch.Tensor] = 0, *, return_hidden: bool = False) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` (see the class), or with ``return_hidden=True`` the final normed
         hidden states ``[B, T, d_model]`` (``logits = hidden @ lm_head_weight.T``).
 
@@ -174,20 +194,30 @@ class LLaDAModel(nn.Module):
         if not isinstance(return_hidden, bool):
             raise TypeError(f"diffusion_kernels: LLaDAModel: argument 'return_hidden' must be a bool, got "
                             f"{return_hidden!r}")
-        check_cache_args(x, attention_mask, kv_cache, start, "LLaDAModel")
         B, T = x.shape
+        start_t = None
+        if isinstance(start, torch.Tensor):
+            start_t, start = _tensor_start(start, x, kv_cache), 0
+            if start_t.device.type == "cpu":
+                start = int(start_t)  # for the range check: readable without a device sync
+        check_cache_args(x, attention_mask, kv_cache, start, "LLaDAModel")
         inv_freq = rope_inv_freq(self.config.head_dim, self.config.rope_theta, device=x.device)
-        cos, sin = rope_angles(torch.arange(start, start + T, device=x.device), inv_freq)
+        positions = torch.arange(start, start + T, device=x.device) if start_t is None else \
+            start_t + torch.arange(T, device=x.device)
+        cos, sin = rope_angles(positions, inv_freq)
         key_mask = None if attention_mask is None else attention_mask.to(torch.bool)
-        if key_mask is not None and key_mask.all():
+        # a static decode step is never host-synchronised: generate() drops an all-True mask before it
+        if key_mask is not None and not static_step_active() and key_mask.all():
             key_mask = None  # lets the op take its all-keys-valid path
+        if start_t is not None:
+            start = start_t.reshape(())
         h = self.transformer["wte"](x)
         for i, blk in enumerate(self.transformer["blocks"]):
             kc = vc = None
             if kv_cache is not None:
                 kc, vc = kv_cache.k[i], kv_cache.v[i]
             h = blk(h, cos, sin, key_mask, kc, vc, start)
-        if kv_cache is not None:
+        if kv_cache is not None and start_t is None:
             kv_cache.wrote(start, start + T)
         h = self.transformer["ln_f"](h)
         return h if return_hidden else nn.functional.linear(h, self.lm_head_weight)
