@@ -83,10 +83,26 @@ def kernel_time(fn, ring, device, reps):
     return total_us * 1e-6 / reps if total_us else None
 
 
-def timed_row(fn, ring, device, reps, **row):
-    """A result row: synchronised latency, pipelined time per call and kernel time per call."""
+def host_time(fn, ring, device, reps):
+    """Seconds of host time per call: reps calls issued back to back, the clock read before the
+    final synchronisation (the launch queue holds them all at these counts)."""
+    fn(*ring[0])
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(reps):
+        fn(*ring[(i + 1) % len(ring)])
+    t1 = time.perf_counter()
+    sync(device)
+    return (t1 - t0) / reps
+
+
+def timed_row(fn, ring, device, reps, host=False, **row):
+    """A result row: synchronised latency, pipelined time per call and kernel time per call (and
+    with host=True the host time per call)."""
     row["seconds"] = median_time(fn, ring, device, reps)
     row["pipelined_seconds"] = pipelined_time(fn, ring, device, reps)
+    if host:
+        row["host_seconds"] = host_time(fn, ring, device, reps)
     try:
         row["kernel_seconds"] = kernel_time(fn, ring, device, min(reps, 10))
     except Exception as e:  # the profiler's event fields move between torch versions
@@ -192,16 +208,147 @@ def attention_rows(device, quick, reps):
             ka, va = (kc.repeat_interleave(rep, 2), vc.repeat_interleave(rep, 2)) if rep > 1 else (kc, vc)
             return full_recompute_attention(ka, ka, va)
 
-        impls = {
-            "ours": lambda q, kc, vc, kn, vn: dk.attention_with_kv_cache(q, kc, vc, kn, vn, cache_seqlens=start),
-            "fast_dllm (SDPA)": fast_dllm,
-            "full recompute (SDPA)": full,
-        }
+        ours = lambda q, kc, vc, kn, vn: dk.attention_with_kv_cache(q, kc, vc, kn, vn, cache_seqlens=start)  # noqa: E731
+        impls = {"ours": ours, "fast_dllm (SDPA)": fast_dllm, "full recompute (SDPA)": full}
         group = f"attention dual-cache step {name} B={b} L={length} H={hq}/{hkv} D={d} {str(dtype)[6:]}"
         for impl, fn in impls.items():
-            row = timed_row(fn, ring, device, reps, group=group, impl=impl)
+            row = timed_row(fn, ring, device, reps, host=impl == "ours", group=group, impl=impl)
             rows.append(dict(row, gbps=nbytes / row["seconds"] / 1e9))
+        rows += [dict(r, gbps=nbytes / r["seconds"] / 1e9) for r in launch_variant_rows(ours, ring, device, reps, group)]
         del ring
+    return rows
+
+
+ATTENTION_LAUNCHES = ("fused", "separate")  # DK_ATTENTION_LAUNCH values (csrc/kernels/attention_launch.cu)
+
+
+def launch_variant_rows(fn, ring, device, reps, group):
+    """The attention step with the cache write (or store_kv=False's swaps) in the attention launch
+    and as launches of their own, timed one after the other on the same inputs (A/B); each row
+    says whether its output equals the fused one bitwise."""
+    saved = os.environ.get("DK_ATTENTION_LAUNCH")
+    rows, first = [], None
+    try:
+        for variant in ATTENTION_LAUNCHES:
+            os.environ["DK_ATTENTION_LAUNCH"] = variant  # read by the launcher at every call
+            args = tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in ring[0])
+            out = fn(*args)
+            first = out if first is None else first
+            row = timed_row(fn, ring, device, reps, host=True, group=group, impl=f"ours DK_ATTENTION_LAUNCH={variant}")
+            rows.append(dict(row, out_equal_fused=bool(torch.equal(out, first))))
+    finally:
+        if saved is None:
+            os.environ.pop("DK_ATTENTION_LAUNCH", None)
+        else:
+            os.environ["DK_ATTENTION_LAUNCH"] = saved
+    return rows
+
+
+# LLaDA2-mini's attention: 16 query heads, 4 KV heads of 128, block 32 (issue 17).
+BLOCK_HEADS = (16, 4, 128, 32)
+
+
+def sdpa_masked(q, k, v, mask):
+    """SDPA over [batch, seq, heads, head_dim] tensors with a boolean mask, the way the SDAR /
+    LLaDA2 modeling code runs it: K/V heads repeated to the query heads (transformers' SDPA path
+    takes no GQA shortcut when a mask is given), which keeps SDPA on its memory-efficient kernel."""
+    rep = q.shape[2] // k.shape[2]
+    if rep > 1:
+        k, v = k.repeat_interleave(rep, 2), v.repeat_interleave(rep, 2)
+    return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                          attn_mask=mask).transpose(1, 2)
+
+
+def block_attention_rows(device, quick, reps):
+    """Block-causal decoding of the last block of a context of L: our step over the exact cache
+    (store_kv=False: the block's K/V are not committed yet), SDPA over the cached rows + the
+    block's with a dense mask (the SDAR/LLaDA2 modeling code's way), and the uncached recompute of
+    all L positions (ours and SDPA with a dense [L, L] mask). The dense masks are built in the
+    timed call: they are part of that approach."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    hq, hkv, d, block = (4, 2, 64, 8) if quick else BLOCK_HEADS
+    shapes = [(1, 64)] if quick else [(b, length) for b in (1, 8) for length in (1024, 2048, 4096)]
+    rows = []
+    for b, length in shapes:
+        start = length - block
+
+        def make():  # every position's q, k, v; the block's k/v also apart (the step's new rows)
+            q = torch.randn(b, length, hq, d, device=device, dtype=dtype)
+            k, v = (torch.randn(b, length, hkv, d, device=device, dtype=dtype) for _ in range(2))
+            return q, k, v, k[:, start:].clone(), v[:, start:].clone()
+
+        nbytes = 2 * b * length * hkv * d * 2
+        ring = ring_of(make, nbytes + b * length * hq * d * 2, quick)
+        starts = torch.full((b,), start, dtype=torch.int64, device=device)
+
+        def ours_step(q, k, v, kn, vn):
+            return dk.attention_with_kv_cache(q[:, start:], k, v, kn, vn, cache_seqlens=start,
+                                              causal_block_size=block, store_kv=False)
+
+        def sdpa_step(q, k, v, kn, vn):  # the committed rows and the block's, concatenated
+            mask = dk.reference.attention_block_mask(starts, block, length, block)[:, None]
+            return sdpa_masked(q[:, start:], torch.cat([k[:, :start], kn], 1), torch.cat([v[:, :start], vn], 1), mask)
+
+        def ours_recompute(q, k, v, kn, vn):
+            return dk.attention_with_kv_cache(q, k, v, causal_block_size=block)
+
+        def sdpa_recompute(q, k, v, kn, vn):
+            mask = dk.reference.attention_block_mask(torch.zeros_like(starts), length, length, block)[:, None]
+            return sdpa_masked(q, k, v, mask)
+
+        group = f"block-causal decode step B={b} L={length} H={hq}/{hkv} D={d} block={block} {str(dtype)[6:]}"
+        slow_reps = max(3, reps // 5)
+        for impl, fn, n in (("ours", ours_step, reps), ("SDPA cat + dense mask", sdpa_step, reps),
+                            ("ours recompute", ours_recompute, slow_reps),
+                            ("SDPA recompute dense mask", sdpa_recompute, slow_reps)):
+            row = timed_row(fn, ring, device, n, host=impl == "ours", group=group, impl=impl)
+            rows.append(dict(row, gbps=nbytes / row["seconds"] / 1e9))
+        rows += [dict(r, gbps=nbytes / r["seconds"] / 1e9) for r in launch_variant_rows(ours_step, ring, device, reps, group)]
+        del ring
+    return rows
+
+
+def training_memory_rows(device, quick, reps):
+    """The BD3-LM/SDAR training attention (x_t (+) x_0, length 2L) forward + backward: peak memory
+    above the inputs (torch.cuda.max_memory_allocated) and time of ours (causal_block_size +
+    noisy_length: no mask) against SDPA with the dense [2L, 2L] mask built in the step."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    hq, hkv, d, block = (4, 2, 64, 8) if quick else BLOCK_HEADS
+    rows = []
+    for b, noisy in [(1, 32)] if quick else [(1, 1024), (1, 2048), (8, 1024)]:
+        n = 2 * noisy
+        q = torch.randn(b, n, hq, d, device=device, dtype=dtype).requires_grad_()
+        k = torch.randn(b, n, hkv, d, device=device, dtype=dtype).requires_grad_()
+        v = torch.randn(b, n, hkv, d, device=device, dtype=dtype).requires_grad_()
+        w = torch.randn(b, n, hq, d, device=device, dtype=dtype)
+
+        def ours():
+            kc, vc = torch.empty_like(k), torch.empty_like(v)  # the op's buffers count too
+            return dk.attention_with_kv_cache(q, kc, vc, k, v, causal_block_size=block, noisy_length=noisy)
+
+        def sdpa():
+            zero = torch.zeros(b, dtype=torch.int64, device=device)
+            return sdpa_masked(q, k, v, dk.reference.attention_block_mask(zero, n, n, block, noisy)[:, None])
+
+        def step(fn):
+            q.grad = k.grad = v.grad = None
+            (fn().float() * w).sum().backward()
+
+        group = f"block-diffusion training attention fwd+bwd B={b} 2L={n} H={hq}/{hkv} D={d} block={block} {str(dtype)[6:]}"
+        for impl, fn in (("ours", ours), ("SDPA dense mask", sdpa)):
+            step(fn)  # warm-up
+            sync(device)
+            q.grad = k.grad = v.grad = None
+            row = dict(group=group, impl=impl)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+            row["seconds"] = median_time(lambda: step(fn), [()], device, max(3, reps // 10))
+            if device.type == "cuda":
+                row["peak_extra_gib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**30
+            rows.append(row)
+        q.grad = k.grad = v.grad = None
+        del q, k, v, w
     return rows
 
 
@@ -280,6 +427,7 @@ def print_table(rows):
         ours = next((r["seconds"] for r in rs if r["impl"] == "ours"), None)
         for r in rs:
             extra = f"  pipelined {r['pipelined_seconds'] * 1e6:9.1f} us" if "pipelined_seconds" in r else ""
+            extra += f"  host {r['host_seconds'] * 1e6:7.1f} us" if "host_seconds" in r else ""
             if r.get("kernel_seconds"):
                 extra += f"  kernels {r['kernel_seconds'] * 1e6:9.1f} us"
             extra += f"  {r['gbps']:8.1f} GB/s" if "gbps" in r else ""
@@ -293,14 +441,18 @@ def main(argv=None):
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, measures nothing")
     p.add_argument("--reps", type=int, default=50)
-    p.add_argument("--only", default="confidence,bandwidth,attention,transfer,loss,engines")
+    p.add_argument("--only", default="confidence,bandwidth,attention,transfer,loss,engines",
+                   help="sections, comma-separated; also block_attention, training_memory (issue 17)")
     p.add_argument("--json")
+    p.add_argument("--append", action="store_true", help="add the rows to those already in --json")
     a = p.parse_args(argv)
     device = torch.device(a.device)
     reps = 3 if a.quick else a.reps
     torch.manual_seed(0)
     sections = {"bandwidth": lambda: bandwidth_rows(device, a.quick), "confidence": lambda: confidence_rows(device, a.quick, reps),
                 "attention": lambda: attention_rows(device, a.quick, reps), "transfer": lambda: transfer_rows(device, a.quick, reps),
+                "block_attention": lambda: block_attention_rows(device, a.quick, reps),
+                "training_memory": lambda: training_memory_rows(device, a.quick, reps),
                 "loss": lambda: loss_rows(device, a.quick, max(3, reps // 5)),
                 "engines": lambda: engine_rows(device, a.quick, max(3, reps // 5))}
     rows = []
@@ -315,6 +467,8 @@ def main(argv=None):
     info = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 torch=torch.__version__, build=dk.build_info())
     if a.json:
+        if a.append and Path(a.json).exists():
+            rows = json.loads(Path(a.json).read_text())["rows"] + rows
         Path(a.json).write_text(json.dumps(dict(info=info, rows=rows), indent=1, default=str))
 
 

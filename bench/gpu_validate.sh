@@ -7,11 +7,14 @@
 #   - the CUDA tests (pytest -m cuda), with compute-sanitizer memcheck and racecheck over the
 #     small cases running beside them;
 #   - bench/gpu_bench.py on the otherwise idle GPU, with the greedy masked_confidence kernel's
-#     variants timed A/B on the same inputs (DK_MC_KERNEL=v1, v2: rows "ours DK_MC_KERNEL=...");
+#     variants timed A/B on the same inputs (DK_MC_KERNEL=v1, v2: rows "ours DK_MC_KERNEL=...") and
+#     the attention step in one launch or several (DK_ATTENTION_LAUNCH=fused, separate);
+#   - its block-causal attention rows (issue 17), appended to the same log and JSON;
 #   - bench/bench_graphs.py: generate() with and without cuda_graph on a LLaDA-8B-shaped model
 #     (its rows under "graphs" in gpu_bench.json, its table at the end of bench.log).
 # Logs go to $OUT (the device tool's folder) or $DK_GPU_LOGS, at most 8 files.
 #   bash bench/gpu_validate.sh        (from anywhere; needs nvidia-smi, nvcc and torch with CUDA)
+# Every step is capped, and the caps shrink to what is left of DK_GPU_BUDGET_S (default 530 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs=${OUT:-${DK_GPU_LOGS:-/tmp/dk_gpu_logs}}
@@ -21,12 +24,19 @@ command -v nvcc >/dev/null || export PATH=${CUDA_HOME:-/usr/local/cuda}/bin:$PAT
 SAN=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1)
 T0=$(date +%s)
+DEADLINE=$(( T0 + ${DK_GPU_BUDGET_S:-530} ))  # the whole script stays under 9 minutes of device time
 failed=0
 
-report() {  # report NAME RC START: one line per step, the log's tail on failure
+limit() {  # limit SECONDS: a step's own cap, cut to what is left of the budget (at least 10 s)
+  local left=$(( DEADLINE - $(date +%s) ))
+  (( left < 10 )) && left=10
+  echo $(( $1 < left ? $1 : left ))
+}
+
+report() {  # report NAME RC START [LOG]: one line per step, the log's (default NAME) tail on failure
   local took=$(( $(date +%s) - $3 ))
   if [[ $2 -eq 0 ]]; then echo "ok   $1 ($took s)"; else
-    echo "FAIL $1 rc=$2 ($took s)"; tail -n 40 "$logs/$1.log"; failed=1; fi
+    echo "FAIL $1 rc=$2 ($took s)"; tail -n 40 "$logs/${4:-$1}.log"; failed=1; fi
 }
 
 { nvidia-smi; "$PY" -c "import torch; print('torch', torch.__version__, torch.version.cuda)"; nvcc --version | tail -2
@@ -50,11 +60,11 @@ if [[ $rc -ne 0 ]]; then wait $ptx_pid; report ptx "$(cat /tmp/dk_ptx.rc)" "$T0"
 small="not 126464 and not 152064 and not c2048 and not c4096 and not trap and not compile"
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfE python_tests -m cuda)
 for tool in memcheck racecheck; do
-  ( timeout 280 "$SAN" --tool "$tool" --error-exitcode 1 "${PYTEST[@]}" -k "$small" > "$logs/$tool.log" 2>&1
+  ( timeout "$(limit 280)" "$SAN" --tool "$tool" --error-exitcode 1 "${PYTEST[@]}" -k "$small" > "$logs/$tool.log" 2>&1
     echo $? > "/tmp/dk_$tool.rc" ) &
 done
 t=$(date +%s)
-timeout 280 "${PYTEST[@]}" --durations=8 > "$logs/cuda_tests.log" 2>&1
+timeout "$(limit 280)" "${PYTEST[@]}" --durations=8 > "$logs/cuda_tests.log" 2>&1
 report cuda_tests $? "$t"
 wait
 report ptx "$(cat /tmp/dk_ptx.rc)" "$T0"
@@ -62,13 +72,20 @@ for tool in memcheck racecheck; do report "$tool" "$(cat /tmp/dk_$tool.rc)" "$t"
 
 # 4. timings on the idle GPU.
 t=$(date +%s)
-timeout 150 "$PY" bench/gpu_bench.py --json "$logs/gpu_bench.json" > "$logs/bench.log" 2>&1
+timeout "$(limit 150)" "$PY" bench/gpu_bench.py --json "$logs/gpu_bench.json" > "$logs/bench.log" 2>&1
 report bench $? "$t"
+
+# 4b. block-causal attention (issue 17): decode step over the exact cache vs recompute vs SDPA with a
+#    dense mask, and the training layout's forward+backward memory; same log and JSON as step 4.
+t=$(date +%s)
+timeout "$(limit 90)" "$PY" bench/gpu_bench.py --only block_attention,training_memory --reps 30 --append \
+  --json "$logs/gpu_bench.json" >> "$logs/bench.log" 2>&1
+report bench_block $? "$t" bench
 cat "$logs/bench.log"
 
 # 5. generate() tokens/s with and without CUDA graphs, LLaDA-8B-shaped random weights (into gpu_bench.json).
 t=$(date +%s)
-timeout 100 "$PY" bench/bench_graphs.py --merge-json "$logs/gpu_bench.json" >> "$logs/bench.log" 2>&1
+timeout "$(limit 100)" "$PY" bench/bench_graphs.py --merge-json "$logs/gpu_bench.json" >> "$logs/bench.log" 2>&1
 rc=$?
 if [[ $rc -eq 0 ]]; then echo "ok   graphs ($(( $(date +%s) - t )) s)"; tail -n 8 "$logs/bench.log"; else
   echo "FAIL graphs rc=$rc ($(( $(date +%s) - t )) s)"; tail -n 40 "$logs/bench.log"; failed=1; fi

@@ -20,9 +20,10 @@ from tolerance import assert_within_torch_error
 CPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 GPU_DTYPES = [torch.bfloat16, torch.float16]
 
-# CPU paths: the op picks the brgemm kernel (few rows per kv head, or a mask), ATen's CPU flash
+# CPU paths: the op picks the GEMM kernel (few rows per kv head, or a mask), ATen's CPU flash
 # attention (every key valid) or the native kernel; DK_CPU_ATTENTION forces one where it applies
-# (gemm: AVX-512, bfloat16 on AMX or widened to float32 without it; aten: every key valid).
+# (gemm: AVX-512 with float32, bfloat16 on AMX or widened to float32 without it; AVX2 with every
+# dtype widened to float32; aten: every key valid).
 # gemm-widened: bfloat16 widened to float32 GEMMs even on AMX; gemm-staged: float32 chunks of
 # consecutive keys staged rather than read in place. CUDA kernels: split-KV (as the launcher
 # picks: the emulator reports 132 SMs, so most small cases split) or one pass.
@@ -282,6 +283,54 @@ def test_unsupported_inputs_are_refused_before_any_write(backend):
         assert torch.equal(args["k_cache"], before)
 
 
+# One launch per step (DK_ATTENTION_LAUNCH=fused, the default: the kernel reads the new rows from
+# k/v and writes them) against the separate write/swap launches: the same math on the same bits.
+FUSED_CASES = [
+    Case(1, 32, 4, 4, 128, 256, 32, 96),                          # dual cache, LLaDA block
+    Case(2, 33, 2, 1, 64, 200, 33, [0, 167], "random"),           # GQA, per-row starts, 2 row tiles
+    Case(1, 5, 2, 2, 128, 100, 5, 95, "both"),                    # mask and lengths, write at the end
+    Case(2, 40, 2, 1, 64, 200, 40, [64, 130], "left_pad", block=32),
+]
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("case", FUSED_CASES, ids=Case.id)
+def test_fused_step_bitwise_equals_separate_launches(backend, case, monkeypatch):
+    """out, lse and both caches bitwise (NaN payloads included) for store_kv True and False, split
+    and one pass; NaN in the cache rows the new ones replace never reaches the fused kernel."""
+    args = on(backend, case, torch.bfloat16)
+    starts = torch.as_tensor(args["cache_seqlens"]).expand(case.batch).tolist()
+    for b, s in enumerate(starts):
+        args["k_cache"][b, s] = float("nan")
+        args["v_cache"][b, s + case.new_len - 1] = float("nan")
+    for splits, store in [(None, True), (None, False), ("1", True), ("1", False)]:
+        if splits is None:
+            monkeypatch.delenv("DK_ATTENTION_SPLITS", raising=False)
+        else:
+            monkeypatch.setenv("DK_ATTENTION_SPLITS", splits)
+        got = {}
+        for launch in ("fused", "separate"):
+            monkeypatch.setenv("DK_ATTENTION_LAUNCH", launch)
+            mine = clone_args(args)
+            out, lse = backend.attention_with_kv_cache(**mine, store_kv=store, return_softmax_lse=True)
+            got[launch] = (out, lse, mine["k_cache"], mine["v_cache"])
+        assert torch.isfinite(got["fused"][1]).any()
+        for name, x, y in zip(("out", "lse", "k_cache", "v_cache"), got["fused"], got["separate"]):
+            same = torch.equal(x.view(torch.int16), y.view(torch.int16)) if x.dtype == torch.bfloat16 else \
+                torch.equal(x.view(torch.int32), y.view(torch.int32))
+            assert same, f"{name} differs (splits={splits}, store_kv={store})"
+
+
+@GPU_ONLY
+def test_unknown_launch_mode_is_refused_before_any_write(backend, monkeypatch):
+    monkeypatch.setenv("DK_ATTENTION_LAUNCH", "both")
+    args = on(backend, Case(1, 3, 2, 2, 64, 10, 3, 2), torch.bfloat16)
+    before = args["k_cache"].clone()
+    with pytest.raises((RuntimeError, ValueError), match="DK_ATTENTION_LAUNCH must be fused or separate"):
+        backend.attention_with_kv_cache(**args)
+    assert torch.equal(args["k_cache"], before)
+
+
 ORDERS = [("forward", 0), ("reverse", 0), ("random", 1), ("random", 2), ("random", 3)]
 
 
@@ -339,11 +388,14 @@ def test_bad_row_start_writes_no_row(backend, starts):
 
 @pytest.mark.emulated
 @pytest.mark.parametrize("splits", ["auto", "1"])
-def test_kernels_check_every_row_before_writing(splits, monkeypatch):
+@pytest.mark.parametrize("launch,store", [("fused", True), ("fused", False), ("separate", True), ("separate", False)])
+def test_kernels_check_every_row_before_writing(splits, launch, store, monkeypatch):
     """The CUDA kernels themselves (the registered emulated op, without the wrapper's host check):
     a bad later row stops the earlier rows' write too, out and lse are NaN (written by the kernels:
-    the debug poison is off), write_status becomes 1 and stays 1 across later good calls."""
+    the debug poison is off), write_status becomes 1 and stays 1 across later good calls; with
+    store_kv=False nothing is ever written. In one launch (DK_ATTENTION_LAUNCH=fused) and several."""
     monkeypatch.setenv("DK_POISON_OUTPUTS", "0")
+    monkeypatch.setenv("DK_ATTENTION_LAUNCH", launch)
     if splits == "1":
         monkeypatch.setenv("DK_ATTENTION_SPLITS", "1")
     else:
@@ -353,12 +405,16 @@ def test_kernels_check_every_row_before_writing(splits, monkeypatch):
     k0, v0 = a["k_cache"].clone(), a["v_cache"].clone()
     status = torch.zeros(1, dtype=torch.int32)
     out, lse = op(a["q"], a["k_cache"], a["v_cache"], a["k"], a["v"], 0, torch.tensor([0, 197]), None, None, None,
-                  True, status)
+                  True, status, 0, 0, store)
     assert torch.equal(a["k_cache"], k0) and torch.equal(a["v_cache"], v0)
     assert torch.isnan(out).all() and torch.isnan(lse).all() and status.item() == 1
     out, lse = op(a["q"], a["k_cache"], a["v_cache"], a["k"], a["v"], 0, torch.tensor([0, 196]), None, None, None,
-                  True, status)
-    assert torch.equal(a["k_cache"][1, 196:], a["k"][1]) and torch.isfinite(lse).all() and status.item() == 1
+                  True, status, 0, 0, store)
+    assert torch.isfinite(lse).all() and status.item() == 1
+    if store:
+        assert torch.equal(a["k_cache"][1, 196:], a["k"][1]) and torch.equal(a["v_cache"][0, :4], a["v"][0])
+    else:
+        assert torch.equal(a["k_cache"], k0) and torch.equal(a["v_cache"], v0)
 
 
 @pytest.mark.cuda
@@ -423,7 +479,7 @@ def test_non_contiguous(dtype, cpu_path):
 # Each dtype's forms: float32 read in place or staged; bfloat16 as the CPU runs it (AMX, or
 # widened without it) or widened.
 GEMM_FORMS = [(torch.float32, "default"), (torch.float32, "stage"), (torch.bfloat16, "default"),
-              (torch.bfloat16, "widen")]
+              (torch.bfloat16, "widen"), (torch.float16, "default")]
 
 
 @pytest.mark.parametrize("dtype,form", GEMM_FORMS, ids=lambda v: str(v))
@@ -432,6 +488,7 @@ GEMM_FORMS = [(torch.float32, "default"), (torch.float32, "stage"), (torch.bfloa
     Case(2, 5, 4, 2, 128, 300, 5, [0, 295], "lengths"),    # a row with few or no keys
     Case(3, 31, 2, 2, 128, 600, 0, 0, "random"),           # non-consecutive keys
     Case(1, 1, 2, 2, 64, 513, 1, 512, "left_pad"),         # one query, chunk boundary + 1
+    Case(2, 7, 4, 2, 20, 150, 7, [0, 100], "random"),      # head_dim not a multiple of 8 (AVX2 tails)
 ], ids=Case.id)
 def test_gemm_kernel_edges(case, dtype, form, monkeypatch):
     """The brgemm kernel's tiles and chunks: row tiles past 32, chunks of 128 keys with a tail,
@@ -471,12 +528,13 @@ def test_no_cache_equals_prefix_equals_dual(cpu_path):
 
 
 def gemm_runs(dtype):
-    """Whether DK_CPU_ATTENTION=gemm runs the brgemm kernel for dtype here (else it falls back)."""
-    if dtype == torch.float16 or not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+    """Whether DK_CPU_ATTENTION=gemm runs the GEMM kernel for dtype here (else it falls back)."""
+    capability, isa = torch.backends.cpu.get_cpu_capability(), os.environ.get("DK_CPU_ISA")
+    if isa == "base" or not capability.startswith(("AVX2", "AVX512")):
         return False
-    if os.environ.get("DK_CPU_ISA") in ("base", "v3"):  # the kernel needs the AVX-512 build
-        return False
-    return True  # float32, and bfloat16 on AMX or widened to float32
+    if capability.startswith("AVX512") and isa != "v3":
+        return dtype != torch.float16  # float32, and bfloat16 on AMX or widened to float32
+    return True  # the AVX2 build: every dtype widened to float32
 
 
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)

@@ -295,3 +295,12 @@ def test_cuda_graph_replays_and_gives_the_eager_tokens(prompt, monkeypatch, kw):
     _same(eager, static)
     assert made and all(g.capture for g in made)
     assert sum(g.replays for g in made) > 0
+
+
+def test_doctests():
+    import doctest
+
+    from diffusion_kernels.decoding import graph
+
+    result = doctest.testmod(graph, extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0

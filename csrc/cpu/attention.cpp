@@ -50,7 +50,9 @@ void write_cache(const AttentionParams& p, int64_t elem, bool swap) {
   if (p.new_len == 0) return;
   const int64_t rows = p.batch * p.new_len * p.heads_kv;
   const int64_t bytes = p.head_dim * elem;
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(bytes, 1)), [&](int64_t begin, int64_t end) {
+  // 64 KiB of K (and of V) per piece: a decode step's few rows are copied by the calling thread,
+  // since waking the pool costs more than the copy, and more so on a busy machine.
+  at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(bytes, 1)), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t h = r % p.heads_kv, bl = r / p.heads_kv, l = bl % p.new_len, b = bl / p.new_len;
       const int64_t row = start_of(p, b) + l;

@@ -1,5 +1,6 @@
-// Driver of the brgemm CPU attention (see attention_gemm.h): tasks, threads, scratch, and the
-// wrappers over ATen's brgemm. The task body is in attention_gemm_avx512.cpp.
+// Driver of the GEMM-structured CPU attention (see attention_gemm.h): tasks, threads, scratch,
+// the block-rule chunk masks, and the wrappers over ATen's brgemm. The task bodies are in
+// attention_gemm_avx512.cpp and attention_gemm_avx2.cpp.
 #include "cpu/attention_gemm.h"
 
 #include <ATen/Parallel.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "cpu/attention.h"
@@ -93,13 +95,38 @@ void gemm_scratch_layout(void* base, int64_t head_dim, int64_t nheads, GemmScrat
   w.bias = reinterpret_cast<float*>(take(kGemmChunk * kGemmRows * f));
 }
 
+ChunkMask classify_gemm_chunk(const AttentionParams& p, const GemmTask& t, const int64_t* keys, int64_t n,
+                              float* bias) {
+  if (p.causal_block <= 0) return ChunkMask::All;
+  constexpr int64_t R = kGemmRows;
+  const int64_t start = attn_mask::row_start(p, t.b);
+  int64_t seen = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    if (r >= t.rows) {
+      for (int64_t j = 0; j < n; ++j) bias[j * R + r] = 0.f;
+      continue;
+    }
+    const int64_t i = (t.row0 + r) % p.q_len;
+    const attn_mask::KeySpans span = attn_mask::visible(p, attn_mask::query_position(p, start, i));
+    for (int64_t j = 0; j < n; ++j) {
+      const bool v = attn_mask::sees(span, keys[j]);
+      bias[j * R + r] = v ? 0.f : -std::numeric_limits<float>::infinity();
+      seen += v;
+    }
+  }
+  if (seen == 0) return ChunkMask::None;
+  return seen == t.rows * n ? ChunkMask::All : ChunkMask::Partial;
+}
+
 bool gemm_attention_usable(const AttentionParams& p, bool even_with_idle_threads) {
-  if (cpu_level() != Level::V4 || p.batch == 0 || p.q_len == 0) return false;
+  const Level level = cpu_level();
+  if (level == Level::Base || p.batch == 0 || p.q_len == 0) return false;
   // Without a split of the keys, fewer tasks than threads would leave threads idle.
   const int64_t stacked = p.heads_q / p.heads_kv * p.q_len;
   if (!even_with_idle_threads &&
       p.batch * p.heads_kv * ((stacked + kGemmRows - 1) / kGemmRows) < at::get_num_threads())
     return false;
+  if (level == Level::V3) return p.kind != ScalarKind::Float64;  // every dtype widened to float32
   switch (p.kind) {
     case ScalarKind::Float32: return true;
     case ScalarKind::BFloat16:
@@ -115,7 +142,8 @@ void attend_gemm(const AttentionParams& p) {
   const auto keys = valid_key_lists(p);
   const int64_t stacked = p.heads_q / p.heads_kv * p.q_len;
   const int64_t bytes = gemm_scratch_bytes(p.head_dim, tl.nheads);
-  const bool widen = p.kind == ScalarKind::BFloat16 && !bf16_on_amx();
+  const bool v4 = cpu_level() == Level::V4;
+  const bool widen = p.kind == ScalarKind::BFloat16 && !(v4 && bf16_on_amx());
   const GemmOptions opts{widen, env_is_1("DK_CPU_ATTENTION_STAGE")};
   at::parallel_for(0, tl.tasks, 1, [&](int64_t begin, int64_t end) {
     // Kept per thread across calls: a fresh ~1 MB block would be mapped and page-faulted in on
@@ -143,7 +171,11 @@ void attend_gemm(const AttentionParams& p) {
       }
       t.keys = kb.data() + first;
       t.nkeys = last - first;
-      attend_gemm_task_v4(p, t, w, opts);
+      if (v4) {
+        attend_gemm_task_v4(p, t, w, opts);
+      } else {
+        attend_gemm_task_v3(p, t, w, opts);
+      }
     }
     // Give back the AMX tile state this thread configured.
     if (p.kind == ScalarKind::BFloat16 && !widen) at::native::cpublas::brgemm_release(true);

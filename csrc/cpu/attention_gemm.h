@@ -1,6 +1,9 @@
-// CPU attention for few query rows per kv head (the dual/prefix-cache step) on ATen's brgemm
-// micro-kernels: AMX for bfloat16, AVX-512 FMA for float32 (float32 stays float32 throughout),
+// CPU attention for few query rows per kv head (the dual/prefix-cache step) and for masked and
+// block-rule calls, structured as GEMMs. AVX-512 (attention_gemm_avx512.cpp): ATen's brgemm
+// micro-kernels, AMX for bfloat16, AVX-512 FMA for float32 (float32 stays float32 throughout),
 // and for bfloat16 on AVX-512 CPUs without AMX, float32 GEMMs on K/V widened while staged.
+// AVX2 (attention_gemm_avx2.cpp): the same tasks and chunks on register-blocked AVX2 GEMMs of
+// its own, float32 throughout (bfloat16 and float16 widened while staged).
 //
 // Per task (batch row, group of kv heads, tile of up to kGemmRows stacked query rows), per chunk
 // of valid keys:
@@ -19,6 +22,7 @@
 #pragma once
 #include <cstdint>
 
+#include "cpu/attention.h"
 #include "kernels/attention_params.h"
 
 namespace dk::cpu {
@@ -28,6 +32,8 @@ constexpr int64_t kGemmRows = 32;   // query rows per tile: the N of S^T = K Q^T
 // AMX tile configuration over more keys; float32 keeps S^T and P (float32) closer to L1.
 constexpr int64_t kGemmChunkBf16 = 128;
 constexpr int64_t kGemmChunkF32 = 128;
+// AVX2: staged float32 K and V of the task's heads stay within a 512 KiB L2.
+constexpr int64_t kGemmChunkAvx2 = 64;
 constexpr int64_t kGemmChunk = kGemmChunkBf16 > kGemmChunkF32 ? kGemmChunkBf16 : kGemmChunkF32;
 constexpr int64_t kGemmHeads = 8;   // most kv heads per task
 
@@ -54,8 +60,8 @@ struct GemmScratch {
 int64_t gemm_scratch_bytes(int64_t head_dim, int64_t nheads);
 void gemm_scratch_layout(void* base, int64_t head_dim, int64_t nheads, GemmScratch& w);
 
-// Whether attend_gemm can run this call here (AVX-512; bfloat16 on AMX, or widened to float32
-// without it; not float16) and,
+// Whether attend_gemm can run this call here (AVX-512: float32, and bfloat16 on AMX or widened
+// to float32 without it; AVX2: every dtype, widened to float32) and,
 // unless even_with_idle_threads, has at least one task per thread (it does not split the keys).
 bool gemm_attention_usable(const AttentionParams& p, bool even_with_idle_threads = false);
 
@@ -74,7 +80,15 @@ struct GemmOptions {
   bool stage_always;  // stage float32 chunks of consecutive keys too (DK_CPU_ATTENTION_STAGE=1)
 };
 
-// One task, everything from packing Q to storing out/lse (attention_gemm_avx512.cpp).
+// Under a block rule, which of the chunk's n keys each of the task's rows sees: fills bias
+// ([n][kGemmRows], 0 or -inf) for a partly visible chunk; padding rows see everything (they are
+// never stored).
+ChunkMask classify_gemm_chunk(const AttentionParams& p, const GemmTask& t, const int64_t* keys, int64_t n,
+                              float* bias);
+
+// One task, everything from packing Q to storing out/lse (attention_gemm_avx512.cpp,
+// attention_gemm_avx2.cpp).
 void attend_gemm_task_v4(const AttentionParams& p, const GemmTask& t, const GemmScratch& w, const GemmOptions& o);
+void attend_gemm_task_v3(const AttentionParams& p, const GemmTask& t, const GemmScratch& w, const GemmOptions& o);
 
 }  // namespace dk::cpu

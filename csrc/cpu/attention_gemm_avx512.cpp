@@ -15,7 +15,6 @@
 
 #include "cpu/attention_gemm.h"
 #include "cpu/vec_math.h"
-#include "kernels/attention_mask.h"
 
 namespace dk::cpu {
 namespace {
@@ -234,31 +233,6 @@ DK_INLINE void stage_chunk(const In* kc, int64_t ksl, int64_t ksh, const In* vc,
   }
 }
 
-enum class ChunkMask { None, All, Partial };
-
-// Under a block rule, which of the chunk's n keys each of the tile's rows sees: bias (S^T layout,
-// 0 or -inf) for a partly visible chunk; padding rows see everything (they are never stored).
-ChunkMask classify_chunk(const AttentionParams& p, const GemmTask& t, const int64_t* keys, int64_t n, float* bias) {
-  if (p.causal_block <= 0) return ChunkMask::All;
-  const int64_t start = attn_mask::row_start(p, t.b);
-  int64_t seen = 0;
-  for (int64_t r = 0; r < R; ++r) {
-    if (r >= t.rows) {
-      for (int64_t j = 0; j < n; ++j) bias[j * R + r] = 0.f;
-      continue;
-    }
-    const int64_t i = (t.row0 + r) % p.q_len;
-    const attn_mask::KeySpans span = attn_mask::visible(p, attn_mask::query_position(p, start, i));
-    for (int64_t j = 0; j < n; ++j) {
-      const bool v = attn_mask::sees(span, keys[j]);
-      bias[j * R + r] = v ? 0.f : kNegInf;
-      seen += v;
-    }
-  }
-  if (seen == 0) return ChunkMask::None;
-  return seen == t.rows * n ? ChunkMask::All : ChunkMask::Partial;
-}
-
 // In: the tensors' element type; T: the GEMMs' (bf16 on AMX, float32 otherwise: on AVX-512
 // without AMX, bf16 caches are widened as they are staged).
 template <typename In, typename T>
@@ -286,7 +260,7 @@ void run_task(const AttentionParams& p, const GemmTask& t, const GemmScratch& w,
   for (int64_t c0 = 0; c0 < t.nkeys; c0 += C) {
     const int64_t n = std::min(C, t.nkeys - c0), nk = kBf16 ? (n + 1) / 2 * 2 : n;
     const int64_t* keys = t.keys + c0;
-    const ChunkMask cm = classify_chunk(p, t, keys, n, w.bias);
+    const ChunkMask cm = classify_gemm_chunk(p, t, keys, n, w.bias);
     if (cm == ChunkMask::None) continue;  // no row sees these keys: never read
     // float32 chunks of consecutive keys: the GEMMs read K and V in place (leading dimension
     // the cache row), no staging copy.

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 
+#include "cpu/attention.h"
 #include "cpu/vec_math.h"
 #include "kernels/attention_mask.h"
 #include "kernels/attention_params.h"
@@ -36,9 +37,6 @@ struct AttnTask {
   const int64_t* keys;   // valid key indices of this split
   int64_t nkeys;
 };
-
-// Per chunk under a block rule: whether no row, or every row, of the task sees each key.
-enum class ChunkMask { None, All, Partial };
 
 // Per-thread buffers; dp = head_dim rounded up to kDimAlign.
 struct AttnScratch {

@@ -5,6 +5,10 @@
 //   checks all batch rows (write_starts_ok) before it writes. One bad row and the call writes no
 //   cache row, its outputs are NaN and write_status (if given) is set; the process stays usable.
 //   attention_kernel: one block = 64 query rows of one (batch, kv head) and one slice of the keys.
+//       With params.new_rows != kInCache it is the whole step in one launch: it reads key rows
+//       [start, start + new_len) from k_new/v_new rather than from the caches and (kReadWrite) its
+//       blocks also write those rows into the caches, each block a share of them. No block reads
+//       a cache row that any block writes, so blocks need no ordering among them.
 //       The rows of a block are the (query head of the GQA group, query position) pairs of that kv
 //       head, so a group of query heads shares every K/V tile it loads. 4 warps x 16 rows; each
 //       warp keeps its Q fragments in registers for the whole loop. K/V tiles of 64 keys go through
@@ -138,6 +142,52 @@ __device__ __forceinline__ int reread_block_y() {
   asm volatile("mov.u32 %0, %%ctaid.y;" : "=r"(v));
   return int(v);
 #endif
+}
+
+// 16 bytes from and to 16-byte aligned addresses (the emulator checks what a GPU would fault on).
+__device__ __forceinline__ uint4 load_16(const void* p) {
+#if SIMT_EMULATED
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) std::abort();
+#endif
+  return __ldg(static_cast<const uint4*>(p));
+}
+
+__device__ __forceinline__ void store_16(void* p, const uint4& v) {
+#if SIMT_EMULATED
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) std::abort();
+#endif
+  *static_cast<uint4*>(p) = v;
+}
+
+// The fused step's cache write: this block's share of the new K and V rows of its (batch row b,
+// kv head hk), 16 bytes per thread and unit; the blocks (x, z) of one (b, hk) take interleaved
+// units, lanes adjacent 16-byte chunks of a row. Four loads are issued before their stores (the
+// compiler cannot reorder them itself: a cache row might alias k_new for all it knows).
+template <class T, int D>
+__device__ __forceinline__ void write_new_rows(const AttentionParams& p, int64_t b, int64_t hk, int64_t start) {
+  constexpr int kChunks = D / 8;
+  constexpr int kBatch = 4;
+  const int64_t units = p.new_len * 2 * kChunks;  // (row, K or V, chunk)
+  const int64_t stride = int64_t(gridDim.x) * gridDim.z * kThreads;
+  auto address = [&](int64_t u, bool cache) {
+    const int64_t i = u / (2 * kChunks);
+    const int rest = int(u % (2 * kChunks)), c = rest % kChunks;
+    if (rest < kChunks)
+      return cache ? static_cast<T*>(p.k_cache) + b * p.kc_sb + (start + i) * p.kc_sl + hk * p.kc_sh + c * 8
+                   : static_cast<T*>(const_cast<void*>(p.k_new)) + b * p.kn_sb + i * p.kn_sl + hk * p.kn_sh + c * 8;
+    return cache ? static_cast<T*>(p.v_cache) + b * p.vc_sb + (start + i) * p.vc_sl + hk * p.vc_sh + c * 8
+                 : static_cast<T*>(const_cast<void*>(p.v_new)) + b * p.vn_sb + i * p.vn_sl + hk * p.vn_sh + c * 8;
+  };
+  for (int64_t u0 = (int64_t(blockIdx.z) * gridDim.x + blockIdx.x) * kThreads + threadIdx.x; u0 < units;
+       u0 += kBatch * stride) {
+    uint4 v[kBatch];
+    DK_UNROLL
+    for (int k = 0; k < kBatch; ++k)
+      if (u0 + k * stride < units) v[k] = load_16(address(u0 + k * stride, false));
+    DK_UNROLL
+    for (int k = 0; k < kBatch; ++k)
+      if (u0 + k * stride < units) store_16(address(u0 + k * stride, true), v[k]);
+  }
 }
 
 __device__ __forceinline__ int64_t key_end(const AttentionParams& p, int64_t b) {
@@ -308,19 +358,54 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
     return key < win_hi && (mask_row == nullptr || mask_row[key * p.km_sl]);
   };
 
+  // Fused step: key rows [new_lo, new_lo + new_len) come from k_new / v_new. Their row stride is
+  // the caches' (the launcher checks), so a new row's address is the cache row's plus a fixed byte
+  // offset per block (new_delta, K and V). Kept in shared memory, not in registers across the loop
+  // (head_dim 128 spills otherwise); a start outside the cache is clamped: such a call is
+  // poisoned, and every read stays in bounds.
+  SIMT_SHARED(int, new_window, [1]);
+  SIMT_SHARED(int64_t, new_delta, [2]);
+  const bool has_new = p.new_rows != AttentionParams::NewRows::kInCache;  // uniform
+  if (has_new) {
+    if (tid == 0) {
+      const int64_t s = attn_mask::row_start(p, b);
+      const int lo = int(s < 0 ? 0 : (s < p.cache_len ? s : p.cache_len));
+      new_window[0] = lo;
+      auto bytes = [](const void* a, const void* c) {
+        return int64_t(reinterpret_cast<uintptr_t>(a) - reinterpret_cast<uintptr_t>(c));
+      };
+      new_delta[0] = bytes(static_cast<const T*>(p.k_new) + b * p.kn_sb + hk * p.kn_sh,
+                           static_cast<const T*>(p.k_cache) + b * p.kc_sb + hk * p.kc_sh + lo * p.kc_sl);
+      new_delta[1] = bytes(static_cast<const T*>(p.v_new) + b * p.vn_sb + hk * p.vn_sh,
+                           static_cast<const T*>(p.v_cache) + b * p.vc_sb + hk * p.vc_sh + lo * p.vc_sl);
+    }
+    __syncthreads();
+  }
+
   // Pointers walk down the rows (rather than one address per row kept live across the loop: at
   // head_dim 128 that costs the registers the accumulators need).
   auto load_tile = [&](int tile, int stage) {
     unsigned char* const ks = k_tiles + stage * kTileBytes<D>;
     unsigned char* const vs = v_tiles + stage * kTileBytes<D>;
+    const int new_lo = has_new ? new_window[0] : 0;
+    const unsigned new_n = has_new ? unsigned(p.new_len) : 0u;
+    auto moved = [](const T* ptr, int64_t delta) {
+      return reinterpret_cast<const T*>(reinterpret_cast<uintptr_t>(ptr) + uint64_t(delta));
+    };
     int64_t key = int64_t(tile) * kBlockN + my_row;
     const T* kp = k_col + key * p.kc_sl;
     const T* vp = v_col + key * p.vc_sl;
     DK_UNROLL
     for (int r = my_row; r < kBlockN; r += kRowStep) {
       const bool ok = key_valid(key);  // a masked row is zero-filled and its source never read
-      simt::ptx::cp_async_16_zfill(ks + tile_offset<D>(r, my_chunk), ok ? kp : k_col, ok ? 16 : 0);
-      simt::ptx::cp_async_16_zfill(vs + tile_offset<D>(r, my_chunk), ok ? vp : v_col, ok ? 16 : 0);
+      const T* ksrc = ok ? kp : k_col;
+      const T* vsrc = ok ? vp : v_col;
+      if (ok && unsigned(int(key) - new_lo) < new_n) {  // a new row: from k_new / v_new
+        ksrc = moved(kp, new_delta[0]);
+        vsrc = moved(vp, new_delta[1]);
+      }
+      simt::ptx::cp_async_16_zfill(ks + tile_offset<D>(r, my_chunk), ksrc, ok ? 16 : 0);
+      simt::ptx::cp_async_16_zfill(vs + tile_offset<D>(r, my_chunk), vsrc, ok ? 16 : 0);
       key += kRowStep;
       kp += kRowStep * p.kc_sl;
       vp += kRowStep * p.vc_sl;
@@ -356,6 +441,16 @@ __global__ void __launch_bounds__(attn::kThreads) attention_kernel(const Attenti
   if (tile_begin < tile_end) {
     load_tile(tile_begin, 0);
     simt::ptx::cp_async_commit();
+  }
+  // The fused step's checks and cache write, while the first tile is in flight. A bad start
+  // (every block sees it) skips the write and sets write_status; the outputs become NaN below.
+  if (p.new_rows != AttentionParams::NewRows::kInCache) {
+    if (!write_starts_ok(p)) {
+      if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && tid == 0 && p.write_status != nullptr)
+        *p.write_status = 1;
+    } else if (p.new_rows == AttentionParams::NewRows::kReadWrite) {
+      write_new_rows<T, D>(p, b, hk, attn_mask::row_start(p, b));
+    }
   }
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const int stage = (tile - tile_begin) & 1;

@@ -2,7 +2,10 @@
 // compile this same file against the SIMT emulator.
 #include "simt/simt.h"
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include "kernels/attention.cuh"
@@ -18,14 +21,48 @@ constexpr int64_t kMaxSplits = 64;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+constexpr int kMaxCachedDevices = 64;
+
+#if !SIMT_EMULATED
+int current_device() {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) throw std::runtime_error("attention_with_kv_cache: cannot query the current device");
+  return dev;
+}
+#endif
+
 int sm_count() {
 #if SIMT_EMULATED
   return 132;  // an H100, so the emulator takes the split-KV path on the shapes that would
 #else
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+  // Cached per device: the attribute query is host time on every decoding step otherwise.
+  static std::atomic<int> cached[kMaxCachedDevices] = {};
+  const int dev = current_device();
+  if (dev < kMaxCachedDevices) {
+    if (const int n = cached[dev].load(std::memory_order_relaxed); n > 0) return n;
+  }
+  int n = 0;
+  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     throw std::runtime_error("attention_with_kv_cache: cannot query the multiprocessor count");
+  if (dev < kMaxCachedDevices) cached[dev].store(n, std::memory_order_relaxed);
   return n;
+#endif
+}
+
+// The kernel's dynamic shared memory limit is raised once per device and instance (the attribute
+// call is host time on every step otherwise). Kernel: one instance of attention_kernel.
+template <class T, int D, bool kRule>
+void raise_smem_limit_once() {
+  const auto kernel = attention_kernel<T, D, kRule>;
+#if SIMT_EMULATED
+  simt::set_max_dynamic_smem(kernel, attn::kSmemBytes<D>);
+#else
+  static std::atomic<uint64_t> done{0};  // bit d: device d is set
+  const int dev = current_device();
+  const uint64_t bit = dev < kMaxCachedDevices ? uint64_t{1} << dev : 0;
+  if (bit != 0 && (done.load(std::memory_order_acquire) & bit) != 0) return;
+  simt::set_max_dynamic_smem(kernel, attn::kSmemBytes<D>);
+  done.fetch_or(bit, std::memory_order_release);
 #endif
 }
 
@@ -38,8 +75,9 @@ void launch_typed(const AttentionParams& p, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(row_tiles(p)), static_cast<unsigned>(p.batch * p.heads_kv),
                   static_cast<unsigned>(p.num_splits));
   constexpr int smem = attn::kSmemBytes<D>;
-  const auto kernel = p.causal_block > 0 ? attention_kernel<T, D, true> : attention_kernel<T, D, false>;
-  simt::set_max_dynamic_smem(kernel, smem);
+  const bool rule = p.causal_block > 0;
+  rule ? raise_smem_limit_once<T, D, true>() : raise_smem_limit_once<T, D, false>();
+  const auto kernel = rule ? attention_kernel<T, D, true> : attention_kernel<T, D, false>;
   simt::launch(kernel, grid, dim3(attn::kThreads), smem, s, p);
   simt::check_launch("attention_with_kv_cache");
   if (p.num_splits > 1) {
@@ -53,6 +91,36 @@ void launch_typed(const AttentionParams& p, cudaStream_t s) {
 
 bool attention_cuda_supports(const AttentionParams& p) {
   return (p.kind == ScalarKind::BFloat16 || p.kind == ScalarKind::Float16) && (p.head_dim == 64 || p.head_dim == 128);
+}
+
+bool attention_rows_aligned(const void* base, int64_t sb, int64_t sl, int64_t sh) {
+  constexpr int64_t kElems = 8;  // 16 bytes of a 16-bit dtype
+  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && sb % kElems == 0 && sl % kElems == 0 && sh % kElems == 0;
+}
+
+namespace {
+// What the fused kernel needs of the new rows: 16-byte aligned like the caches, and the caches'
+// row stride (it addresses a new row as the cache row plus a fixed offset).
+bool new_rows_fusable(const AttentionParams& p) {
+  return p.kn_sl == p.kc_sl && p.vn_sl == p.vc_sl && attention_rows_aligned(p.k_cache, p.kc_sb, p.kc_sl, p.kc_sh) &&
+         attention_rows_aligned(p.v_cache, p.vc_sb, p.vc_sl, p.vc_sh) &&
+         attention_rows_aligned(p.k_new, p.kn_sb, p.kn_sl, p.kn_sh) &&
+         attention_rows_aligned(p.v_new, p.vn_sb, p.vn_sl, p.vn_sh);
+}
+}  // namespace
+
+// DK_ATTENTION_LAUNCH=fused (the default) or separate (the cache write, or store_kv=False's swaps,
+// as launches of their own around the attention): read per call, so one process can time both.
+bool attention_fused_step(const AttentionParams& p) {
+  const char* env = std::getenv("DK_ATTENTION_LAUNCH");
+  if (env != nullptr && *env != '\0' && std::strcmp(env, "fused") != 0) {
+    if (std::strcmp(env, "separate") == 0) return false;
+    throw std::invalid_argument(std::string("attention_with_kv_cache: environment variable DK_ATTENTION_LAUNCH must be "
+                                            "fused or separate, got '") + env + "'");
+  }
+  // Without a query the attention launch is skipped, so it could not write the rows.
+  return p.new_len > 0 && p.batch > 0 && p.q_len > 0 && p.heads_q > 0 && attention_cuda_supports(p) &&
+         new_rows_fusable(p);
 }
 
 // Enough splits of the keys that the blocks fill the machine about once, none of them empty.
@@ -99,6 +167,9 @@ void launch_attention(const AttentionParams& p, void* stream) {
     throw std::invalid_argument("attention_with_kv_cache: (heads_q / heads_kv) * q_len and cache_len must be below 2^31 on CUDA");
   if (p.num_splits > 1 && (p.o_partial == nullptr || p.lse_partial == nullptr))
     throw std::invalid_argument("attention_with_kv_cache: split-KV needs its workspace");
+  if (p.new_rows != AttentionParams::NewRows::kInCache && (p.new_len <= 0 || !new_rows_fusable(p)))
+    throw std::invalid_argument("attention_with_kv_cache: the fused step needs new rows, 16-byte aligned like the "
+                                "caches and with their row stride");
   const auto s = static_cast<cudaStream_t>(stream);
   const bool bf16 = p.kind == ScalarKind::BFloat16;
   if (p.head_dim == 64) {

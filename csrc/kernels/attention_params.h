@@ -49,6 +49,16 @@ struct AttentionParams {
   float* o_partial = nullptr;
   float* lse_partial = nullptr;
 
+  // Where the attention kernel finds the new rows (kernels/attention.cuh). kInCache: in the
+  // caches, written there by an earlier launch (launch_attention_cache_write / swap). kRead: it
+  // reads key rows [start_b, start_b + new_len) from k_new / v_new instead of the caches
+  // (store_kv=False, one launch). kReadWrite: it also writes them into the caches (one launch for
+  // the whole step; no block reads a cache row that a block writes, so no ordering is needed).
+  // kRead/kReadWrite need 16-byte aligned rows of k_new and v_new, like the caches, and their row
+  // stride (kn_sl == kc_sl, vn_sl == vc_sl).
+  enum class NewRows : int32_t { kInCache = 0, kRead = 1, kReadWrite = 2 };
+  NewRows new_rows = NewRows::kInCache;
+
   // Set to 1 by the kernels when write_starts puts a row's write range outside the cache (the
   // call then writes nothing and its outputs are NaN); never cleared, so one flag can collect
   // many calls. Optional ([1] int32 on the device).

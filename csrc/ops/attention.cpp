@@ -265,7 +265,10 @@ std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
                              /*host_checks_write_starts=*/B == Backend::Cpu, out);
   const bool swap = !store_kv && p.new_len > 0;
   ScratchRows scratch;
-  if (swap) scratch = use_scratch_rows(p, *k_new, *v_new);
+  // CUDA's fused step reads the new rows from k/v themselves: no scratch copy, no swap.
+  bool fused = false;
+  if constexpr (B != Backend::Cpu) fused = attention_fused_step(p);
+  if (swap && !fused) scratch = use_scratch_rows(p, *k_new, *v_new);
   if constexpr (B == Backend::Cpu) {
     cpu::write_kv_cache(p, swap);
     // ATen's flash attention takes no mask: masked and block-rule calls go to the other kernels.
@@ -287,7 +290,9 @@ std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
     DK_CHECK_ARG(p.kind != ScalarKind::Float32, "q", "must be float16 or bfloat16 on CUDA (float32 is CPU-only)");
     DK_CHECK_ARG(p.head_dim == 64 || p.head_dim == 128, "q", "must have head_dim 64 or 128 on CUDA, got ", p.head_dim);
 
-    if (swap) {
+    if (fused) {
+      p.new_rows = store_kv ? AttentionParams::NewRows::kReadWrite : AttentionParams::NewRows::kRead;
+    } else if (swap) {
       launch_attention_cache_swap(p, stream);
     } else {
       launch_attention_cache_write(p, stream);
@@ -325,10 +330,10 @@ std::tuple<at::Tensor, at::Tensor> attention_with_kv_cache(
     try {
       launch_attention(a, stream);
     } catch (...) {
-      if (swap) launch_attention_cache_swap(p, stream);
+      if (swap && !fused) launch_attention_cache_swap(p, stream);
       throw;
     }
-    if (swap) launch_attention_cache_swap(p, stream);  // the caller's cache, not an aligned copy
+    if (swap && !fused) launch_attention_cache_swap(p, stream);  // the caller's cache, not an aligned copy
   }
   return {out.out, out.lse};
 }

@@ -19,8 +19,8 @@ from torch import nn
 from ..decoding.graph import static_step_active
 from ..ops import attention_with_kv_cache
 from .kv_cache import KVCache
-from .layers import (RMSNorm, apply_rope, check_cache_args, check_int, check_positive_number, check_token_ids,
-                     rope_angles, rope_inv_freq, self_attention, swiglu)
+from .layers import (RMSNorm, apply_rope, check_bool_flags, check_cache_args, check_int, check_positive_number,
+                     check_token_ids, rope_angles, rope_inv_freq, self_attention, swiglu)
 from .loading import config_from_dict, load_checkpoint, read_config, require_keys
 
 __all__ = ["LLaDAConfig", "LLaDAModel"]
@@ -191,9 +191,7 @@ class LLaDAModel(nn.Module):
             True
         """
         check_token_ids(x, self.config.vocab_size, "LLaDAModel")
-        if not isinstance(return_hidden, bool):
-            raise TypeError(f"diffusion_kernels: LLaDAModel: argument 'return_hidden' must be a bool, got "
-                            f"{return_hidden!r}")
+        check_bool_flags("LLaDAModel", return_hidden=return_hidden)
         B, T = x.shape
         start_t = None
         if isinstance(start, torch.Tensor):

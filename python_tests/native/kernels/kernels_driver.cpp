@@ -133,9 +133,12 @@ uint64_t masked_sampling_case(int64_t rows, int64_t vocab, uint32_t seed) {
 
 // attention_with_kv_cache in bf16: per-row write starts, a padding mask and key lengths, GQA,
 // head_dim 64, the cache write then the attention (split-KV with `splits` > 1, which adds the
-// merge launch). Checks the cache rows (written = new, others untouched), out against a double
-// loop over the bf16 inputs (bf16 output rounding + fp32 accumulation), lse, rows with no key.
-uint64_t attention_case(int64_t splits, uint32_t seed) {
+// merge launch), or with `mode` kReadWrite / kRead the attention launch alone writing (or, as
+// store_kv=False, only reading) the new rows. Checks the cache rows (written = new, others
+// untouched; none written with kRead), out against a double loop over the bf16 inputs (bf16
+// output rounding + fp32 accumulation), lse, rows with no key.
+uint64_t attention_case(int64_t splits, uint32_t seed,
+                        dk::AttentionParams::NewRows mode = dk::AttentionParams::NewRows::kInCache) {
   constexpr int64_t B = 2, Lq = 5, Hq = 4, Hkv = 2, D = 64, Lc = 70;
   const int64_t starts[B] = {3, 60};
   std::mt19937 rng(seed);
@@ -172,19 +175,25 @@ uint64_t attention_case(int64_t splits, uint32_t seed) {
     o_part.assign(splits * B * Hq * Lq * D, 0.f), l_part.assign(splits * B * Hq * Lq, 0.f);
     p.o_partial = o_part.data(), p.lse_partial = l_part.data();
   }
-  dk::launch_attention_cache_write(p, nullptr);
+  p.new_rows = mode;
+  if (mode == dk::AttentionParams::NewRows::kInCache) dk::launch_attention_cache_write(p, nullptr);
   dk::launch_attention(p, nullptr);
   auto at = [](int64_t b, int64_t l, int64_t h, int64_t len, int64_t heads) { return ((b * len + l) * heads + h) * D; };
+  const bool stored = mode != dk::AttentionParams::NewRows::kRead;
+  std::vector<uint16_t> kw = kc0, vw = vc0;  // the keys attended: the caches with the new rows placed
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t j = 0; j < Lc; ++j) {
-      const bool written = j >= starts[b] && j < starts[b] + Lq;
+      const bool placed = j >= starts[b] && j < starts[b] + Lq;
       for (int64_t h = 0; h < Hkv; ++h) {
         const size_t o = at(b, j, h, Lc, Hkv);
-        const size_t n = written ? at(b, j - starts[b], h, Lq, Hkv) : 0;
-        expect(std::memcmp(&kc[o], written ? &kn[n] : &kc0[o], D * 2) == 0, "attention: k_cache row", b);
-        expect(std::memcmp(&vc[o], written ? &vn[n] : &vc0[o], D * 2) == 0, "attention: v_cache row", b);
+        const size_t n = placed ? at(b, j - starts[b], h, Lq, Hkv) : 0;
+        if (placed) std::memcpy(&kw[o], &kn[n], D * 2), std::memcpy(&vw[o], &vn[n], D * 2);
+        expect(std::memcmp(&kc[o], stored ? &kw[o] : &kc0[o], D * 2) == 0, "attention: k_cache row", b);
+        expect(std::memcmp(&vc[o], stored ? &vw[o] : &vc0[o], D * 2) == 0, "attention: v_cache row", b);
       }
     }
+  }
+  for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < Hq; ++h) {
       const int64_t hk = h / (Hq / Hkv);
       for (int64_t i = 0; i < Lq; ++i) {
@@ -194,7 +203,7 @@ uint64_t attention_case(int64_t splits, uint32_t seed) {
           if (!mask[b * Lc + j] || j >= lengths[b]) continue;
           double dot = 0;
           for (int64_t d = 0; d < D; ++d)
-            dot += double(dk::bf16_bits_to_float(q[at(b, i, h, Lq, Hq) + d])) * dk::bf16_bits_to_float(kc[at(b, j, hk, Lc, Hkv) + d]);
+            dot += double(dk::bf16_bits_to_float(q[at(b, i, h, Lq, Hq) + d])) * dk::bf16_bits_to_float(kw[at(b, j, hk, Lc, Hkv) + d]);
           s[j] = dot * p.scale;
           m = std::max(m, s[j]);
         }
@@ -203,7 +212,7 @@ uint64_t attention_case(int64_t splits, uint32_t seed) {
         expect(std::fabs(lse[(b * Hq + h) * Lq + i] - (m + std::log(sum))) < 1e-3, "attention: lse", b);
         for (int64_t d = 0; d < D; ++d) {
           double o = 0;
-          for (int64_t j = 0; j < Lc; ++j) o += std::exp(s[j] - m) / sum * dk::bf16_bits_to_float(vc[at(b, j, hk, Lc, Hkv) + d]);
+          for (int64_t j = 0; j < Lc; ++j) o += std::exp(s[j] - m) / sum * dk::bf16_bits_to_float(vw[at(b, j, hk, Lc, Hkv) + d]);
           const double got = dk::bf16_bits_to_float(out[at(b, i, h, Lq, Hq) + d]);
           expect(std::fabs(got - o) <= 1e-2 * std::fabs(o) + 1e-2, "attention: out", b);
         }
@@ -238,6 +247,10 @@ int main() {
   count(run_case("masked_sampling_split_f32_3x9001", [] { return masked_sampling_case(3, 9001, 98u); }));
   count(run_case("attention_bf16_splits1", [] { return attention_case(1, 321u); }));
   count(run_case("attention_bf16_splits3", [] { return attention_case(3, 321u); }));
+  using NewRows = dk::AttentionParams::NewRows;
+  count(run_case("attention_bf16_fused_splits1", [] { return attention_case(1, 321u, NewRows::kReadWrite); }));
+  count(run_case("attention_bf16_fused_splits3", [] { return attention_case(3, 321u, NewRows::kReadWrite); }));
+  count(run_case("attention_bf16_fused_nostore_splits3", [] { return attention_case(3, 321u, NewRows::kRead); }));
   std::printf("%d passed, %d failed\n", passed, total - passed);
   return failures == 0 ? 0 : 1;
 }
