@@ -7,6 +7,9 @@
 
 Every round starts from the same tokens and state (about half the block masked, some positions
 confident), so both sides do the same decisions; the in-place write of the tokens is included.
+JointThreshold's state takes the block's unmasked positions as prompt (its first step in the
+block holding the prompt's end), which neither decodes nor edits; the "no prompt in block" case is
+a later block, where every position may be edited.
 """
 import sys
 from pathlib import Path
@@ -68,6 +71,20 @@ def _joint_stock(ids, logits, batch, block, mask_id):
     stock.sglang_joint_threshold_step(ids, logits, joint_states(ids, batch, block, mask_id), batch, block, mask_id)
 
 
+def open_states(batch, block):
+    """A block with no prompt position (every block after the prompt's): every committed position
+    may be edited, so both steps need the logits of every position."""
+    return [{"post_edit_steps": 0, "finished": False, "prompt_mask": [False] * block} for _ in range(batch)]
+
+
+def _joint_open_ours(ids, logits, batch, block, mask_id):
+    dk_sglang.joint_threshold_engine_step(ids, logits, open_states(batch, block), batch, block, mask_id, _RULE)
+
+
+def _joint_open_stock(ids, logits, batch, block, mask_id):
+    stock.sglang_joint_threshold_step(ids, logits, open_states(batch, block), batch, block, mask_id)
+
+
 def _dinfer_ours(ids, logits, batch, block, mask_id):
     DKThresholdParallelDecoder(0, 0.9, mask_id=mask_id).decode(logits.view(batch, block, -1), 0, block,
                                                                 ids.view(batch, block))
@@ -81,6 +98,8 @@ def _dinfer_stock(ids, logits, batch, block, mask_id):
 CASES = {
     "SGLang LowConfidence": ({"ours": _low_ours, "sglang (stock)": _low_stock}, list(SHAPES)),
     "SGLang JointThreshold": ({"ours": _joint_ours, "sglang (stock)": _joint_stock}, list(SHAPES)),
+    "SGLang JointThreshold, no prompt in block": ({"ours": _joint_open_ours, "sglang (stock)": _joint_open_stock},
+                                                  ["LLaDA2 B=8"]),
     "dInfer threshold": ({"ours": _dinfer_ours, "dinfer (stock)": _dinfer_stock}, ["LLaDA2 B=1", "LLaDA2 B=8"]),
 }
 PARAMS = [(case, shape, impl) for case, (impls, shapes) in CASES.items() for shape in shapes for impl in impls]

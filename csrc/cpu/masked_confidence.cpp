@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <vector>
 
 #include "cpu/masked_confidence_rows.h"
 #include "cpu/masked_confidence_sample.h"
@@ -40,24 +41,34 @@ SampleRowResult sample_row_any(const T* row, const SampleRowArgs& a, Level level
 }
 
 // Runs the rows in parallel: an inactive row (not masked, or outside the block) gets its token
-// and -inf; an active one the {token, conf, lse} of row_fn(row, b, r). make_row_fn is called once
-// per parallel chunk, so a row_fn may own scratch memory without sharing it between threads.
+// and -inf; an active one the {token, conf, lse} of row_fn(row, b, r). The threads split the
+// active rows, not the index range: masked positions are rarely spread evenly over a batch, and
+// each active row costs a full read of the vocabulary. make_row_fn is called once per parallel
+// chunk, so a row_fn may own scratch memory without sharing it between threads.
 template <typename T, typename MakeRowFn>
 void for_each_row(const MaskedConfidenceParams& p, MakeRowFn make_row_fn) {
   const int64_t rows = p.batch * p.seq;
+  std::vector<int64_t> active;
+  active.reserve(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t b = r / p.seq;
+    const int64_t l = r - b * p.seq;
+    const int64_t token = p.x[b * p.x_stride_b + l * p.x_stride_l];
+    if (row_active(p, b, l, token)) {
+      active.push_back(r);
+      continue;
+    }
+    p.x0[r] = token;
+    p.confidence[r] = -std::numeric_limits<float>::infinity();
+    if (p.lse) p.lse[r] = -std::numeric_limits<float>::infinity();
+  }
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(p.vocab, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, static_cast<int64_t>(active.size()), grain, [&](int64_t begin, int64_t end) {
     auto row_fn = make_row_fn();
-    for (int64_t r = begin; r < end; ++r) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t r = active[i];
       const int64_t b = r / p.seq;
       const int64_t l = r - b * p.seq;
-      const int64_t token = p.x[b * p.x_stride_b + l * p.x_stride_l];
-      if (!row_active(p, b, l, token)) {
-        p.x0[r] = token;
-        p.confidence[r] = -std::numeric_limits<float>::infinity();
-        if (p.lse) p.lse[r] = -std::numeric_limits<float>::infinity();
-        continue;
-      }
       const T* row = static_cast<const T*>(p.logits) + b * p.logits_stride_b + l * p.logits_stride_l;
       const SampleRowResult res = row_fn(row, b, r);
       p.x0[r] = res.token;

@@ -117,6 +117,24 @@ inline __attribute__((always_inline)) RowResult finite_row(const T* row, int64_t
       vfloat s0 = Exp2::term(exp2_arg(tail[0], mx)) + Exp2::term(exp2_arg(tail[1], mx));
       vfloat s1 = splat(0.f), s2 = s1, s3 = s1;
       int64_t i = 0;
+      if constexpr (kVecWidth == 8) {
+        // AVX2 has 16 vector registers: the term's constants take ~11, so one max and two sum
+        // accumulators (spilled accumulators cost a store and a load per vector).
+        for (; i + 4 * kVecWidth <= full; i += 4 * kVecWidth) {
+          for (int64_t e = 0; e < 4 * kVecWidth; e += kLine) __builtin_prefetch(p + kChunk + i + e);
+          vfloat a, b, c, d;
+          load_pair(p + i, a, b);
+          load_pair(p + i + 2 * kVecWidth, c, d);
+          m0 = vmax(a, m0);
+          m0 = vmax(b, m0);
+          m0 = vmax(c, m0);
+          m0 = vmax(d, m0);
+          s0 += Exp2::term(exp2_arg(a, mx));
+          s1 += Exp2::term(exp2_arg(b, mx));
+          s0 += Exp2::term(exp2_arg(c, mx));
+          s1 += Exp2::term(exp2_arg(d, mx));
+        }
+      }
       for (; i + 4 * kVecWidth <= full; i += 4 * kVecWidth) {
         // The next chunk's lines, a chunk ahead: the hardware prefetcher alone leaves the loop
         // waiting on loads when two cores stream rows from DRAM.

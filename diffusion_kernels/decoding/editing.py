@@ -1,7 +1,7 @@
 """LLaDA2.1's joint threshold with token editing (SGLang ``JointThreshold``), on the fused ops.
 
-One step proposes a token and a confidence at *every* position of the block (``masked_confidence``
-with ``positions="all"``, the repetition penalty fused), commits masked positions above a strict
+One step proposes a token and a confidence at *every* non-prompt position of the block, masked or
+not (``masked_confidence``, the repetition penalty fused), commits masked positions above a strict
 threshold with a top-1 fallback (the core's :class:`~diffusion_kernels.decoding.Threshold`, i.e.
 ``select_transfer(strict=True)``), and replaces committed, non-prompt tokens whose proposal differs
 and is confident enough (token-to-token edits). Rows without a mask count post-edit steps and
@@ -118,8 +118,8 @@ class EditResult:
         done: ``[batch]`` bool, rows that were finished before this step (SGLang's done flag: a
             row reports done one step after its last write, so its final tokens have been seen by
             one more forward).
-        proposal: ``[batch, seq]`` int64 argmax tokens (``x`` outside the block and in rows
-            finished before the step, whose logits are not read).
+        proposal: ``[batch, seq]`` int64 argmax tokens (``x`` where no logits are read: outside
+            the block, at prompt positions, in rows finished before the step).
         confidence: ``[batch, seq]`` float32 probability of the proposal (``-inf`` where no
             proposal was computed).
     """
@@ -174,9 +174,19 @@ def joint_threshold_step(logits: torch.Tensor, x: torch.Tensor, rule: JointThres
         ([[5, 7, 7, 7]], [False])
     """
     start, end, inside = _live_block(x, state.finished, block_start, block_end)
-    proposal, confidence = masked_confidence(logits, x, mask_id, confidence="prob", confidence_from="logits",
-                                             positions="all", prev_token_penalty=rule.penalty_lambda,
-                                             block_start=start, block_end=end)
+    # Only non-prompt positions of live rows can change: the op reads no other row's logits.
+    need = inside & ~state.prompt_mask & ~state.finished[:, None]
+    if rule.penalty_lambda == 0:
+        # The op computes where its x holds the mask id, so an x with the mask id exactly there.
+        # (The penalty reads the previous token from x, hence every position of the block then.)
+        wanted = torch.full_like(x, 1 if mask_id == 0 else 0).masked_fill_(need, mask_id)
+        proposal, confidence = masked_confidence(logits, wanted, mask_id, confidence="prob", confidence_from="logits")
+    else:
+        proposal, confidence = masked_confidence(logits, x, mask_id, confidence="prob", confidence_from="logits",
+                                                 positions="all", prev_token_penalty=rule.penalty_lambda,
+                                                 block_start=start, block_end=end)
+        confidence = confidence.masked_fill(~need, -math.inf)
+    proposal = torch.where(need, proposal, x)
     done = state.finished.clone()
     active = ~state.finished
     masked = (x == mask_id) & ~state.prompt_mask & inside
