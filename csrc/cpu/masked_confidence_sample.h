@@ -100,6 +100,21 @@ struct DistStats {
   double mass_scale = 1;  // `mass` holds e times this (the FMA bias below)
 };
 
+// The sums run over groups of kSumLanes elements, each lane of a group into its own float32
+// accumulator, whatever the vector width (kSumSub vectors per group): the 8-lane AVX2 build adds
+// in the 16-lane order, so the row's results do not depend on the vector width.
+constexpr int kSumLanes = 16;
+constexpr int kSumSub = kSumLanes / kVecWidth;
+static_assert(kSumLanes % kVecWidth == 0 && kChunk % kSumLanes == 0);
+
+// The lanes of v[0], v[1], ... summed in order in double.
+DK_AI double hsum_lanes(const vfloat (&v)[kSumSub]) {
+  double s = 0.0;
+  for (int u = 0; u < kSumSub; ++u)
+    for (int i = 0; i < kVecWidth; ++i) s += v[u][i];
+  return s;
+}
+
 template <typename Exp2, bool kTop2, bool kZsum>
 DK_AI DistStats dist_stats(const float* z, int64_t n, float m, float tau, float* mass) {
   const vfloat mx = splat(m * kLog2e), vm = splat(m), vtau = splat(tau), zero = splat(0.f);
@@ -108,36 +123,42 @@ DK_AI DistStats dist_stats(const float* z, int64_t n, float m, float tau, float*
   // 200 (T = 0.2), 190x PyTorch's float32 error. Divided out of the sums, as the greedy loop does.
   const float bias = exp2_arg(vm, mx)[0];
   const double unbias = std::exp2(-static_cast<double>(bias));
-  vfloat t1 = splat(-kInf), t2 = t1;
+  vfloat t1[kSumSub], t2[kSumSub];
+  for (int u = 0; u < kSumSub; ++u) t1[u] = t2[u] = splat(-kInf);
   DistStats st;
   st.mass_scale = 1.0 / unbias;
   int64_t j = 0;
   // float32 lanes over one L1 chunk, then double across chunks (float32 all the way costs ~1e-5
   // relative at V = 126464, 30x PyTorch's error).
-  while (j + kVecWidth <= n) {
-    vfloat s0 = zero, s1 = zero, h = zero;
+  while (j + kSumLanes <= n) {
+    vfloat s0[kSumSub], s1[kSumSub], h[kSumSub];
+    for (int u = 0; u < kSumSub; ++u) s0[u] = s1[u] = h[u] = zero;
     const int64_t stop = std::min(n, j + kChunk);
-    for (; j + kVecWidth <= stop; j += kVecWidth) {
-      vfloat v;
-      std::memcpy(&v, z + j, sizeof v);
-      const vint keep = v >= vtau;
-      const vfloat e = keep ? Exp2::nonpositive(exp2_arg(v, mx)) : zero;
-      if (mass) std::memcpy(mass + j, &e, sizeof e);
-      if ((j / kVecWidth) & 1) s1 += e; else s0 += e;
-      if constexpr (kZsum) h += e * ((keep & (v > splat(-kInf))) ? v - vm : zero);
-      if constexpr (kTop2) {
-        const vfloat kv = keep ? v : splat(-kInf);
-        t2 = kv > t1 ? t1 : (kv > t2 ? kv : t2);
-        t1 = kv > t1 ? kv : t1;
+    for (; j + kSumLanes <= stop; j += kSumLanes) {
+      for (int u = 0; u < kSumSub; ++u) {
+        const int64_t i = j + u * kVecWidth;
+        vfloat v;
+        std::memcpy(&v, z + i, sizeof v);
+        const vint keep = v >= vtau;
+        const vfloat e = keep ? Exp2::nonpositive(exp2_arg(v, mx)) : zero;
+        if (mass) std::memcpy(mass + i, &e, sizeof e);
+        if ((j / kSumLanes) & 1) s1[u] += e; else s0[u] += e;
+        if constexpr (kZsum) h[u] += e * ((keep & (v > splat(-kInf))) ? v - vm : zero);
+        if constexpr (kTop2) {
+          const vfloat kv = keep ? v : splat(-kInf);
+          t2[u] = kv > t1[u] ? t1[u] : (kv > t2[u] ? kv : t2[u]);
+          t1[u] = kv > t1[u] ? kv : t1[u];
+        }
       }
     }
-    st.sum += (hsum(s0) + hsum(s1)) * unbias;
-    st.zsum += hsum(h) * unbias;
+    st.sum += (hsum_lanes(s0) + hsum_lanes(s1)) * unbias;
+    st.zsum += hsum_lanes(h) * unbias;
   }
-  float c[2 * kVecWidth];
+  float c[2 * kSumLanes];
   int nc = 0;
   if constexpr (kTop2) {
-    for (int i = 0; i < kVecWidth; ++i) c[nc++] = t1[i], c[nc++] = t2[i];
+    for (int u = 0; u < kSumSub; ++u)
+      for (int i = 0; i < kVecWidth; ++i) c[nc++] = t1[u][i], c[nc++] = t2[u][i];
   }
   for (; j < n; ++j) {
     const float v = z[j];
@@ -235,7 +256,7 @@ DK_AI int64_t gumbel_code_bound(float c) {
   return static_cast<int64_t>(std::floor(u * 8388608.0 - 0.5));
 }
 
-// argmax over {z >= tau} of z + Gumbel(row, j), lowest index on ties. Blocks of 64 ids whose
+// argmax over {z >= tau} of z + Gumbel(row, j), lowest index on ties. Blocks of 4 kVecWidth ids whose
 // largest z cannot beat the best score even with the largest possible noise skip the Philox work;
 // otherwise the block skips the two logarithms when no id's uniform code is high enough for its
 // noise to lift the block's largest z up to the best score (the usual case once a good score is
@@ -275,7 +296,7 @@ DK_AI int64_t gumbel_argmax(const float* raw, float inv, int64_t n, float tau, P
     const float zmax = hmax(vmax(vmax(zv[0], zv[1]), vmax(zv[2], zv[3])));
     if (zmax + kGumbelMax < best) continue;
     vuint w[4];
-    philox64_words(key, row, static_cast<uint64_t>(c0), w);
+    philox_block_words(key, row, static_cast<uint64_t>(c0), w);
     // c rounded down to a quarter (a smaller c is a safe bound), so the bound is computed a few
     // dozen times per row rather than per block. |best| < 4096 keeps every float rounding of the
     // scores (ulp 2^-11 there) far below the 0.01 margin.
@@ -291,7 +312,7 @@ DK_AI int64_t gumbel_argmax(const float* raw, float inv, int64_t n, float tau, P
       }
     }
     vfloat g[4];
-    gumbel64(w, g);
+    gumbel_block(w, g);
     vfloat blockmax = splat(-kInf);
     for (int q = 0; q < 4; ++q) {
       const vfloat s = zv[q] >= vtau ? zv[q] + g[q] : splat(-kInf);
