@@ -144,33 +144,60 @@ def confidence_rows(device, quick, reps):
                                 group=f"masked_confidence {case} {list(shape)} bf16", impl=impl)
                 rows.append(dict(row, gbps=nbytes / row["seconds"] / 1e9))
         rows += greedy_variant_rows(ring, device, reps, nbytes, f"masked_confidence greedy {list(shape)} bf16")
+        rows += sample_variant_rows(ring, device, reps, nbytes, f"masked_confidence T=0.7 {list(shape)} bf16")
+        del ring
+        ring = ring_of(lambda: (peaked_logits(shape, device), torch.full(shape[:2], MASK_ID, device=device)),
+                       nbytes, quick)
+        rows += sample_variant_rows(ring, device, reps, nbytes, f"masked_confidence T=0.7 peaked {list(shape)} bf16")
         del ring
     return rows
 
 
 GREEDY_VARIANTS = ("v1", "v2")  # DK_MC_KERNEL values (csrc/kernels/masked_confidence_launch.cu)
+SAMPLE_VARIANTS = ("v1", "v2")  # DK_MC_SAMPLE values: the Gumbel skip against the thread's best / the argmax's score
 
 
 def greedy_variant_rows(ring, device, reps, nbytes, group):
-    """The greedy kernel's variants timed one after the other on the same inputs (A/B), each row
-    saying whether its tokens equal v1's and how far its confidences are from v1's."""
-    saved = os.environ.get("DK_MC_KERNEL")
+    """The greedy kernel's variants (DK_MC_KERNEL) timed A/B on the same inputs."""
+    fn = lambda l, x: dk.masked_confidence(l, x, MASK_ID)  # noqa: E731
+    return variant_rows("DK_MC_KERNEL", GREEDY_VARIANTS, fn, ring, device, reps, nbytes, group)
+
+
+def sample_variant_rows(ring, device, reps, nbytes, group):
+    """The T = 0.7 draw's skip variants (DK_MC_SAMPLE) timed A/B on the same inputs."""
+    fn = lambda l, x: dk.masked_confidence(l, x, MASK_ID, temperature=0.7, seed=1234)  # noqa: E731
+    return variant_rows("DK_MC_SAMPLE", SAMPLE_VARIANTS, fn, ring, device, reps, nbytes, group)
+
+
+def variant_rows(env, variants, fn, ring, device, reps, nbytes, group):
+    """A kernel's variants, selected by the environment variable `env` (read by the launcher at
+    every call), timed one after the other on the same inputs (A/B), each row saying whether its
+    tokens equal the first variant's and how far its confidences are from the first's."""
+    saved = os.environ.get(env)
     rows, first = [], None
     try:
-        for variant in GREEDY_VARIANTS:
-            os.environ["DK_MC_KERNEL"] = variant  # read by the launcher at every call
-            fn = lambda l, x: dk.masked_confidence(l, x, MASK_ID)  # noqa: E731
-            x0, conf = fn(*ring[0])
+        for variant in variants:
+            os.environ[env] = variant
+            x0, conf = fn(*ring[0])[:2]
             first = first or (x0, conf)
-            row = timed_row(fn, ring, device, reps, group=group, impl=f"ours DK_MC_KERNEL={variant}")
+            row = timed_row(fn, ring, device, reps, group=group, impl=f"ours {env}={variant}")
             rows.append(dict(row, gbps=nbytes / row["seconds"] / 1e9, tokens_equal_v1=bool(torch.equal(x0, first[0])),
                              max_abs_conf_diff_v1=float((conf - first[1]).abs().nan_to_num(0.0).max())))
     finally:
         if saved is None:
-            os.environ.pop("DK_MC_KERNEL", None)
+            os.environ.pop(env, None)
         else:
-            os.environ["DK_MC_KERNEL"] = saved
+            os.environ[env] = saved
     return rows
+
+
+def peaked_logits(shape, device):
+    """N(0, 2.5) plus 50 ids per row 10-25 higher: a trained model's peaked row, where the
+    DK_MC_SAMPLE=v2 skip test drops nearly every group (randn * 3 rows are the flat case)."""
+    logits = torch.randn(*shape, device=device).mul_(2.5)
+    hot = torch.randint(0, shape[-1], (*shape[:-1], 50), device=device)
+    logits.scatter_add_(-1, hot, torch.rand(*shape[:-1], 50, device=device).mul_(15).add_(10))
+    return logits.to(torch.bfloat16)
 
 
 def attention_rows(device, quick, reps):

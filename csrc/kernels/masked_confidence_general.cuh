@@ -6,7 +6,8 @@
 //   1. max / argmax / first NaN / online sum of the raw row (non-finite policy, lse, LLaDA prob);
 //   2. LLaDA's margin/entropy from the raw softmax: one statistics pass;
 //   3. filters on z = logits / T: radix threshold search, one histogram pass per level;
-//   4. the Gumbel argmax over {z >= tau}: Philox per group of 4 ids, hopeless groups skipped;
+//   4. the Gumbel argmax over {z >= tau}: Philox per group of 4 ids, hopeless groups skipped
+//      (DK_MC_SAMPLE=v2: measured against the argmax's own perturbed score from the start);
 //   5. the confidence of the sampled distribution: one statistics pass.
 #pragma once
 #include "simt/simt.h"  // first: under g++ it defines the CUDA keywords
@@ -80,7 +81,10 @@ __global__ void __launch_bounds__(kThreads, 4) masked_confidence_general_kernel(
       if (s.top_k > 0 && s.top_k < n)
         tau = fmaxf(tau, radix_threshold<kThreads, false>(z, n, m, 0.f, s.top_k, hist, scan, pick));
       if (s.sampled()) {
-        const Best own = thread_gumbel_best<kThreads>(z, 0, n, tau, key, static_cast<uint32_t>(row));
+        // The argmax is kept (z_a = m >= tau): its score bounds the winner's from below.
+        const float floor =
+            p.gumbel_floor ? gumbel_score_of(z, st.argmax, 0, n, tau, key, static_cast<uint32_t>(row)) : -INFINITY;
+        const Best own = thread_gumbel_best<kThreads>(z, 0, n, tau, key, static_cast<uint32_t>(row), floor);
         token = block_allreduce<kThreads>(own, best_scratch, BestShfl{}, BestMerge{}).index;
       }
       if (!p.confidence_from_logits && !random) {

@@ -9,7 +9,10 @@
 // so that one GPU run can time both: "v1" (masked_confidence.cuh and the general slice kernel)
 // or "v2" (masked_confidence_vec.cuh: 16-byte loads, per-trip maxima); unset or empty means
 // kDefaultVariant. It is read at every call (a getenv, well under a microsecond) so that a test
-// can switch it within one process.
+// can switch it within one process. Sampled rows (temperature > 0) likewise take DK_MC_SAMPLE:
+// "v1" skips a Gumbel group only against the thread's own best, "v2" (default) against the
+// perturbed score of the row's (split path: the slice's) argmax from the start; the tokens are
+// the same (sampling_block.cuh, thread_gumbel_best).
 #include "simt/simt.h"
 #include <algorithm>
 #include <cstdlib>
@@ -37,6 +40,18 @@ GreedyVariant greedy_variant() {
   if (std::strcmp(v, "v1") == 0) return GreedyVariant::V1;
   if (std::strcmp(v, "v2") == 0) return GreedyVariant::V2;
   throw std::invalid_argument(std::string("masked_confidence: environment variable DK_MC_KERNEL must be v1 or v2, got '") +
+                              v + "'");
+}
+
+enum class SampleVariant { V1, V2 };
+constexpr SampleVariant kDefaultSampleVariant = SampleVariant::V2;
+
+SampleVariant sample_variant() {
+  const char* v = std::getenv("DK_MC_SAMPLE");
+  if (v == nullptr || *v == '\0') return kDefaultSampleVariant;
+  if (std::strcmp(v, "v1") == 0) return SampleVariant::V1;
+  if (std::strcmp(v, "v2") == 0) return SampleVariant::V2;
+  throw std::invalid_argument(std::string("masked_confidence: environment variable DK_MC_SAMPLE must be v1 or v2, got '") +
                               v + "'");
 }
 
@@ -146,8 +161,10 @@ int64_t masked_confidence_scratch_bytes(const MaskedConfidenceParams& p) {
   return plan.slices > 1 ? split_scratch_bytes(p, plan, nullptr) : 0;
 }
 
-void launch_masked_confidence(const MaskedConfidenceParams& p, void* stream) {
-  if (p.batch * p.seq == 0) return;
+void launch_masked_confidence(const MaskedConfidenceParams& params, void* stream) {
+  if (params.batch * params.seq == 0) return;
+  MaskedConfidenceParams p = params;
+  p.gumbel_floor = p.general() && sample_variant() == SampleVariant::V2;  // only sampled calls read it
   const auto s = static_cast<cudaStream_t>(stream);
   switch (p.logits_kind) {
     case ScalarKind::Float32: launch_typed<float>(p, s); break;

@@ -55,6 +55,10 @@ struct MaskedConfidenceParams {
   bool confidence_from_logits = false;  // LLaDA: plain softmax of the logits, not the sampled one
   float* lse = nullptr;                 // [batch, seq] contiguous, or nullptr
 
+  // CUDA only, set by the launcher (DK_MC_SAMPLE=v2): the Gumbel draw's skip test starts from the
+  // perturbed score of the row's (or slice's) argmax instead of each thread's own running best.
+  bool gumbel_floor = false;
+
   // CUDA only: the split-vocabulary path's partial statistics (masked_confidence_scratch_bytes).
   void* scratch = nullptr;
   int64_t scratch_bytes = 0;

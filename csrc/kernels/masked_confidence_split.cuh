@@ -97,6 +97,7 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(Maske
   SIMT_SHARED(Best, best_scratch, [kThreads / 32 + 1]);
   SIMT_SHARED(DistStats, dist_scratch, [kThreads / 32 + 1]);
   SIMT_SHARED(float, raw_max, [1]);
+  SIMT_SHARED(int64_t, raw_argmax, [1]);
   const PhiloxKey key = philox_key(p);
   const int64_t jobs = p.batch * p.seq * plan.slices;
   for (int64_t job = blockIdx.x; job < jobs; job += gridDim.x) {
@@ -126,6 +127,7 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(Maske
         out.raw = st;
         out.z = zt;
         raw_max[0] = st.max;  // block_merge's result is in warp 0 only
+        raw_argmax[0] = st.argmax;
       }
       __syncthreads();
     }
@@ -134,21 +136,28 @@ __global__ void __launch_bounds__(kThreads) masked_confidence_slice_kernel(Maske
     } else {
       // All: against the slice's own max, no threshold. Draw: against the row's, over {z >= tau}.
       float tau = -INFINITY, lmax = 0.f;
+      int64_t slice_argmax = kNoIndex;  // the slice's raw argmax: the Gumbel skip's floor (v2)
       bool finite = true;
       if constexpr (kPhase == SlicePhase::Draw) {
         const FilterState& f = states[row];
         finite = f.finite != 0;
         tau = fmaxf(f.tau[0], f.tau[1]);
         lmax = f.lmax;
+        slice_argmax = out.raw.argmax;  // written by the statistics launch
       } else {
         lmax = raw_max[0];
-        __syncthreads();  // raw_max is rewritten by the next job
+        slice_argmax = raw_argmax[0];
+        __syncthreads();  // raw_max and raw_argmax are rewritten by the next job
       }
       if (!finite) continue;  // uniform: the merge applies the non-finite policy
       Best best{-INFINITY, INT64_MAX};
       if (s.sampled()) {
         const RowValues<T> z{logits, p.suppress_ids, p.num_suppress, s.inv_temperature, penalty};
-        const Best own = thread_gumbel_best<kThreads>(z, begin, end, tau, key, static_cast<uint32_t>(row));
+        // A kept slice argmax's score bounds the slice's best from below (-inf when not kept).
+        const float floor = p.gumbel_floor ? gumbel_score_of(z, slice_argmax, begin, end, tau, key,
+                                                             static_cast<uint32_t>(row))
+                                           : -INFINITY;
+        const Best own = thread_gumbel_best<kThreads>(z, begin, end, tau, key, static_cast<uint32_t>(row), floor);
         best = block_allreduce<kThreads>(own, best_scratch, BestShfl{}, BestMerge{});
       }
       DistStats dist{0.0, 0.0, -INFINITY, -INFINITY};

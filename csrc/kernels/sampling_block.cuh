@@ -149,13 +149,28 @@ struct BestMerge {
 
 __device__ __forceinline__ float gumbel_from_bits(uint32_t bits) { return -logf(-logf(uniform_from_bits(bits))); }
 
+// The perturbed score z_a + G(row, a) of id `a`, by the very operations thread_gumbel_best uses
+// (same value, same Philox word, same additions), or -inf when `a` is outside [begin, end) or not
+// kept (z_a < tau, NaN). Any kept id's score is a lower bound of the best one over [begin, end):
+// the floor DK_MC_SAMPLE=v2 seeds the skip test with.
+template <typename Values>
+__device__ __forceinline__ float gumbel_score_of(const Values& z, int64_t a, int64_t begin, int64_t end, float tau,
+                                                 PhiloxKey key, uint32_t row) {
+  if (a < begin || a >= end) return -INFINITY;
+  const float v = z(a);
+  if (!(v >= tau)) return -INFINITY;
+  return v + gumbel_from_bits(philox_bits(key, row, static_cast<uint64_t>(a)));  // word a & 3 of block a / 4
+}
+
 // This thread's best z_j + G(row, j) over its slice [begin, end) (begin a multiple of 4) among
 // {z >= tau}: each thread takes groups of 4 consecutive ids, one Philox block per group. A group
-// whose largest z cannot beat the thread's best even with the largest possible noise skips the
-// Philox work (strictly below: the result is unchanged).
+// whose largest z cannot reach max(floor, the thread's best) even with the largest possible noise
+// skips the Philox work. `floor` must be -inf or some kept id's score (gumbel_score_of): then the
+// winner w (score S >= floor, S >= every score) is never skipped, so the block's result is the
+// same for any such floor.
 template <int kThreads, typename Values>
 __device__ __forceinline__ Best thread_gumbel_best(const Values& z, int64_t begin, int64_t end, float tau,
-                                                   PhiloxKey key, uint32_t row) {
+                                                   PhiloxKey key, uint32_t row, float floor = -INFINITY) {
   Best best{-INFINITY, INT64_MAX};
   for (int64_t c0 = begin + 4 * static_cast<int64_t>(threadIdx.x); c0 < end; c0 += 4 * kThreads) {
     float v[4];
@@ -166,7 +181,9 @@ __device__ __forceinline__ Best thread_gumbel_best(const Values& z, int64_t begi
       if (!(v[q] >= tau)) v[q] = -INFINITY;
       vmax = fmaxf(vmax, v[q]);
     }
-    if (vmax == -INFINITY || vmax + kGumbelMax < best.score) continue;
+    // Safe skip: G <= 16.64 < kGumbelMax and float addition rounds monotonically, so every score
+    // here is fl(v_q + G_q) <= fl(vmax + kGumbelMax) < the bound <= S: no id here can be w.
+    if (vmax == -INFINITY || vmax + kGumbelMax < fmaxf(floor, best.score)) continue;
     const Uint4x32 w = philox_block(key, row, static_cast<uint64_t>(c0));
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
