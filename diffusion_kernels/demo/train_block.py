@@ -1,7 +1,7 @@
 """Train the embedded block-diffusion demo model (a tiny dense SDAR-style BlockDiffusionModel that
 sorts 24 digits) with the block-diffusion loss.
 
-    python -m diffusion_kernels.demo.train_block --steps 600 --out diffusion_kernels/demo/block_model.pt
+    python -m diffusion_kernels.demo.train_block --steps 1500 --batch 64 --threads 1 --out diffusion_kernels/demo/block_model.pt
 
 The sequence is the prompt (24 digits and ``=``), the sorted answer, and ``=`` padding up to a
 multiple of the block size (the training layout needs whole blocks). The prompt stays clean; every
