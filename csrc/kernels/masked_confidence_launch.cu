@@ -8,7 +8,7 @@
 // Greedy calls take one of two kernel variants, chosen by the environment variable DK_MC_KERNEL
 // so that one GPU run can time both: "v1" (masked_confidence.cuh and the general slice kernel)
 // or "v2" (masked_confidence_vec.cuh: 16-byte loads, per-trip maxima); unset or empty means
-// kDefaultVariant. It is read at every call (a getenv, well under a microsecond) so that a test
+// kGreedyV2ByDefault. It is read at every call (a getenv, well under a microsecond) so that a test
 // can switch it within one process. Sampled rows (temperature > 0) likewise take DK_MC_SAMPLE:
 // "v1" skips a Gumbel group only against the thread's own best, "v2" (default) against the
 // perturbed score of the row's (split path: the slice's) argmax from the start; the tokens are
@@ -31,29 +31,19 @@ namespace {
 // The kernels stride over their jobs, so the grid cap only bounds the launch, not the problem.
 constexpr int64_t kMaxBlocks = int64_t{1} << 30;
 
-enum class GreedyVariant { V1, V2 };
-constexpr GreedyVariant kDefaultVariant = GreedyVariant::V2;
-
-GreedyVariant greedy_variant() {
-  const char* v = std::getenv("DK_MC_KERNEL");
-  if (v == nullptr || *v == '\0') return kDefaultVariant;
-  if (std::strcmp(v, "v1") == 0) return GreedyVariant::V1;
-  if (std::strcmp(v, "v2") == 0) return GreedyVariant::V2;
-  throw std::invalid_argument(std::string("masked_confidence: environment variable DK_MC_KERNEL must be v1 or v2, got '") +
-                              v + "'");
+// The A/B switches DK_MC_KERNEL and DK_MC_SAMPLE: whether `variable` selects v2 ("v1" or "v2";
+// unset or empty: `by_default`).
+bool selects_v2(const char* variable, bool by_default) {
+  const char* v = std::getenv(variable);
+  if (v == nullptr || *v == '\0') return by_default;
+  if (std::strcmp(v, "v1") == 0) return false;
+  if (std::strcmp(v, "v2") == 0) return true;
+  throw std::invalid_argument(std::string("masked_confidence: environment variable ") + variable +
+                              " must be v1 or v2, got '" + v + "'");
 }
 
-enum class SampleVariant { V1, V2 };
-constexpr SampleVariant kDefaultSampleVariant = SampleVariant::V2;
-
-SampleVariant sample_variant() {
-  const char* v = std::getenv("DK_MC_SAMPLE");
-  if (v == nullptr || *v == '\0') return kDefaultSampleVariant;
-  if (std::strcmp(v, "v1") == 0) return SampleVariant::V1;
-  if (std::strcmp(v, "v2") == 0) return SampleVariant::V2;
-  throw std::invalid_argument(std::string("masked_confidence: environment variable DK_MC_SAMPLE must be v1 or v2, got '") +
-                              v + "'");
-}
+constexpr bool kGreedyV2ByDefault = true;  // DK_MC_KERNEL
+constexpr bool kSampleV2ByDefault = true;  // DK_MC_SAMPLE
 
 // The split path's scratch: the slices' partials, then (filters) a state and a histogram per row.
 struct SplitScratch {
@@ -139,7 +129,7 @@ void launch_typed(const MaskedConfidenceParams& p, cudaStream_t s) {
   constexpr int kThreads = 256;
   const int64_t rows = p.batch * p.seq;
   const SplitPlan plan = split_plan(p);
-  const bool v2 = !p.general() && greedy_variant() == GreedyVariant::V2;
+  const bool v2 = !p.general() && selects_v2("DK_MC_KERNEL", kGreedyV2ByDefault);
   if (plan.slices > 1) return launch_split<T>(p, plan, v2, s);
   const dim3 grid(static_cast<unsigned>(std::min(rows, kMaxBlocks)));
   if (p.general())
@@ -164,7 +154,7 @@ int64_t masked_confidence_scratch_bytes(const MaskedConfidenceParams& p) {
 void launch_masked_confidence(const MaskedConfidenceParams& params, void* stream) {
   if (params.batch * params.seq == 0) return;
   MaskedConfidenceParams p = params;
-  p.gumbel_floor = p.general() && sample_variant() == SampleVariant::V2;  // only sampled calls read it
+  p.gumbel_floor = p.general() && selects_v2("DK_MC_SAMPLE", kSampleV2ByDefault);  // only sampled calls read it
   const auto s = static_cast<cudaStream_t>(stream);
   switch (p.logits_kind) {
     case ScalarKind::Float32: launch_typed<float>(p, s); break;
