@@ -129,39 +129,33 @@ def _masked_confidence(op, logits, x, mask_id, *, temperature=0.0, top_p=None, t
         raise ValueError(f"diffusion_kernels: argument 'confidence_from' must be 'sampling' or 'logits', got {confidence_from!r}")
     if positions != "masked" and positions != "all":
         raise ValueError(f"diffusion_kernels: argument 'positions' must be 'masked' or 'all', got {positions!r}")
-    batch = -1  # computed on first use: only tensor options need it
+    rows = lambda: x.shape[0] if x.dim() > 0 else 0  # noqa: E731  only tensor options need x's batch
     if prev_token_penalty.__class__ is float:
         pen, pen_val = None, prev_token_penalty
     else:
-        batch = x.shape[0] if x.dim() > 0 else 0
-        pen, pen_val = float_row_arg(prev_token_penalty, "prev_token_penalty", batch)
+        pen, pen_val = float_row_arg(prev_token_penalty, "prev_token_penalty", rows())
     if temperature.__class__ is float:
         t, t_val = None, temperature
     else:
-        batch = x.shape[0] if x.dim() > 0 else 0
-        t, t_val = float_row_arg(temperature, "temperature", batch)
+        t, t_val = float_row_arg(temperature, "temperature", rows())
     if top_p is None:
         p, p_val = None, 1.0
     else:
-        batch = x.shape[0] if x.dim() > 0 else 0
-        p, p_val = float_row_arg(top_p, "top_p", batch)
+        p, p_val = float_row_arg(top_p, "top_p", rows())
     if top_k is None:
         k, k_val = None, 0
     else:
-        batch = x.shape[0] if x.dim() > 0 else 0
-        k, k_val = int_row_arg(top_k, "top_k", batch)
+        k, k_val = int_row_arg(top_k, "top_k", rows())
     if block_start.__class__ is int and INT64_MIN <= block_start <= INT64_MAX:
         bs, bs_val = None, block_start
     else:
-        batch = x.shape[0] if x.dim() > 0 else 0
-        bs, bs_val = int_row_arg(block_start, "block_start", batch)
+        bs, bs_val = int_row_arg(block_start, "block_start", rows())
     if block_end is None:
         be, be_val = None, INT64_MAX
     elif block_end.__class__ is int and INT64_MIN <= block_end <= INT64_MAX:
         be, be_val = None, block_end
     else:
-        batch = x.shape[0] if x.dim() > 0 else 0
-        be, be_val = int_row_arg(block_end, "block_end", batch)
+        be, be_val = int_row_arg(block_end, "block_end", rows())
     if seed.__class__ is int and INT64_MIN <= seed <= INT64_MAX:
         s, s_val = None, seed
     else:
